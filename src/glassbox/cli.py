@@ -1,0 +1,82 @@
+"""The `glassbox` command line: one Typer app; each area of the package registers its own commands.
+
+Every command follows the contract in shared/design.md: exit 2 and one `error: ...` line on bad input,
+`--json` prints exactly one JSON document on stdout, progress bars only on a terminal and never with --quiet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from glassbox import progress
+from glassbox.errors import BadInput
+
+app = typer.Typer(
+    name="glassbox",
+    help="See where a transformer's knowledge sits: checkpoint anatomy, head atlas, training, lenses, overlay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module exposes `register(app)`. Imports of torch/transformers stay inside the commands,
+# so `glassbox anatomy` starts fast.
+COMMAND_MODULES = [
+    "glassbox.anatomy.commands",
+]
+
+
+@app.callback()
+def _root(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    progress.set_quiet(quiet)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def _hoist_quiet(argv: list[str]) -> list[str]:
+    """Accept --quiet anywhere on the line (the contract puts it on every subcommand)."""
+    flags = [a for a in argv if a in ("--quiet", "-q")]
+    rest = [a for a in argv if a not in ("--quiet", "-q")]
+    return flags[:1] + rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _hoist_quiet(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="glassbox", standalone_mode=False)
+    except BadInput as exc:
+        _fail(str(exc), 2)
+    except click.exceptions.NoArgsIsHelp:
+        sys.exit(0)
+    except click.UsageError as exc:
+        _fail(exc.format_message().replace("\n", " "), 2)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except MemoryError:
+        _fail("out of memory", 2)
+    except Exception as exc:  # a bug of ours: one line, and the traceback only when asked for
+        if os.environ.get("GLASSBOX_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set GLASSBOX_DEBUG=1 for a traceback)", 1)
+    sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
