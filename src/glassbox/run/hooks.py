@@ -1,0 +1,332 @@
+"""Activation cache under uniform names, and the two interventions every later analysis is built from.
+
+Names (l = layer index, all tensors batch-first):
+    blocks.{l}.resid_pre      [batch, seq, d_model]  the layer's input (blocks.0.resid_pre = embeddings)
+    blocks.{l}.attn.pattern   [batch, head, q, k]    softmax attention weights (GQA: per query head)
+    blocks.{l}.attn.z         [batch, seq, head, d_head]  per-head attention output, before the output projection
+    blocks.{l}.attn.head_out  [batch, seq, head, d_model] each head's contribution through the output
+                              projection: z_h · W_O[:, h]ᵀ (no bias); sums over heads to attn.out − bias.
+                              Derived from attn.z when first read, so caching it costs nothing in the forward.
+    blocks.{l}.attn.out       [batch, seq, d_model]  the output projection's output
+    blocks.{l}.resid_mid      [batch, seq, d_model]  after the attention write, before the MLP (see layout.py)
+    blocks.{l}.mlp.out        [batch, seq, d_model]  the MLP's write
+    blocks.{l}.resid_post     [batch, seq, d_model]  the layer's output
+
+Interventions (a list of edits passed to `hooked`, `run` or `run_with_cache`):
+    HeadEdit(layer, head, value=None, positions=None, batch=None)
+        replaces head `head`'s z at `positions` (all when None) in batch row(s) `batch` (all when None)
+        with `value` (broadcast to [..., d_head]); value None is zero ablation. Mean ablation and head
+        patching are HeadEdits with a stored value: see `zero_ablation`, `mean_ablation`, `patch_heads`.
+    ResidEdit(layer, point, value, positions=None, batch=None)
+        replaces blocks.{layer}.{point} (resid_pre or resid_post) the same way: residual patching.
+Edits apply before the cache records, so the cache shows the run as it actually happened. Editing z
+(the o_proj input) rather than the output leaves every other head untouched by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from glassbox.run.layout import LAYOUTS, head_dim, layers, o_weight, submodule
+from glassbox.run.load import Loaded
+
+POINTS = ("resid_pre", "attn.pattern", "attn.z", "attn.head_out", "attn.out", "resid_mid", "mlp.out",
+          "resid_post")
+Index = int | Sequence[int] | None
+
+
+@dataclass(frozen=True)
+class HeadEdit:
+    layer: int
+    head: int
+    value: Any = None  # torch.Tensor broadcastable to [..., d_head]; None means zero
+    positions: Index = None
+    batch: Index = None
+
+
+@dataclass(frozen=True)
+class ResidEdit:
+    layer: int
+    point: str  # "resid_pre" | "resid_post"
+    value: Any  # torch.Tensor broadcastable to [..., d_model]
+    positions: Index = None
+    batch: Index = None
+
+
+def hook_names(n_layers: int) -> list[str]:
+    return [f"blocks.{layer}.{point}" for layer in range(n_layers) for point in POINTS]
+
+
+class Cache(Mapping):
+    """Recorded activations by uniform name; `attn.head_out` is computed from `attn.z` on first read."""
+
+    def __init__(self, loaded: Loaded, wanted: set[str]):
+        self._loaded = loaded
+        self._wanted = wanted
+        self.store: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.store:
+            return self.store[name]
+        if name.endswith(".attn.head_out") and name in self._wanted:
+            layer = int(name.split(".")[1])
+            z = self.store[f"blocks.{layer}.attn.z"]
+            w = o_weight(self._loaded.model, self._loaded.architecture, layer)
+            w = w.reshape(w.shape[0], z.shape[2], z.shape[3])  # [d_model, head, d_head]
+            self.store[name] = out = _einsum("bshd,mhd->bshm", z, w)
+            return out
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        have = {n for n in self._wanted if n in self.store or n.endswith("head_out")}
+        return iter(sorted(have, key=_name_order))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+def _name_order(name: str) -> tuple[int, int]:
+    parts = name.split(".", 2)
+    return int(parts[1]), POINTS.index(parts[2])
+
+
+def _einsum(spec: str, *ops: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return torch.einsum(spec, *ops)
+
+
+def select(names: Iterable[str] | str | None, n_layers: int) -> set[str]:
+    """Names or glob patterns (e.g. 'blocks.*.attn.pattern') → the set of hook names they match."""
+    every = hook_names(n_layers)
+    if names is None:
+        return set(every)
+    if isinstance(names, str):
+        names = [names]
+    chosen: set[str] = set()
+    for pattern in names:
+        hits = [n for n in every if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise KeyError(f"no hook point matches {pattern!r} (e.g. blocks.0.attn.pattern)")
+        chosen.update(hits)
+    return chosen
+
+
+def _rows_positions(edit: HeadEdit | ResidEdit) -> tuple[Any, Any]:
+    rows = slice(None) if edit.batch is None else edit.batch
+    pos = slice(None) if edit.positions is None else edit.positions
+    if not isinstance(rows, (int, slice)) and not isinstance(pos, (int, slice)):
+        # two index lists would pair up element-wise; we want their cross product
+        import torch
+
+        rows = torch.as_tensor(rows)[:, None]
+        pos = torch.as_tensor(pos)[None, :]
+    return rows, pos
+
+
+def _edit_z(z: Any, n_heads: int, edits: list[HeadEdit]) -> Any:
+    z = z.clone()
+    z4 = z.view(*z.shape[:-1], n_heads, -1)
+    for e in edits:
+        rows, pos = _rows_positions(e)
+        if e.value is None:
+            z4[rows, pos, e.head] = 0.0
+        else:
+            z4[rows, pos, e.head] = e.value.to(z4.dtype)
+    return z
+
+
+def _edit_resid(x: Any, edits: list[ResidEdit]) -> Any:
+    x = x.clone()
+    for e in edits:
+        rows, pos = _rows_positions(e)
+        x[rows, pos] = e.value.to(x.dtype)
+    return x
+
+
+@contextlib.contextmanager
+def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
+           edits: Sequence[HeadEdit | ResidEdit] = ()) -> Iterator[Cache]:
+    """Install hooks that record `names` (all when None; [] for none) and apply `edits` while inside."""
+    model, arch = loaded.model, loaded.architecture
+    lay = LAYOUTS[arch]
+    blocks = layers(model, arch)
+    n_heads = loaded.n_heads
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+    wanted = select(names, len(blocks)) if names is None or names else set()
+    cache = Cache(loaded, wanted)
+    store = cache.store
+    handles: list[Any] = []
+
+    def want(layer: int, point: str) -> bool:
+        return f"blocks.{layer}.{point}" in wanted
+
+    for layer, block in enumerate(blocks):
+        head_edits = [e for e in edits if isinstance(e, HeadEdit) and e.layer == layer]
+        pre_edits = [e for e in edits if isinstance(e, ResidEdit) and e.layer == layer and e.point == "resid_pre"]
+        post_edits = [e for e in edits if isinstance(e, ResidEdit) and e.layer == layer and e.point == "resid_post"]
+        keep_pre = want(layer, "resid_pre") or (want(layer, "resid_mid") and lay.mid_input is None
+                                                 and lay.mid_output is None)
+        keep_z = want(layer, "attn.z") or want(layer, "attn.head_out")
+        keep_out = want(layer, "attn.out") or (want(layer, "resid_mid") and lay.mid_input is None
+                                                and lay.mid_output is None)
+
+        if keep_pre or pre_edits:
+            def on_block_in(mod, args, kwargs, layer=layer, pre_edits=pre_edits, keep=keep_pre):
+                x = args[0] if args else kwargs["hidden_states"]
+                if pre_edits:
+                    x = _edit_resid(x, pre_edits)
+                if keep:
+                    store[f"blocks.{layer}.resid_pre"] = x
+                if pre_edits:
+                    if args:
+                        return (x, *args[1:]), kwargs
+                    return args, {**kwargs, "hidden_states": x}
+                return None
+            handles.append(block.register_forward_pre_hook(on_block_in, with_kwargs=True))
+
+        if want(layer, "resid_post") or post_edits:
+            def on_block_out(mod, args, output, layer=layer, post_edits=post_edits):
+                x = output[0] if isinstance(output, tuple) else output
+                if post_edits:
+                    x = _edit_resid(x, post_edits)
+                store[f"blocks.{layer}.resid_post"] = x
+                if post_edits:
+                    return (x, *output[1:]) if isinstance(output, tuple) else x
+                return None
+            handles.append(block.register_forward_hook(on_block_out))
+
+        if want(layer, "attn.pattern"):
+            def on_attn(mod, args, output, layer=layer):
+                if output[1] is None:
+                    raise RuntimeError("attention weights are None: load the model with attn_implementation='eager'")
+                store[f"blocks.{layer}.attn.pattern"] = output[1]
+            handles.append(submodule(block, lay.attn).register_forward_hook(on_attn))
+
+        o_proj = submodule(block, lay.o_proj)
+        if keep_z or head_edits:
+            def on_z(mod, args, layer=layer, head_edits=head_edits, keep=keep_z):
+                z = args[0]
+                if head_edits:
+                    z = _edit_z(z, n_heads, head_edits)
+                if keep:
+                    store[f"blocks.{layer}.attn.z"] = z.view(*z.shape[:-1], n_heads, -1)
+                return (z, *args[1:]) if head_edits else None
+            handles.append(o_proj.register_forward_pre_hook(on_z))
+
+        if keep_out:
+            def on_out(mod, args, output, layer=layer):
+                store[f"blocks.{layer}.attn.out"] = output
+            handles.append(o_proj.register_forward_hook(on_out))
+
+        if want(layer, "resid_mid") and lay.mid_input is not None:
+            def on_mid_in(mod, args, layer=layer):
+                store[f"blocks.{layer}.resid_mid"] = args[0]
+            handles.append(submodule(block, lay.mid_input).register_forward_pre_hook(on_mid_in))
+        elif want(layer, "resid_mid") and lay.mid_output is not None:
+            def on_mid_out(mod, args, output, layer=layer):
+                store[f"blocks.{layer}.resid_mid"] = output[0] if isinstance(output, tuple) else output
+            handles.append(submodule(block, lay.mid_output).register_forward_hook(on_mid_out))
+
+        if want(layer, "mlp.out"):
+            def on_mlp(mod, args, output, layer=layer):
+                store[f"blocks.{layer}.mlp.out"] = output
+            handles.append(submodule(block, lay.mlp_out).register_forward_hook(on_mlp))
+
+    try:
+        yield cache
+    finally:
+        for h in handles:
+            h.remove()
+        _finish(cache, wanted, lay, len(blocks))
+
+
+def _finish(cache: Cache, wanted: set[str], lay: Any, n_layers: int) -> None:
+    """Derive what no module holds (NeoX resid_mid) and drop what was kept only to derive it."""
+    store = cache.store
+    for layer in range(n_layers):
+        mid = f"blocks.{layer}.resid_mid"
+        pre, out = f"blocks.{layer}.resid_pre", f"blocks.{layer}.attn.out"
+        if mid in wanted and mid not in store and pre in store and out in store:
+            store[mid] = store[pre] + store[out]
+    for name in [n for n in store if n not in wanted]:
+        if not (name.endswith("attn.z") and name.replace("attn.z", "attn.head_out") in wanted):
+            del store[name]
+
+
+def _tokens(tokens: Any) -> Any:
+    import torch
+
+    t = torch.as_tensor(tokens, dtype=torch.long)
+    return t[None] if t.dim() == 1 else t
+
+
+def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None) -> Any:
+    import torch
+
+    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+    if not loaded.is_encoder:
+        kwargs["use_cache"] = False
+    with torch.inference_mode():
+        out = loaded.model(input_ids=_tokens(tokens), **kwargs)
+    logits = getattr(out, "logits", None)
+    return logits if logits is not None else out.last_hidden_state
+
+
+def run(loaded: Loaded, tokens: Any, edits: Sequence[HeadEdit | ResidEdit] = (),
+        attention_mask: Any = None) -> Any:
+    """Forward with edits and no cache → logits [batch, seq, vocab] (encoders: last hidden state)."""
+    with hooked(loaded, names=[], edits=edits):
+        return _forward(loaded, tokens, attention_mask)
+
+
+def run_with_cache(loaded: Loaded, tokens: Any, names: Iterable[str] | str | None = None,
+                   edits: Sequence[HeadEdit | ResidEdit] = (), attention_mask: Any = None) -> tuple[Any, Cache]:
+    """Forward recording `names` (all when None) → (logits, Cache)."""
+    with hooked(loaded, names=names, edits=edits) as cache:
+        logits = _forward(loaded, tokens, attention_mask)
+    return logits, cache
+
+
+def zero_ablation(heads: Iterable[tuple[int, int]], batch: Index = None) -> list[HeadEdit]:
+    return [HeadEdit(layer, head, None, batch=batch) for layer, head in heads]
+
+
+def head_means(loaded: Loaded, tokens: Any) -> Any:
+    """Mean z per head over batch and positions of a reference run → [layer, head, d_head]."""
+    import torch
+
+    _, cache = run_with_cache(loaded, tokens, names="blocks.*.attn.z")
+    return torch.stack([cache[f"blocks.{layer}.attn.z"].mean(dim=(0, 1)) for layer in range(loaded.n_layers)])
+
+
+def mean_ablation(heads: Iterable[tuple[int, int]], means: Any, batch: Index = None) -> list[HeadEdit]:
+    """Replace each head's z by its mean from `head_means` (mean ablation keeps the typical offset)."""
+    return [HeadEdit(layer, head, means[layer, head], batch=batch) for layer, head in heads]
+
+
+def patch_heads(heads: Iterable[tuple[int, int]], source: Mapping[str, Any], positions: Index = None,
+                batch: Index = None, source_batch: Index = None) -> list[HeadEdit]:
+    """Put each head's z from a source run (a Cache holding blocks.{l}.attn.z) into this run.
+
+    `source_batch` picks the source rows (default: row-aligned with the target); positions apply to both.
+    """
+    edits = []
+    for layer, head in heads:
+        z = source[f"blocks.{layer}.attn.z"][:, :, head]  # [batch, seq, d_head]
+        if source_batch is not None:
+            z = z[source_batch]
+        if positions is not None:
+            z = z[..., positions, :]
+        edits.append(HeadEdit(layer, head, z, positions=positions, batch=batch))
+    return edits
+
+
+__all__ = ["POINTS", "Cache", "HeadEdit", "ResidEdit", "head_dim", "head_means", "hook_names", "hooked",
+           "mean_ablation", "patch_heads", "run", "run_with_cache", "select", "zero_ablation"]
