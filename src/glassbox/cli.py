@@ -10,8 +10,12 @@ import importlib
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer ≥0.20 vendors click; older releases use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 from glassbox import progress
 from glassbox.errors import BadInput
@@ -53,13 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, prog_name="glassbox", standalone_mode=False)
     except BadInput as exc:
         _fail(str(exc), 2)
-    except click.exceptions.NoArgsIsHelp:
+    except click_exc.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help())
         sys.exit(0)
-    except click.UsageError as exc:
+    except click_exc.UsageError as exc:
         _fail(exc.format_message().replace("\n", " "), 2)
-    except click.exceptions.Abort:
+    except click_exc.ClickException as exc:
+        _fail(exc.format_message().replace("\n", " "), 2)
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
