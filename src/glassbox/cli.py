@@ -32,6 +32,8 @@ app = typer.Typer(
 # so `glassbox anatomy` starts fast.
 COMMAND_MODULES = [
     "glassbox.anatomy.commands",
+    "glassbox.train.commands",
+    "glassbox.timeline.commands",
 ]
 
 

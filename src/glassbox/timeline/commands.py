@@ -1,0 +1,64 @@
+"""`glassbox timeline DIR [DIR...] [--compare] [--json]` and `glassbox writes RUN`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def timeline(
+        runs: list[Path] = typer.Argument(..., help="Run directories written by `glassbox train`."),
+        compare: bool = typer.Option(False, "--compare", help="Several runs side by side (seeds, inits)."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+        plot: Path | None = typer.Option(None, "--plot", help="PNG path (default: DIR/timeline.png, or "
+                                         "compare.png next to the first run with --compare)."),
+        no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
+        no_ablation: bool = typer.Option(False, "--no-ablation", help="Skip the per-head ablations (faster)."),
+    ) -> None:
+        """The cheap atlas probes on every checkpoint, phase changes, why this head; plots (PNG)."""
+        from glassbox.timeline import render as R
+        from glassbox.timeline.analyze import analyze
+        from glassbox.train.store import read_table
+
+        docs = [analyze(r, ablate=not no_ablation) for r in runs]
+        plots: list[str] = []
+        if not no_plot:
+            from glassbox.timeline.plots import plot_runs
+
+            metrics = [read_table(r, "metrics") for r in runs]
+            if compare or len(runs) > 1:
+                target = plot or runs[0].resolve().parent / "compare.png"
+                plots.append(str(plot_runs(docs, metrics, target)))
+            else:
+                plots.append(str(plot_runs(docs, metrics, plot or runs[0] / "timeline.png")))
+        if as_json:
+            if len(docs) == 1 and not compare:
+                doc = dict(docs[0], plots=plots)
+            else:
+                doc = {"runs": docs, "comparison": R.comparison(docs), "plots": plots}
+            typer.echo(json.dumps(doc))
+            return
+        if compare or len(docs) > 1:
+            if not compare:
+                for d in docs:
+                    typer.echo(R.render(d))
+                    typer.echo("")
+            typer.echo(R.render_comparison(R.comparison(docs), plots[0] if plots else None))
+        else:
+            typer.echo(R.render(docs[0], plots[0] if plots else None))
+
+    @app.command()
+    def writes(
+        run: Path = typer.Argument(..., help="A run directory written by `glassbox train`."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+        top: int = typer.Option(5, "--top", help="How many heads to list per window."),
+    ) -> None:
+        """The seed's table, measured: share of the update written per level and per head, over time."""
+        from glassbox.timeline.writes import render, write_table
+
+        doc = write_table(run, top)
+        typer.echo(json.dumps(doc) if as_json else render(doc))

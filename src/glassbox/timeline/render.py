@@ -1,0 +1,98 @@
+"""Human-readable timeline: phase changes, a few checkpoints, why this head; and several runs side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _lh(top: dict) -> str:
+    return f"L{top['layer']}H{top['head']} {top['score']:.2f}"
+
+
+def render(doc: dict[str, Any], plot: str | None = None) -> str:
+    lines = [f"{doc['run']}: seed {doc['seed']}, init {doc['init']}, {doc['steps']} steps, "
+             f"{len(doc['checkpoints'])} checkpoints"
+             + (", steered " + ", ".join(f"L{s['layer']}H{s['head']}={s['role']}" for s in doc["steer"])
+                if doc["steer"] else "")]
+    if doc["phase_changes"]:
+        lines.append("phase changes:")
+        for c in doc["phase_changes"]:
+            extra = ""
+            if "loss_drop_step" in c:
+                extra = (f"; repeated-part loss drops at step {c['loss_drop_step']}"
+                         + (" (same time)" if c["coincides_with_loss_drop"] else ""))
+            lines.append(f"  {c['role']:<15} L{c['layer']}H{c['head']} at step {c['step']} "
+                         f"(score {_f(c['before'])} → {_f(c['after'])} between steps {c['window'][0]} and "
+                         f"{c['window'][1]}{extra})")
+    else:
+        lines.append("phase changes: none detected (no head went from < 0.1 to > 0.5 and stayed)")
+    for lc in doc["loss_changes"]:
+        lines.append(f"  loss drop: {lc['metric']} {_f(lc['before'])} → {_f(lc['after'])} at step {lc['step']}")
+    lines.append("")
+    heads = [f"L{h['layer']}H{h['head']}" for h in doc["checkpoints"][0]["heads"]]
+    lines.append(f"{'step':>6} {'loss':>6} {'icl':>6}  induction: " + " ".join(f"{h:>6}" for h in heads)
+                 + "  prev-token: " + " ".join(f"{h:>6}" for h in heads))
+    cks = doc["checkpoints"]
+    pick = sorted({0, len(cks) - 1, *range(0, len(cks), max(1, len(cks) // 10))})
+    for k in pick:
+        c = cks[k]
+        ind = " ".join(f"{h['scores']['induction']:6.2f}" for h in c["heads"])
+        prev = " ".join(f"{h['scores']['previous_token']:6.2f}" for h in c["heads"])
+        lines.append(f"{c['step']:>6} {_f(c['loss']):>6} {_f(c['icl_score']):>6}             {ind}               {prev}")
+    for why in doc["why"]:
+        lines.append("")
+        lines.append(f"why L{why['layer']}H{why['winner']} won {why['role']} (change at step {why['step']}; "
+                     f"before = steps < {why['window'][0]}, during = {why['window'][0]}-{why['window'][1]}):")
+        lines.append(f"  {'head':<6} {'score start/before/during/after':<32} {'write share before/during/after':<32}"
+                     f" early ablation")
+        for h in why["heads"]:
+            sc = "/".join(_f(h["score"][k]) for k in ("start", "before", "during", "after"))
+            ws = "/".join(_f(h.get("write_share", {}).get(k)) for k in ("before", "during", "after"))
+            lines.append(f"  L{why['layer']}H{h['head']:<4} {sc:<32} {ws:<32} {_f(h['early_ablation_effect'], '.3f')}")
+    if plot:
+        lines.append("")
+        lines.append(f"plot: {plot}")
+    return "\n".join(lines)
+
+
+def comparison(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for d in docs:
+        ind = [c for c in d["phase_changes"] if c["role"] == "induction"]
+        why = next((w for w in d["why"] if w["role"] == "induction"), None)
+        rows.append({
+            "run": d["run"], "seed": d["seed"], "init": d["init"], "steer": d["steer"],
+            "induction_phase_step": min((c["step"] for c in ind), default=None),
+            "induction_heads_formed": [[c["layer"], c["head"]] for c in ind],
+            "induction_winner": [why["layer"], why["winner"]] if why else None,
+            "top_induction": d["final"]["top_heads"]["induction"],
+            "top_previous_token": d["final"]["top_heads"]["previous_token"],
+            "final_loss": d["final"]["loss"], "final_icl_score": d["final"]["icl_score"],
+            "final_second_copy_loss": d["final"]["probe_loss_second_copy"],
+        })
+    winners = {tuple(r["induction_winner"]) for r in rows if r["induction_winner"]}
+    return {"runs": rows, "winner_heads": sorted(list(w) for w in winners),
+            "winner_changes_across_runs": len(winners) > 1}
+
+
+def render_comparison(cmp: dict[str, Any], plot: str | None = None) -> str:
+    lines = [f"{'run':<28} {'seed':>4} {'init':<11} {'phase':>6} {'winner':>7} {'top ind.':>12} "
+             f"{'top prev.':>12} {'2nd-copy loss':>13} {'icl':>6}"]
+    for r in cmp["runs"]:
+        win = f"L{r['induction_winner'][0]}H{r['induction_winner'][1]}" if r["induction_winner"] else "none"
+        ti, tp = r["top_induction"], r["top_previous_token"]
+        lines.append(f"{r['run'][-28:]:<28} {r['seed']:>4} {r['init'][:11]:<11} "
+                     f"{_f(r['induction_phase_step'], 'd') if r['induction_phase_step'] is not None else '-':>6} "
+                     f"{win:>7} {_lh(ti):>12} "
+                     f"{_lh(tp):>12} "
+                     f"{_f(r['final_second_copy_loss']):>13} {_f(r['final_icl_score']):>6}")
+    lines.append("")
+    lines.append("the induction winner's index " + ("changes across runs" if cmp["winner_changes_across_runs"]
+                                                     else "is the same in every run that formed one"))
+    if plot:
+        lines.append(f"plot: {plot}")
+    return "\n".join(lines)
