@@ -6,6 +6,7 @@ size and on architectures we cannot run. The result's `to_json()` is the `glassb
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +145,7 @@ def _labels(checkpoint: Checkpoint) -> dict[str, Any] | None:
     return read_labels(checkpoint)
 
 
+@functools.cache
 def _element_bytes(dtype: str):
     """A function n_elements → bytes for this storage format, and the block size runs must align to."""
     from glassbox.checkpoint.safetensors import DTYPE_BITS

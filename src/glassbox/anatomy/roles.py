@@ -11,6 +11,7 @@ which axis of the *stored* tensor the heads lie and in what layout:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,16 +224,27 @@ def classify(architecture: str, name: str) -> tuple[str, int | None]:
     return (rule.level, layer) if rule else ("unknown", None)
 
 
+_LAYER_NUMBER = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
 def _match(architecture: str, name: str) -> tuple[Rule | None, int | None]:
+    # Every layer's tensors share one shape of name: match the shape once, then read the layer number.
+    numbers = _LAYER_NUMBER.findall(name)
+    rule = _match_shape(architecture, _LAYER_NUMBER.sub("0", name))
+    if rule is None:
+        return None, None
+    return rule, (int(numbers[0]) if numbers and "(?P<layer>" in rule.pattern else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _match_shape(architecture: str, name: str) -> Rule | None:
     arch = ARCHITECTURES.get(architecture)
     if arch is None:
-        return None, None
+        return None
     for regex, rule in arch.compiled:
-        m = regex.fullmatch(name)
-        if m:
-            layer = m.groupdict().get("layer")
-            return rule, int(layer) if layer is not None else None
-    return None, None
+        if regex.fullmatch(name):
+            return rule
+    return None
 
 
 def head_slices(architecture: str, name: str, shape: tuple[int, ...] | list[int], dims: Dims | None

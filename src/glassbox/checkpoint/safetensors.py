@@ -65,7 +65,11 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int, list[str]]:
         raise BadInput("header is not a JSON object (it must start with '{')", path)
     warnings: list[str] = []
     try:
-        header = json.loads(text, object_pairs_hook=_pairs_keep_last(warnings))
+        header = json.loads(text)
+        # Duplicate keys vanish in a dict; only when the entry count falls short is the slow, key-by-key
+        # parse needed to name them.
+        if isinstance(header, dict) and text.count('"data_offsets"') > len(header):
+            header = json.loads(text, object_pairs_hook=_pairs_keep_last(warnings))
     except (json.JSONDecodeError, RecursionError) as exc:
         raise BadInput(f"header is not valid JSON: {exc}", path) from None
     if not isinstance(header, dict):
