@@ -173,3 +173,46 @@ def test_human_output_binds_formulas(saved):
     assert run.returncode == 0, run.stderr
     assert "softmax" in run.stdout and "Level → where it is written" in run.stdout
     assert "[0:16" in run.stdout  # a head's slice of a projection is printed literally
+
+
+GGUF_MODELS = {"llama": "tiny_llama", "qwen2": "tiny_qwen2", "gemma3": "tiny_gemma3"}
+
+
+@pytest.mark.parametrize("arch", sorted(GGUF_MODELS))
+def test_gguf_slices_are_the_heads(tmp_path, arch):
+    """GGUF stores llama Q/K rows permuted for llama.cpp's rope kernel and gemma norms as 1+w: the slices we
+    report, read through our GGUF reader, must still recompute each head's attention exactly."""
+    import gguf_util
+
+    model = getattr(gguf_util, GGUF_MODELS[arch])()
+    model.set_attn_implementation("eager")
+    path = gguf_util.write_tiny_gguf(model, tmp_path / f"{arch}.gguf")
+    anatomy = describe(open_checkpoint(path))
+    assert anatomy.checkpoint.format == "gguf" and anatomy.architecture_source == "gguf metadata"
+    assert anatomy.architecture == ("gemma3" if arch == "gemma3" else "llama")
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = model(ids, output_attentions=True).attentions
+    family = "gemma3" if arch == "gemma3" else "llama"
+    for layer in range(2):
+        for head in range(anatomy.dims.n_heads):
+            ours = _pattern_from_slices(family, model, anatomy, layer, head, ids)
+            assert (ours - reference[layer][0, head]).abs().max() < 1e-4, (arch, layer, head)
+
+
+@pytest.mark.slow
+def test_bundled_model_slices_are_the_heads(smollm2):
+    """The real SmolLM2-135M GGUF (Q4_1, GQA 9 query / 3 kv heads): heads from our slices of the quantized
+    file match the attention the transformers model computes, in layers 0 and 7."""
+    anatomy = describe(open_checkpoint("smollm2-135m"))
+    assert anatomy.dims.n_heads == 9 and anatomy.dims.n_kv_heads == 3 and anatomy.dims.n_layers == 30
+    q = next(t for t in anatomy.tensors if t.entry.name == "model.layers.0.self_attn.q_proj.weight")
+    assert q.entry.dtype == "Q4_1" and [h.kv_group for h in q.heads] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    ids = smollm2.tokenizer("The cat sat on the mat because it was tired.", return_tensors="pt").input_ids
+    model = smollm2.model
+    with torch.no_grad():
+        reference = model(ids, output_attentions=True).attentions
+    for layer in (0, 7):
+        for head in (0, 4, 8):
+            ours = _pattern_from_slices("llama", model, anatomy, layer, head, ids)
+            assert (ours - reference[layer][0, head]).abs().max() < 1e-4, (layer, head)
