@@ -525,6 +525,8 @@ def open_pickle(path: Path, allow_pickle: bool = False) -> PickleCheckpoint:
         raise BadInput(f"cannot open: {e.strerror}", path) from None
     with f:
         size = f.seek(0, 2)
+        if size == 0:
+            raise BadInput("empty file; not a torch checkpoint", path)
         f.seek(0)
         head = f.read(4)
         try:
