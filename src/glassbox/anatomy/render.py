@@ -74,6 +74,9 @@ def _levels(anatomy: Anatomy, console: Console) -> None:
     for row in anatomy.levels():
         table.add_row(row["level"], str(row["tensors"]), f"{row['n_parameters']:,}",
                       f"{100 * row['n_parameters'] / total:.1f}%", first[row["level"]])
+    config = anatomy.checkpoint.config or {}
+    if "unembedding" not in first and config.get("tie_word_embeddings", anatomy.architecture != "bert"):
+        table.add_row("unembedding", "0", "tied", "", f"W_U = W_Eᵀ: shares {first.get('embedding', 'the embedding')}")
     table.add_row("purpose of each head", "", "", "", "[italic]nowhere: born during training (see glassbox atlas)")
     console.print(table)
 
