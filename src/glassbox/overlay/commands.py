@@ -1,0 +1,214 @@
+"""`glassbox overlay build|generate|explain|feedback|consolidate|replay|eval`.
+
+Traces and feedback live in one store (see overlay/store.py): --store PATH, else $GLASSBOX_HOME/overlay/
+store.sqlite, else ~/.cache/glassbox/overlay/store.sqlite. Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from glassbox.errors import BadInput
+
+overlay = typer.Typer(help="A generator whose every token comes from readable link weights, with a full trace.",
+                      no_args_is_help=True)
+
+STORE = typer.Option(None, "--store", help="Trace/feedback store (.sqlite file or folder); default: see docs.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(overlay, name="overlay")
+
+
+def _emit(obj: dict) -> None:
+    print(json.dumps(obj))
+
+
+@overlay.command()
+def build(
+    corpus: list[str] = typer.Option(..., "--corpus", help="Text file, folder of .txt, or kjv | kjv:A-B | pydoc."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Whose tokenizer (bundled name, .gguf, folder)."),
+    k: int = typer.Option(32, "--k", help="Neighbours kept per token in each link table."),
+    window: int = typer.Option(8, "--window", help="Co-occurrence window, in tokens."),
+    no_suffix_array: bool = typer.Option(False, "--no-suffix-array", help="Skip the suffix array."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Tokenize a corpus and write the memory-mapped index."""
+    from glassbox.overlay import corpus as corpora
+    from glassbox.overlay import index as ix
+    from glassbox.overlay import lm
+
+    if k < 1 or window < 2:
+        raise BadInput("--k must be >= 1 and --window >= 2")
+    docs = corpora.load_documents(corpus)
+    tok = lm.load_tokenizer(model)
+    ix.build(docs, tok, out, ix.BuildOptions(k=k, window=window, suffix_array=not no_suffix_array),
+             source=",".join(corpus), tokenizer_spec=model)
+    index = ix.Index(out)
+    info = {"index": str(out), "id": index.id, "documents": len(docs), "tokens": index.n_tokens,
+            "bytes_per_token": round(index.bytes_per_token(), 3)}
+    if as_json:
+        _emit(info)
+    else:
+        print(f"index {out}: {info['tokens']} tokens from {len(docs)} documents, "
+              f"{info['bytes_per_token']:.2f} bytes/token (id {index.id})")
+
+
+@overlay.command()
+def generate(
+    index: Path = typer.Argument(..., help="Index folder."),
+    prompt: str = typer.Option(..., "--prompt"),
+    model: str = typer.Option("smollm2-135m", "--model", help="The selector LM."),
+    max_tokens: int = typer.Option(60, "--max-tokens"),
+    mode: str = typer.Option("mixture", "--mode", help="mixture | select (the seed's loop) | table"),
+    no_lm: bool = typer.Option(False, "--no-lm", help="The table alone (same as --mode table)."),
+    n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
+    lm_top_k: int = typer.Option(8, "--lm-top-k", help="LM top-k added to the candidates (mixture)."),
+    lam: float = typer.Option(0.1, "--lam", help="Table weight in the mixture."),
+    beta: float = typer.Option(0.3, "--beta", help="Table log-prob weight in select mode."),
+    beam: int = typer.Option(1, "--beam"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+    seed: int = typer.Option(0, "--seed"),
+    repeat_base: float = typer.Option(10.0, "--repeat-base", help="Votes for a repeated token / base^repeats."),
+    store: str | None = STORE,
+    as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON."),
+) -> None:
+    """Generate; every step is traced in the store (its id is printed)."""
+    from glassbox.overlay.accumulator import AccumulatorConfig
+    from glassbox.overlay.generate import GenerateConfig
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import run
+
+    cfg = GenerateConfig(mode="table" if no_lm else mode, max_tokens=max_tokens, n_candidates=n_candidates,
+                         lm_top_k=lm_top_k, lam=lam, beta=beta, beam=beam, temperature=temperature, seed=seed,
+                         accumulator=AccumulatorConfig(repeat_base=repeat_base))
+    cfg.check()
+    st = Store(store)
+    trace = run(index, prompt, cfg, None if no_lm else model, st)
+    if as_json:
+        _emit(trace)
+    else:
+        print(trace["prompt"] + trace["output"])
+        print(f"[trace {trace['id']}: {len(trace['steps'])} steps, stopped on {trace['stop_reason']}, "
+              f"{trace['ms_per_token']:.1f} ms/token; `glassbox overlay explain {trace['id']}`]")
+
+
+@overlay.command()
+def explain(
+    trace_id: str = typer.Argument(...),
+    step: int | None = typer.Option(None, "--step", help="Show one step in full."),
+    top: int = typer.Option(15, "--top", help="Candidates shown."),
+    store: str | None = STORE,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Why each token: links, weights, accumulator terms, LM log-prob, rejected candidates."""
+    from glassbox.overlay import explain as ex
+    from glassbox.overlay.store import Store
+
+    trace = Store(store).trace(trace_id)
+    if step is not None and not 0 <= step < len(trace["steps"]):
+        raise BadInput(f"trace {trace_id} has steps 0..{len(trace['steps']) - 1}; there is no step {step}")
+    if as_json:
+        _emit(trace["steps"][step] if step is not None else trace)
+    else:
+        print(ex.step_view(trace, step, top) if step is not None else ex.summary(trace))
+
+
+@overlay.command()
+def feedback(
+    trace_id: str = typer.Argument(...),
+    step: int = typer.Option(..., "--step"),
+    prefer: str | None = typer.Option(None, "--prefer", help="The token that should have been chosen."),
+    reject: str | None = typer.Option(None, "--reject", help="A token that should not be chosen here."),
+    store: str | None = STORE,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Record a preference or rejection at a traced step; later generations use it."""
+    from glassbox.overlay import lm
+    from glassbox.overlay.feedback import record
+    from glassbox.overlay.store import Store
+
+    if (prefer is None) == (reject is None):
+        raise BadInput("give exactly one of --prefer TEXT or --reject TEXT")
+    st = Store(store)
+    trace = st.trace(trace_id)
+    tokenizer_dir = Path(trace["index"]) / "tokenizer"
+    tok = lm.load_tokenizer(tokenizer_dir if tokenizer_dir.exists() else (trace["model"] or "smollm2-135m"))
+    row = record(st, trace, step, prefer if prefer is not None else reject, prefer is not None, tok)
+    if as_json:
+        _emit(row)
+    else:
+        verb = "prefer" if row["delta"] > 0 else "reject"
+        print(f"feedback #{row['feedback_id']}: {verb} {row['text']!r} after context ids {row['context_ids']} "
+              f"(index {row['index_id']}); applies to later generations")
+
+
+@overlay.command()
+def consolidate(
+    index: Path = typer.Argument(...),
+    store: str | None = STORE,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fold stored feedback into the index's own link file."""
+    from glassbox.overlay.feedback import consolidate as fold
+    from glassbox.overlay.index import Index
+    from glassbox.overlay.store import Store
+
+    info = fold(Index(index), Store(store))
+    if as_json:
+        _emit(info)
+    else:
+        print(f"{info['new_rows']} new feedback rows folded; the index now holds {info['links']} feedback links "
+              f"(through feedback id {info['consolidated_upto']})")
+
+
+@overlay.command()
+def replay(
+    trace_id: str = typer.Argument(...),
+    store: str | None = STORE,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Regenerate a trace from its record and say whether the output is identical (exit 1 if not)."""
+    from glassbox.overlay.index import Index
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import replay as again
+
+    st = Store(store)
+    trace = st.trace(trace_id)
+    if Index(trace["index"]).id != trace["index_id"]:
+        raise BadInput(f"the index at this path was rebuilt since trace {trace_id} (id {trace['index_id']})",
+                       trace["index"])
+    res = again(trace, st)
+    if as_json:
+        _emit(res)
+    else:
+        print(("identical: " if res["identical"] else "DIFFERENT: ") + repr(res["output"]))
+    if not res["identical"]:
+        raise typer.Exit(1)
+
+
+@overlay.command("eval")
+def eval_(
+    index: Path = typer.Argument(...),
+    model: str = typer.Option("smollm2-135m", "--model"),
+    heldout: str = typer.Option(..., "--heldout", help="Held-out text: a file or a named corpus (kjv:A-B, pydoc)."),
+    max_tokens: int = typer.Option(4096, "--max-tokens", help="Held-out tokens scored (the first ones)."),
+    n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
+    scale_base: int = typer.Option(50_000, "--scale-base", help="Tokens in the 1x index of the lookup test."),
+    gen_tokens: int = typer.Option(24, "--gen-tokens", help="Tokens per generation in the latency test."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
+    from glassbox.overlay.evaluate import EvalOptions, evaluate, render
+
+    opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
+                       gen_tokens=gen_tokens)
+    res = evaluate(index, model, heldout, opts)
+    if as_json:
+        _emit(res["contract"])
+    else:
+        print(render(res))

@@ -1,0 +1,59 @@
+"""Render a trace for a person: what was generated, and for one step why that token won."""
+
+from __future__ import annotations
+
+from glassbox.errors import BadInput
+from glassbox.overlay.accumulator import SOURCES
+
+
+def summary(trace: dict) -> str:
+    cfg = trace["config"]
+    lines = [
+        f"trace {trace['id']}  mode={cfg['mode']}  model={trace['model'] or '(none: table alone)'}  "
+        f"beam={cfg['beam']}  temperature={cfg['temperature']}  seed={cfg['seed']}",
+        f"index {trace['index']} (id {trace['index_id']}), feedback rows in force up to id {trace['feedback_upto']}",
+        f"prompt: {trace['prompt']!r}",
+        f"output: {trace['output']!r}",
+        f"stopped: {trace['stop_reason']} after {len(trace['steps'])} steps, {trace['ms_per_token']:.1f} ms/token",
+        "",
+        " step  chosen               from                 LM's top (rank)      candidates",
+    ]
+    for s in trace["steps"]:
+        chosen = next(c for c in s["candidates"] if c["token"] == s["chosen"])
+        rank = "absent" if s["lm_top_rank"] is None else str(s["lm_top_rank"])
+        lm_top = "-" if s["lm_top_text"] is None else f"{s['lm_top_text']!r} ({rank})"
+        lines.append(f"{s['step']:5d}  {s['chosen_text']!r:20} {','.join(chosen['sources']):20} "
+                     f"{lm_top:20} {len(s['candidates'])}")
+    lines.append("")
+    lines.append(f"`glassbox overlay explain {trace['id']} --step N` shows one step in full.")
+    return "\n".join(lines)
+
+
+def step_view(trace: dict, step: int, limit: int = 15) -> str:
+    steps = trace["steps"]
+    if not 0 <= step < len(steps):
+        raise BadInput(f"trace {trace['id']} has steps 0..{len(steps) - 1}; there is no step {step}")
+    s = steps[step]
+    cfg = trace["config"]
+    head = (f"step {step} of trace {trace['id']} (mode {cfg['mode']}): after …{s['context_tail']!r}\n"
+            f"chosen {s['chosen_text']!r}; the LM's own top choice {s['lm_top_text']!r} "
+            f"was {'not a candidate' if s['lm_top_rank'] is None else 'ranked ' + str(s['lm_top_rank'])}; "
+            f"universe {s['universe']} tokens; longest corpus match {s['match_length']} tokens; {s['ms']:.1f} ms\n")
+    formula = {
+        "select": f"final = log p_LM(t | t in candidates) + {cfg['beta']} * log p_table",
+        "mixture": f"final = log((1 - {cfg['lam']}) * p_LM + {cfg['lam']} * p_table)",
+        "table": "final = log p_table",
+    }[cfg["mode"]] + f" + {cfg['feedback_nats']} * feedback"
+    cols = "  ".join(f"{x:>8}" for x in SOURCES)
+    lines = [head, formula, f"p_table = (1 - {cfg['mu']}) * table / sum(table) + {cfg['mu']} * unigram", "",
+             f"rank  token                {cols}     table  p_table  LM logp     final  sources"]
+    for i, c in enumerate(s["candidates"][:limit]):
+        terms = "  ".join(f"{c['terms'][x]:8.4f}" for x in SOURCES)
+        lmv = "       -" if c["lm_logprob"] is None else f"{c['lm_logprob']:8.3f}"
+        mark = "*" if c["token"] == s["chosen"] else " "
+        lines.append(f"{i:3d}{mark}  {c['text']!r:20} {terms}  {c['table']:8.4f}  {c['p_table']:7.4f}  {lmv}  "
+                     f"{c['final']:8.3f}  {','.join(c['sources'])}")
+    rest = len(s["candidates"]) - limit
+    if rest > 0:
+        lines.append(f"… and {rest} more rejected candidates (--json lists all)")
+    return "\n".join(lines)

@@ -1,0 +1,280 @@
+"""The overlay step loop: accumulator candidates → the LM as selector → emit → trace; greedy, beam or sampled.
+
+Modes (the final score of candidate t; every term is written into the trace):
+  select   the seed's loop, faithfully: the LM chooses only among the table's top-N candidates.
+           final = log p_LM(t | t ∈ C) + beta · log p_table(t)          (p_LM renormalized over C)
+           If the table offers no candidate at all, the LM's own top-k are used and tagged "lm-fallback".
+  mixture  the measured combination: candidates = table top-N ∪ the LM's top-k (tagged "lm");
+           final = log((1 - lam) · p_LM(t) + lam · p_table(t))          (a proper distribution over V)
+  table    no LM (`--no-lm`): final = log p_table(t)
+In every mode human feedback adds `feedback_nats · net(+1 prefer / -1 reject)` for the context (a, b) → t,
+and preferred tokens always join the candidates. p_table is the accumulator's score normalized and smoothed
+(accumulator.table_distribution). Stop rules: max tokens, the end token, a repeated `repeat_stop`-gram, and
+(table mode) no candidate left.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from glassbox.errors import BadInput
+from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig, Feedback, table_distribution
+from glassbox.overlay.index import Index
+
+MODES = ("mixture", "select", "table")
+
+
+@dataclass
+class GenerateConfig:
+    mode: str = "mixture"
+    max_tokens: int = 60
+    n_candidates: int = 32
+    lm_top_k: int = 8
+    lam: float = 0.1
+    beta: float = 0.3
+    mu: float = 0.1
+    feedback_nats: float = 20.0
+    beam: int = 1
+    temperature: float = 0.0
+    seed: int = 0
+    repeat_stop: int = 8
+    accumulator: AccumulatorConfig = field(default_factory=AccumulatorConfig)
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise BadInput(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        for name in ("max_tokens", "n_candidates", "beam"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.lam <= 1.0 or not 0.0 <= self.mu <= 1.0:
+            raise BadInput("lam and mu must lie in [0, 1]")
+        if self.temperature < 0:
+            raise BadInput("--temperature must be >= 0")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> GenerateConfig:
+        d = dict(d)
+        d["accumulator"] = AccumulatorConfig.from_json(d.get("accumulator", {}))
+        return cls(**d)
+
+
+class LMRunner:
+    """The selector's forward passes: one token at a time with a KV cache, or a batch of equal-length
+    contexts without one (beam search). Returns log-probabilities over the vocabulary as numpy."""
+
+    def __init__(self, model: Any, bos_id: int | None = None):
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.bos = [bos_id] if bos_id is not None else []
+        self.cache: Any = None
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _logp(self, logits: Any) -> np.ndarray:
+        return self.torch.log_softmax(logits.float(), dim=-1).numpy()
+
+    def start(self, ids: list[int]) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model(self.torch.tensor([self.bos + ids]), use_cache=True)
+        self.cache = out.get("cache", None) or out.get("past_key_values", None)
+        return self._logp(out.logits[0, -1])
+
+    def advance(self, token: int) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model(self.torch.tensor([[token]]), use_cache=True, **{self._cache_kw: self.cache})
+        self.cache = out.get("cache", None) or out.get("past_key_values", None)
+        return self._logp(out.logits[0, -1])
+
+    def batch(self, contexts: list[list[int]]) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model(self.torch.tensor([self.bos + c for c in contexts]), use_cache=False)
+        return self._logp(out.logits[:, -1])
+
+
+def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int], cfg: GenerateConfig,
+               fallback_k: int = 8) -> dict:
+    """Candidates and their scores for the next token after `context`: a trace step without texts."""
+    total = acc.total()
+    ids = [int(t) for t in acc.candidates(cfg.n_candidates, total)]
+    origin = {t: "table" for t in ids}
+    a = context[-2] if len(context) >= 2 else -1
+    fb = acc.feedback.get((a, context[-1]), {})
+    for t, delta in fb.items():
+        if delta > 0 and t not in origin:
+            ids.append(t)
+            origin[t] = "feedback"
+    if lm_logp is not None and (cfg.mode == "mixture" or not ids):
+        tag = "lm" if cfg.mode == "mixture" else "lm-fallback"
+        k = cfg.lm_top_k if cfg.mode == "mixture" else fallback_k
+        for t in np.argpartition(-lm_logp, k)[:k].tolist():
+            if t not in origin:
+                ids.append(t)
+                origin[t] = tag
+    if not ids:
+        return {"candidates": [], "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
+                "match_length": acc.match_length}
+    arr = np.array(ids)
+    p_tab = table_distribution(total, acc.index.unigram, cfg.mu)[arr]
+    fbv = np.array([fb.get(t, 0.0) for t in ids])
+    if cfg.mode == "table" or lm_logp is None:
+        final = np.log(p_tab)
+    elif cfg.mode == "select":
+        lc = lm_logp[arr].astype(np.float64)
+        final = lc - _logsumexp(lc) + cfg.beta * np.log(p_tab)
+    else:
+        final = np.log((1 - cfg.lam) * np.exp(lm_logp[arr].astype(np.float64)) + cfg.lam * p_tab)
+    final = final + cfg.feedback_nats * fbv
+    order = np.argsort(-final, kind="stable")
+    terms = acc.terms(arr)
+    cands = []
+    for i in order.tolist():
+        t = ids[i]
+        term = {s: float(terms[i, j]) for j, s in enumerate(SOURCES)}
+        srcs = [s for s in SOURCES if term[s] != 0.0]
+        if origin[t] != "table" and origin[t] not in srcs:
+            srcs.append(origin[t])
+        cands.append({
+            "token": t, "sources": srcs, "terms": term, "table": float(total[t]), "p_table": float(p_tab[i]),
+            "lm_logprob": None if lm_logp is None else float(lm_logp[t]), "feedback": float(fbv[i]),
+            "final": float(final[i]),
+        })
+    return {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
+            "match_length": acc.match_length}
+
+
+def _argmax(x: np.ndarray | None) -> int | None:
+    return None if x is None else int(np.argmax(x))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + math.log(float(np.exp(x - m).sum()))
+
+
+def _choose(step: dict, cfg: GenerateConfig, rng: np.random.Generator) -> int:
+    cands = step["candidates"]
+    if cfg.temperature <= 0:
+        return 0
+    f = np.array([c["final"] for c in cands]) / cfg.temperature
+    p = np.exp(f - f.max())
+    return int(rng.choice(len(cands), p=p / p.sum()))
+
+
+def _stop(token: int, out: list[int], context: list[int], cfg: GenerateConfig, end_ids: set[int]) -> str | None:
+    if token in end_ids:
+        return "end token"
+    r = cfg.repeat_stop
+    if r and len(out) >= r:
+        gram = context[-r:]
+        hay = context[:-1]
+        for i in range(len(hay) - r + 1):
+            if hay[i : i + r] == gram:
+                return "repetition"
+    if len(out) >= cfg.max_tokens:
+        return "max tokens"
+    return None
+
+
+def _finish(step: dict, choice: int, t0: float) -> dict:
+    cands = step["candidates"]
+    step["chosen"] = cands[choice]["token"]
+    lm_top = step["lm_top"]
+    ranks = [i for i, c in enumerate(cands) if c["token"] == lm_top]
+    step["lm_top_rank"] = ranks[0] if ranks else None  # where the LM's own favourite ended up (None: absent)
+    step["ms"] = (time.perf_counter() - t0) * 1000.0
+    return step
+
+
+def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: Any = None,
+             bos_id: int | None = None, feedback: Feedback | None = None, end_ids: set[int] | None = None) -> dict:
+    """Generate from `prompt_ids`. Returns {"output_ids", "stop_reason", "steps"}; steps carry token ids only."""
+    cfg.check()
+    if not prompt_ids:
+        raise BadInput("the prompt is empty")
+    if cfg.mode != "table" and model is None:
+        raise BadInput(f"mode {cfg.mode!r} needs a language model (use --no-lm for the table alone)")
+    end_ids = end_ids if end_ids is not None else {index.sep}
+    acc = Accumulator(index, cfg.accumulator, feedback)
+    for i in range(len(prompt_ids)):
+        acc.observe(prompt_ids[: i + 1])
+    runner = LMRunner(model, bos_id) if cfg.mode != "table" else None
+    if cfg.beam > 1:
+        return _beam(acc, prompt_ids, cfg, runner, end_ids)
+    rng = np.random.default_rng(cfg.seed)
+    context = list(prompt_ids)
+    out: list[int] = []
+    steps: list[dict] = []
+    t0 = time.perf_counter()
+    lm_logp = runner.start(context) if runner else None
+    reason = "max tokens"
+    while True:
+        step = score_step(acc, lm_logp, context, cfg)
+        if not step["candidates"]:
+            reason = "no candidates"
+            break
+        step = _finish(step, _choose(step, cfg, rng), t0)
+        step["step"] = len(steps)
+        step["context_ids"] = context[-2:]
+        steps.append(step)
+        token = step["chosen"]
+        context.append(token)
+        out.append(token)
+        stop = _stop(token, out, context, cfg, end_ids)
+        if stop:
+            reason = stop
+            break
+        t0 = time.perf_counter()
+        acc.observe(context)
+        lm_logp = runner.advance(token) if runner else None
+    return {"output_ids": out, "stop_reason": reason, "steps": steps}
+
+
+def _beam(acc: Accumulator, prompt_ids: list[int], cfg: GenerateConfig, runner: LMRunner | None,
+          end_ids: set[int]) -> dict:
+    """Beam search: each beam carries its own accumulator; the score of a beam is the sum of its steps' final
+    scores. Beams grow in lockstep, so one batched forward (no padding) scores them all."""
+    beams = [{"context": list(prompt_ids), "acc": acc, "score": 0.0, "steps": [], "out": [], "stop": None}]
+    while any(b["stop"] is None for b in beams):
+        t0 = time.perf_counter()
+        live = [b for b in beams if b["stop"] is None]
+        logps = runner.batch([b["context"] for b in live]) if runner else [None] * len(live)
+        grown = [(b["score"], b, None, None) for b in beams if b["stop"] is not None]
+        for b, lp in zip(live, logps, strict=True):
+            step = score_step(b["acc"], lp, b["context"], cfg)
+            if not step["candidates"]:
+                b["stop"] = "no candidates"
+                grown.append((b["score"], b, None, None))
+                continue
+            for choice, c in enumerate(step["candidates"][: cfg.beam]):
+                grown.append((b["score"] + c["final"], b, step, choice))
+        grown.sort(key=lambda g: -g[0])
+        beams = []
+        for score, b, step, choice in grown[: cfg.beam]:
+            if step is None:
+                beams.append(b)
+                continue
+            s = _finish(dict(step), choice, t0)
+            s["step"] = len(b["steps"])
+            s["context_ids"] = b["context"][-2:]
+            context = b["context"] + [s["chosen"]]
+            out = b["out"] + [s["chosen"]]
+            nb = {"context": context, "acc": b["acc"], "score": score, "steps": b["steps"] + [s], "out": out,
+                  "stop": _stop(s["chosen"], out, context, cfg, end_ids)}
+            if nb["stop"] is None:
+                nb["acc"] = b["acc"].copy()
+                nb["acc"].observe(context)
+            beams.append(nb)
+    best = max(beams, key=lambda b: b["score"])
+    return {"output_ids": best["out"], "stop_reason": best["stop"], "steps": best["steps"],
+            "beam_score": best["score"]}

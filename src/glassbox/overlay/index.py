@@ -1,0 +1,289 @@
+"""The link index: a corpus turned into readable, memory-mapped arrays, built once and never loaded whole.
+
+Files in the index folder (all `.npy`, opened with mmap_mode="r"):
+  tokens.npy        the corpus as token ids (uint16 when the vocabulary fits), documents separated by `sep`
+  unigram.npy       count of every token id (int64[V])
+  next_*.npy        next-token links, CSR: for token a, next_ids[next_off[a]:next_off[a+1]] are the K most
+                    frequent followers t, next_w their share P(t | a) (float16), strongest first
+  cooc_*.npy        co-occurrence links: t seen 2..W tokens after a, each sighting weighted 1/distance,
+                    normalized per a like next_w (the longer-range "semantic" neighbours of the seed's notes)
+  sa.npy            suffix array of tokens.npy (pydivsufsort), for longest-match (∞-gram) continuations
+                    and the triad bonus (the continuations of the last two tokens)
+  feedback.npz      consolidated feedback links (a, b, t, weight) and the last feedback id they hold;
+                    written by `consolidate`
+  meta.json         sizes, K, W, the tokenizer, an index id; tokenizer/ the tokenizer's own files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glassbox import progress
+from glassbox.errors import BadInput
+
+FORMAT = "glassbox-overlay-index/1"
+ARRAYS = ["tokens", "unigram", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa"]
+
+
+@dataclass
+class BuildOptions:
+    k: int = 32  # neighbours kept per token and link kind
+    window: int = 8  # co-occurrence window (tokens after a)
+    suffix_array: bool = True
+
+
+def tokenize_documents(docs: list[str], tokenizer: Any, batch: int = 64) -> list[list[int]]:
+    out: list[list[int]] = []
+    chunks = [docs[i : i + batch] for i in range(0, len(docs), batch)]
+    for chunk in progress.track(chunks, "tokenizing"):
+        out.extend(tokenizer(chunk, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def separator_id(tokenizer: Any) -> int:
+    for tid in (tokenizer.eos_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def build(docs: list[str], tokenizer: Any, out: str | Path, options: BuildOptions | None = None,
+          source: str = "", tokenizer_spec: str = "") -> Path:
+    """Tokenize `docs` and write an index folder at `out` (built in a temp folder, renamed into place)."""
+    options = options or BuildOptions()
+    out = Path(out)
+    if out.exists() and not (out / "meta.json").exists() and any(out.iterdir()):
+        raise BadInput("exists and is not an overlay index; refusing to overwrite it", out)
+    vocab = len(tokenizer)
+    sep = separator_id(tokenizer)
+    ids = tokenize_documents(docs, tokenizer)
+    tokens = np.fromiter((t for d in ids for t in (*d, sep)), dtype=np.int64)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_arrays(tmp, tokens, vocab, options)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        meta = {
+            "format": FORMAT, "id": uuid.uuid4().hex[:12], "source": source, "tokenizer": tokenizer_spec,
+            "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": len(docs),
+            "k": options.k, "window": options.window, "suffix_array": options.suffix_array,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:6]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOptions) -> None:
+    """The token array, unigram counts, both link tables and (optionally) the suffix array."""
+    dtype = np.uint16 if vocab <= 65536 else np.uint32
+    tok = tokens.astype(dtype)
+    np.save(folder / "tokens.npy", tok)
+    np.save(folder / "unigram.npy", np.bincount(tokens, minlength=vocab).astype(np.int64))
+    for name, distances in (("next", [1]), ("cooc", list(range(2, options.window + 1)))):
+        off, nbr, w = link_table(tokens, vocab, options.k, distances, name)
+        np.save(folder / f"{name}_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
+        np.save(folder / f"{name}_ids.npy", nbr.astype(dtype))
+        np.save(folder / f"{name}_w.npy", w.astype(np.float16))
+    if options.suffix_array:
+        from pydivsufsort import divsufsort
+
+        sa = divsufsort(tok)
+        np.save(folder / "sa.npy", sa.astype(np.int32 if len(tok) < 2**31 else np.int64))
+
+
+def link_table(tokens: np.ndarray, vocab: int, k: int, distances: list[int], name: str = "links",
+               chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays (offsets[V+1], neighbour ids, weights) of the top-k links a → t, weight Σ 1/distance,
+    normalized by a's total so that next-token links read as P(t | a). Chunked so memory stays bounded."""
+    keys_parts: list[np.ndarray] = []
+    w_parts: list[np.ndarray] = []
+    n = len(tokens)
+    for start in progress.track(range(0, n, chunk), f"{name} links", total=(n + chunk - 1) // chunk):
+        ks, ws = [], []
+        for d in distances:
+            a = tokens[start : min(start + chunk, n - d)]
+            if len(a) == 0:
+                continue
+            t = tokens[start + d : start + d + len(a)]
+            ks.append(a * vocab + t)
+            ws.append(np.full(len(a), 1.0 / d))
+        if ks:
+            keys_parts.append(np.concatenate(ks))
+            w_parts.append(np.concatenate(ws))
+            _merge(keys_parts, w_parts)
+    if keys_parts:
+        _merge(keys_parts, w_parts, force=True)
+        keys, wsum = keys_parts[0], w_parts[0]
+    else:
+        keys, wsum = np.zeros(0, np.int64), np.zeros(0)
+    src, dst = keys // vocab, keys % vocab
+    row_total = np.bincount(src, weights=wsum, minlength=vocab)
+    order = np.lexsort((-wsum, src))  # by source, strongest first
+    src, dst, wsum = src[order], dst[order], wsum[order]
+    first = np.searchsorted(src, np.arange(vocab))
+    keep = (np.arange(len(src)) - first[src]) < k
+    src, dst, wsum = src[keep], dst[keep], wsum[keep]
+    off = np.zeros(vocab + 1, np.int64)
+    off[1:] = np.cumsum(np.bincount(src, minlength=vocab))
+    return off, dst, wsum / row_total[src]
+
+
+def _merge(keys_parts: list[np.ndarray], w_parts: list[np.ndarray], force: bool = False) -> None:
+    """Sum weights of equal keys across parts (in place), once parts are many or at the end."""
+    if len(keys_parts) < 4 and not force:
+        return
+    keys = np.concatenate(keys_parts)
+    ws = np.concatenate(w_parts)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    keys_parts[:] = [uniq]
+    w_parts[:] = [np.bincount(inv, weights=ws)]
+
+
+class Index:
+    """A built index, memory-mapped. Lookups read only the slices they need."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise BadInput("not an overlay index (no meta.json); build one with `glassbox overlay build`", path)
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"meta.json is not valid JSON: {exc}", meta_path) from None
+        if self.meta.get("format") != FORMAT:
+            raise BadInput(f"unknown index format {self.meta.get('format')!r} (expected {FORMAT})", meta_path)
+        self.vocab_size = int(self.meta["vocab_size"])
+        self.sep = int(self.meta["sep"])
+        self.id = str(self.meta["id"])
+        arrays = {}
+        for name in ARRAYS:
+            f = self.path / f"{name}.npy"
+            if f.exists():
+                try:
+                    # a plain ndarray view of the map: same bytes, none of np.memmap's per-slice overhead
+                    arrays[name] = np.load(f, mmap_mode="r").view(np.ndarray)
+                except ValueError as exc:
+                    raise BadInput(f"unreadable array: {exc}", f) from None
+            elif name != "sa":
+                raise BadInput(f"index is missing {f.name}", self.path)
+        self.tokens = arrays["tokens"]
+        self.unigram = np.asarray(arrays["unigram"], dtype=np.float64)
+        self.next = (arrays["next_off"], arrays["next_ids"], arrays["next_w"])
+        self.cooc = (arrays["cooc_off"], arrays["cooc_ids"], arrays["cooc_w"])
+        self.sa = arrays.get("sa")
+        self.n_tokens = len(self.tokens)
+        self._feedback, self.consolidated_upto = self._load_feedback()
+
+    # -- link tables -------------------------------------------------------------------------------
+    def links(self, kind: str, a: int) -> tuple[np.ndarray, np.ndarray]:
+        """(neighbour ids, weights) of token a in the 'next' or 'cooc' table."""
+        off, ids, w = self.next if kind == "next" else self.cooc
+        lo, hi = int(off[a]), int(off[a + 1])
+        return np.asarray(ids[lo:hi], dtype=np.int64), np.asarray(w[lo:hi], dtype=np.float32)
+
+    # -- suffix array ------------------------------------------------------------------------------
+    def find(self, pattern: list[int]) -> tuple[int, int]:
+        """SA range [lo, hi) of the corpus positions where `pattern` occurs."""
+        sa, toks, n = self.sa, self.tokens, len(pattern)
+        p = tuple(pattern)
+        lo, hi = 0, len(sa)
+        while lo < hi:  # first suffix whose first n tokens are >= p
+            mid = (lo + hi) // 2
+            s = int(sa[mid])
+            if tuple(toks[s : s + n].tolist()) < p:
+                lo = mid + 1
+            else:
+                hi = mid
+        first, hi = lo, len(sa)
+        while lo < hi:  # first suffix whose first n tokens are > p
+            mid = (lo + hi) // 2
+            s = int(sa[mid])
+            if tuple(toks[s : s + n].tolist()) <= p:
+                lo = mid + 1
+            else:
+                hi = mid
+        return first, lo
+
+    def longest_match(self, context: list[int], max_len: int = 12) -> tuple[int, int, int]:
+        """(L, lo, hi): the longest suffix of `context` (L <= max_len) found in the corpus; L=0 if none."""
+        if self.sa is None or not context:
+            return 0, 0, 0
+        best = (0, 0, 0)
+        lo_len, hi_len = 1, min(max_len, len(context))
+        while lo_len <= hi_len:  # a match of length L implies matches of every shorter length
+            mid = (lo_len + hi_len) // 2
+            a, b = self.find(context[-mid:])
+            if b > a:
+                best = (mid, a, b)
+                lo_len = mid + 1
+            else:
+                hi_len = mid - 1
+        return best
+
+    def continuations(self, lo: int, hi: int, length: int, cap: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids, counts) that follow the matches sa[lo:hi] of a pattern of `length` tokens.
+        At most `cap` matches are read (evenly spaced, deterministic), so the cost has a ceiling."""
+        if hi <= lo:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows = np.arange(lo, hi) if hi - lo <= cap else np.linspace(lo, hi - 1, cap).astype(np.int64)
+        pos = np.asarray(self.sa[rows], dtype=np.int64) + length
+        pos = pos[pos < self.n_tokens]
+        ids, counts = np.unique(np.asarray(self.tokens[pos], dtype=np.int64), return_counts=True)
+        return ids, counts.astype(np.float32)
+
+    # -- consolidated feedback ---------------------------------------------------------------------
+    def _load_feedback(self) -> tuple[dict[tuple[int, int], dict[int, float]], int]:
+        """feedback.npz holds the rows and the last feedback id they include, in one atomic file."""
+        f = self.path / "feedback.npz"
+        table: dict[tuple[int, int], dict[int, float]] = {}
+        if not f.exists():
+            return table, 0
+        with np.load(f) as z:
+            for a, b, t, w in z["rows"].tolist():
+                row = table.setdefault((int(a), int(b)), {})
+                row[int(t)] = row.get(int(t), 0.0) + w
+            return table, int(z["upto"])
+
+    def feedback_links(self, a: int, b: int) -> dict[int, float]:
+        """Consolidated feedback for the context (a, b) → {token: weight}."""
+        return self._feedback.get((a, b), {})
+
+    def bytes_per_token(self) -> float:
+        total = sum(f.stat().st_size for f in self.path.glob("*.npy"))
+        return total / max(1, self.n_tokens)
+
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer"
+
+
+def write_feedback(index_path: Path, rows: list[tuple[int, int, int, float]], upto: int) -> None:
+    """Replace the index's consolidated feedback with `rows` (a, b, t, weight), which include every
+    feedback id <= upto; one atomic file, so a crash never applies a row twice."""
+    from glassbox.fileio import atomic_write
+
+    arr = np.array(sorted(rows), dtype=np.float64).reshape(-1, 4)
+    with atomic_write(Path(index_path) / "feedback.npz") as f:
+        np.savez(f, rows=arr, upto=np.int64(upto))
