@@ -1,0 +1,107 @@
+"""Overlay generator with the bundled SmolLM2 as the selector: the score formulas in the trace, the faithful
+select mode, beam search, feedback that flips one step and nothing else, and the eval JSON contract."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from glassbox.cli import main
+from glassbox.overlay import index as ix
+from glassbox.overlay import lm
+from glassbox.overlay.feedback import record
+from glassbox.overlay.generate import GenerateConfig
+from glassbox.overlay.store import Store
+from glassbox.overlay.trace import replay, run
+
+pytestmark = pytest.mark.slow
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def smol():
+    return lm.load_lm(MODEL)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, smol):
+    from glassbox.overlay.corpus import load_documents
+
+    out = tmp_path_factory.mktemp("overlay_lm") / "exodus"
+    ix.build(load_documents(["kjv:2-2"]), smol[1], out, ix.BuildOptions(k=16, window=6), source="kjv:2-2")
+    return out
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSBOX_HOME", str(tmp_path / "home"))
+    return Store()
+
+
+def test_mixture_trace_terms_and_replay(built, store, smol):
+    cfg = GenerateConfig(mode="mixture", max_tokens=6, lam=0.2)
+    trace = run(built, "And Moses said unto the LORD", cfg, MODEL, store)
+    assert len(trace["steps"]) >= 1
+    for s in trace["steps"]:
+        for c in s["candidates"]:
+            mix = math.log((1 - cfg.lam) * math.exp(c["lm_logprob"]) + cfg.lam * c["p_table"])
+            assert c["final"] == pytest.approx(mix + cfg.feedback_nats * c["feedback"], abs=1e-5)
+        assert s["candidates"][0]["token"] == s["chosen"]
+        lm_top = max(s["candidates"], key=lambda c: c["lm_logprob"])
+        assert lm_top["token"] == s["lm_top"]  # the LM's top-k joined the candidates
+    assert replay(trace, store)["identical"]
+
+
+def test_select_mode_only_picks_table_candidates(built, store):
+    cfg = GenerateConfig(mode="select", max_tokens=6, beta=0.3)
+    trace = run(built, "And the LORD spake unto Moses", cfg, MODEL, store)
+    for s in trace["steps"]:
+        assert all(c["table"] > 0 and "lm" not in c["sources"] for c in s["candidates"])
+        lc = np.array([c["lm_logprob"] for c in s["candidates"]])
+        restricted = lc - np.log(np.exp(lc - lc.max()).sum()) - lc.max()
+        for c, r in zip(s["candidates"], restricted, strict=True):
+            assert c["final"] == pytest.approx(r + cfg.beta * math.log(c["p_table"]), abs=1e-4)
+
+
+def test_beam_search_scores_its_path(built, store):
+    cfg = GenerateConfig(mode="mixture", max_tokens=4, beam=2)
+    trace = run(built, "Then Moses", cfg, MODEL, store)
+    assert 1 <= len(trace["output_ids"]) <= 4
+    assert trace["beam_score"] == pytest.approx(sum(
+        next(c["final"] for c in s["candidates"] if c["token"] == s["chosen"]) for s in trace["steps"]))
+
+
+def test_prefer_flips_that_step_and_leaves_other_prompts_alone(built, store, smol):
+    cfg = GenerateConfig(mode="mixture", max_tokens=6)
+    first = run(built, "And Moses went up unto", cfg, MODEL, store)
+    other = run(built, "Thou shalt not", cfg, MODEL, store)
+    step = min(2, len(first["steps"]) - 1)
+    want = next(c for c in first["steps"][step]["candidates"][1:] if c["text"].strip())
+    record(store, first, step, want["text"], True, smol[1])
+    again = run(built, "And Moses went up unto", cfg, MODEL, store)
+    assert again["output_ids"][:step] == first["output_ids"][:step]
+    assert again["steps"][step]["chosen"] == want["token"] != first["steps"][step]["chosen"]
+    assert run(built, "Thou shalt not", cfg, MODEL, store)["output_ids"] == other["output_ids"]
+
+
+def test_eval_json_contract(built, tmp_path, capsys, smol):
+    held = tmp_path / "heldout.txt"
+    held.write_text(" ".join(__import__("glassbox.overlay.corpus", fromlist=["x"]).kjv_chapters(40, 40)[:2]))
+    with pytest.raises(SystemExit) as exc:
+        main(["overlay", "eval", str(built), "--model", MODEL, "--heldout", str(held), "--max-tokens", "200",
+              "--scale-base", "2000", "--gen-tokens", "3", "--json"])
+    out = capsys.readouterr()
+    assert exc.value.code == 0, out.err
+    doc = json.loads(out.out)
+    assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
+                        "bytes_per_token", "lookup_p99_ms"}
+    assert set(doc["lookup_p99_ms"]) == {"1x", "10x", "100x"}
+    for key in ("lm", "table", "overlay"):
+        assert set(doc[key]) == {"top1", "ppl"} and 0 <= doc[key]["top1"] <= 1 and doc[key]["ppl"] >= 1
+    assert doc["tokens"] > 100 and doc["n_candidates"] == 32 and 0 <= doc["recall_at_n"] <= 1
+    assert doc["latency_ratio"] > 0 and doc["bytes_per_token"] > 2
+    # the overlay's lam is tuned on a dev split, lam=0 included, so it can only lose on test by overfitting
+    assert doc["overlay"]["ppl"] < doc["table"]["ppl"]
