@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "glassbox.demo",
     "glassbox.train.commands",
     "glassbox.timeline.commands",
+    "glassbox.lens.commands",
     "glassbox.overlay.commands",
 ]
 

@@ -1,0 +1,222 @@
+"""`glassbox lens`, `glassbox lens train`, `glassbox patch`, `glassbox cluster`.
+
+`lens` is both a command (`glassbox lens MODEL --text T`) and the head of `glassbox lens train MODEL ...`:
+Typer cannot nest a group under a command of the same name, so `lens` takes an optional second argument
+and treats a first argument of exactly `train` as the sub-command (a model folder named `train` still
+works when it is the only argument, or as ./train).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from glassbox.errors import BadInput
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lens")(lens)
+    app.command("patch")(patch)
+    app.command("cluster")(cluster)
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
+
+
+def lens(
+    model: str = typer.Argument(..., help="A checkpoint path or bundled name (or the word `train`, see below)."),
+    train_model: str | None = typer.Argument(None, metavar="[MODEL]", help="With `lens train`: the model."),
+    text: str | None = typer.Option(None, "--text", help="Text to read through the lens."),
+    as_json: bool = typer.Option(False, "--json", help="Print the contract's JSON document on stdout."),
+    tuned: Path | None = typer.Option(None, "--tuned", help="A tuned lens (.safetensors from `lens train`)."),
+    top_k: int = typer.Option(3, "--top-k", help="Tokens shown per layer in the table."),
+    target: str | None = typer.Option(None, "--target", help="Also show this token's rank and probability."),
+    png: Path | None = typer.Option(None, "--png", help="Write a layers × positions heatmap (KL, top token)."),
+    corpus: Path | None = typer.Option(None, "--corpus", help="`lens train`: a text or .jsonl file to train on."),
+    out: Path | None = typer.Option(None, "--out", help="`lens train`: where to write the translators."),
+    tokens: int = typer.Option(16384, "--tokens", help="`lens train`: corpus tokens to use."),
+    steps: int = typer.Option(300, "--steps", help="`lens train`: optimizer steps."),
+    seq_len: int = typer.Option(128, "--seq-len", help="`lens train`: tokens per training sequence."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+) -> None:
+    """Logit lens (or tuned lens) per layer and position; `glassbox lens train MODEL --corpus F --out F`."""
+    if model == "train" and train_model is not None:
+        return _lens_train(train_model, corpus, out, tokens, steps, seq_len, as_json, allow_pickle)
+    if train_model is not None:
+        raise BadInput(f"unexpected extra argument {train_model!r} (did you mean `glassbox lens train MODEL`?)")
+    if text is None:
+        raise BadInput("--text is required (the text to read through the lens)")
+    if corpus is not None or out is not None:
+        raise BadInput("--corpus/--out belong to `glassbox lens train MODEL`")
+    from glassbox.lens import logit
+    from glassbox.lens import tuned as tuned_lens
+    from glassbox.run import load_model
+
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    logit.check_lm(loaded)
+    translators = tuned_lens.load(tuned, loaded) if tuned is not None else None
+    ids = logit.encode(loaded, text)
+    result = logit.apply(loaded, ids, translators)
+    if png is not None:
+        _lens_png(png, loaded, result, tuned is not None)
+    if as_json:
+        print(json.dumps(logit.to_json(loaded, result)))
+        return
+    _lens_table(loaded, result, top_k, target, "tuned lens" if tuned else "logit lens", png)
+
+
+def _lens_png(path: Path, loaded, result, is_tuned: bool) -> None:
+    from glassbox.lens import logit
+    from glassbox.lens.plots import heatmap
+
+    probs, ids = result.top(1)
+    cells = [[logit.token_str(loaded, i[0])[:8] for i in ids[layer]] for layer in range(ids.shape[0])]
+    heatmap(path, result.kl_to_final.numpy(), [str(r) for r in range(ids.shape[0])],
+            [logit.token_str(loaded, t)[:10] for t in result.tokens],
+            f"{'tuned' if is_tuned else 'logit'} lens: KL to final (nats), top token", "position", "layer",
+            cells=cells)
+
+
+def _lens_table(loaded, result, top_k: int, target: str | None, kind: str, png: Path | None) -> None:
+    from rich.table import Table
+
+    from glassbox.lens import logit
+    from glassbox.lens.patching import _single_token
+
+    console = _console()
+    probs, ids = result.top(top_k)
+    target_id = _single_token(loaded, target) if target else None
+    ranks = result.rank_of(target_id) if target_id is not None else None
+    toks = [logit.token_str(loaded, t) for t in result.tokens]
+    table = Table(title=f"{kind}: top-{top_k} per layer, last position ({toks[-1]!r}); KL = KL(final ‖ lens)")
+    table.add_column("layer", justify="right")
+    table.add_column("KL (last)", justify="right")
+    table.add_column("KL (mean)", justify="right")
+    table.add_column("top tokens, last position")
+    if target_id is not None:
+        table.add_column(f"{target!r} rank / p", justify="right")
+    n = ids.shape[0] - 1
+    for layer in range(n + 1):
+        name = "emb" if layer == 0 else ("out" if layer == n else str(layer))
+        top = "  ".join(f"{logit.token_str(loaded, i)!r} {float(p):.2f}" for p, i in zip(probs[layer, -1], ids[layer, -1], strict=True))
+        row = [name, f"{float(result.kl_to_final[layer, -1]):.2f}", f"{float(result.kl_to_final[layer].mean()):.2f}", top]
+        if ranks is not None:
+            p = float(result.logprobs[layer, -1, target_id].exp())
+            row.append(f"{int(ranks[layer, -1])} / {p:.3f}")
+        table.add_row(*row)
+    console.print(table)
+    console.print("tokens: " + " ".join(repr(t) for t in toks))
+    if png is not None:
+        console.print(f"heatmap (layer × position): {png}")
+
+
+def _lens_train(model: str, corpus: Path | None, out: Path | None, tokens: int, steps: int, seq_len: int,
+                as_json: bool, allow_pickle: bool) -> None:
+    if corpus is None or out is None:
+        raise BadInput("`glassbox lens train MODEL` needs --corpus FILE and --out FILE.safetensors")
+    from glassbox.lens import corpus as corpora
+    from glassbox.lens import tuned
+    from glassbox.progress import track
+    from glassbox.run import load_model
+
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    from glassbox.lens import logit
+
+    logit.check_lm(loaded)
+    ids = corpora.token_ids(loaded, corpora.read_text(corpus), tokens)
+    lens_ = tuned.train(loaded, ids, steps=steps, seq_len=seq_len, progress=track)
+    tuned.save(lens_, out, loaded, {"corpus": str(corpus), "tokens": str(len(ids)), "steps": str(steps)})
+    report = {"out": str(out), "layers": lens_.n_layers, "tokens": len(ids), "steps": steps,
+              "train_kl": {"logit": lens_.history.get("logit_kl", []), "tuned": lens_.history.get("tuned_kl", [])}}
+    if as_json:
+        print(json.dumps(report))
+        return
+    console = _console()
+    console.print(f"tuned lens: {lens_.n_layers} translators trained on {len(ids)} tokens, {steps} steps → {out}")
+    logit_kl, tuned_kl = report["train_kl"]["logit"], report["train_kl"]["tuned"]
+    if logit_kl:
+        console.print("training-set KL per layer (logit → tuned): " +
+                      ", ".join(f"{i}: {a:.2f}→{b:.2f}" for i, (a, b) in enumerate(zip(logit_kl, tuned_kl, strict=True))))
+
+
+def patch(
+    model: str = typer.Argument(..., help="A checkpoint path or bundled name."),
+    clean: str = typer.Option(..., "--clean", help="The clean prompt."),
+    corrupt: str = typer.Option(..., "--corrupt", help="The corrupted prompt (same number of tokens)."),
+    metric: str = typer.Option("kl", "--metric",
+                               help="'logit_diff: A - B', 'prob: T', 'logprob: T' or 'kl' (at the last position)."),
+    over: str = typer.Option("heads", "--over", help="heads (layer × head) | resid | mlp (layer × position)."),
+    direction: str = typer.Option("denoise", "--direction",
+                                  help="denoise: corrupt run, clean patches; noise: clean run, corrupt patches."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Patched runs per forward pass."),
+    png: Path | None = typer.Option(None, "--png", help="Write the heatmap here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+) -> None:
+    """Activation patching: which heads / residual positions / MLPs carry the clean-vs-corrupt difference."""
+    from glassbox.lens import logit, patching
+    from glassbox.progress import track
+    from glassbox.run import load_model
+
+    if batch_size < 1:
+        raise BadInput("--batch-size must be at least 1")
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    m = patching.parse_metric(loaded, metric)
+    clean_ids, corrupt_ids = logit.encode(loaded, clean), logit.encode(loaded, corrupt)
+    result = patching.patch(loaded, clean_ids, corrupt_ids, m, over, direction, batch_size, progress=track)
+    result.tokens = [logit.token_str(loaded, t) for t in clean_ids]
+    if over != "heads":
+        result.cols = [f"{i}:{t}" for i, t in enumerate(result.tokens)]
+    if png is not None:
+        from glassbox.lens.plots import heatmap
+
+        heatmap(png, result.effect.numpy(), result.rows, result.cols,
+                f"{direction} patching over {over}, {metric} (1 = full effect)",
+                "head" if over == "heads" else "position", "layer", diverging=True)
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    console = _console()
+    console.print(f"{metric}: clean {result.clean:.3f}, corrupt {result.corrupt:.3f} "
+                  f"({result.forwards} forward passes, {batch_size} patches per pass)")
+    col = "head" if over == "heads" else "position"
+    from rich.table import Table
+
+    table = Table(title=f"top cells, {direction} patching over {over} (effect: 0 = unpatched, 1 = full)")
+    for name in ("layer", col, "effect", "metric"):
+        table.add_column(name, justify="right")
+    for r, c, e in result.top(10):
+        table.add_row(str(r), result.cols[c], f"{e:+.3f}", f"{float(result.value[r, c]):.3f}")
+    console.print(table)
+    if png is not None:
+        console.print(f"heatmap (layer × {col}): {png}")
+
+
+def cluster(
+    model: str = typer.Argument(..., help="A checkpoint path or bundled name."),
+    texts: Path = typer.Option(..., "--texts", help="A text or .jsonl file; heads are described over it."),
+    k: str = typer.Option("auto", "--k", help="Number of clusters, or 'auto' (best silhouette, k = 2..12)."),
+    n_texts: int = typer.Option(32, "--n-texts", help="How many text windows to read."),
+    seq_len: int = typer.Option(64, "--seq-len", help="Tokens per window."),
+    atlas: Path | None = typer.Option(None, "--atlas", help="An `atlas --json` document to compare with "
+                                      "(default: the attention probes are run here)."),
+    png: Path | None = typer.Option(None, "--png", help="Write the cluster centroids' offset profiles here."),
+    seed: int = typer.Option(0, "--seed", help="k-means seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+) -> None:
+    """Cluster heads by their attention patterns over texts; compare the clusters with the atlas roles."""
+    from glassbox.lens import cluster as clustering
+
+    report = clustering.run_cli(model, texts, k, n_texts, seq_len, atlas, png, seed, allow_pickle)
+    if as_json:
+        print(json.dumps(report))
+        return
+    clustering.render(report, _console())

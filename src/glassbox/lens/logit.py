@@ -1,0 +1,125 @@
+"""Logit lens (nostalgebraist 2020): read every layer's residual stream through the final norm and the
+unembedding, as if the model stopped there.
+
+Layers are counted as in the JSON contract: 0 = the embeddings (blocks.0.resid_pre), l = the output of
+block l-1 (blocks.{l-1}.resid_post), n_layers = the model's final output. The last entry is read from the
+model's own logits, so it is exactly the final distribution (KL 0) whatever the architecture adds after
+the last block (Gemma's logit soft-capping, NeoX's parallel residual).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from glassbox.errors import BadInput
+from glassbox.run import hooks
+from glassbox.run.layout import final_norm
+from glassbox.run.load import Loaded
+
+
+def check_lm(loaded: Loaded) -> None:
+    """Lenses read the unembedding; an encoder without an LM head has none."""
+    if loaded.is_encoder or loaded.model.get_output_embeddings() is None:
+        raise BadInput(f"lenses need a causal language model with an unembedding; {loaded.architecture} "
+                       "encoders have none", loaded.source)
+
+
+def readout(loaded: Loaded, resid: Any) -> Any:
+    """Residual [..., d_model] → logits [..., vocab] through the final norm and the unembedding."""
+    import torch
+
+    model = loaded.model
+    norm = final_norm(model, loaded.architecture)
+    x = norm(resid) if norm is not None else resid
+    logits = model.get_output_embeddings()(x)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:  # Gemma squashes its final logits; read every layer the same way
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def residuals(loaded: Loaded, tokens: Any, attention_mask: Any = None) -> tuple[list[Any], Any]:
+    """One cached forward → ([resid at lens layer 0..n_layers-1] each [batch, seq, d_model], final logits)."""
+    n = loaded.n_layers
+    names = ["blocks.0.resid_pre"] + [f"blocks.{layer}.resid_post" for layer in range(n - 1)]
+    logits, cache = hooks.run_with_cache(loaded, tokens, names=names, attention_mask=attention_mask)
+    return [cache[name] for name in names], logits
+
+
+def kl(final_logits: Any, lens_logits: Any) -> Any:
+    """KL(final ‖ lens) per position, in nats: what the lens misses of the model's actual prediction."""
+    import torch
+
+    p = torch.log_softmax(final_logits.float(), dim=-1)
+    q = torch.log_softmax(lens_logits.float(), dim=-1)
+    return (p.exp() * (p - q)).sum(dim=-1)
+
+
+@dataclass
+class LensResult:
+    """Per lens layer (0..n_layers) and position: log-probabilities and KL to the final distribution."""
+
+    tokens: list[int]
+    logprobs: Any  # [n_layers + 1, seq, vocab]
+    kl_to_final: Any  # [n_layers + 1, seq]
+
+    def top(self, k: int = 5) -> tuple[Any, Any]:
+        """(probabilities, token ids), each [n_layers + 1, seq, k]."""
+        values, ids = self.logprobs.topk(k, dim=-1)
+        return values.exp(), ids
+
+    def rank_of(self, token_id: int) -> Any:
+        """Rank (0 = top) of one token per layer and position → [n_layers + 1, seq]."""
+        target = self.logprobs[..., token_id : token_id + 1]
+        return (self.logprobs > target).sum(dim=-1)
+
+
+def apply(loaded: Loaded, tokens: list[int], translators: Any = None) -> LensResult:
+    """Run the lens over one sequence. `translators` (a tuned.TunedLens) maps each layer's residual first."""
+    import torch
+
+    check_lm(loaded)
+    resid, final = residuals(loaded, torch.tensor([tokens]))
+    with torch.inference_mode():
+        layers = []
+        for layer, h in enumerate(resid):
+            if translators is not None:
+                h = translators.translate(layer, h)
+            layers.append(readout(loaded, h)[0])
+        layers.append(final[0])
+        logits = torch.stack(layers).float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        divergence = kl(final[0].expand_as(logits), logits).clamp_min(0.0)
+    return LensResult(tokens=list(tokens), logprobs=logprobs, kl_to_final=divergence)
+
+
+def encode(loaded: Loaded, text: str) -> list[int]:
+    """Text → token ids, with BOS first where the model needs it (SmolLM2's tokenizer adds none by itself)."""
+    if loaded.tokenizer is None:
+        raise BadInput("this checkpoint has no tokenizer, so --text cannot be encoded", loaded.source)
+    ids = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = loaded.bos_id
+    if loaded.needs_bos and bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    if not ids:
+        raise BadInput("--text encodes to no tokens")
+    return ids
+
+
+def token_str(loaded: Loaded, token_id: int) -> str:
+    tok = loaded.tokenizer
+    return tok.decode([int(token_id)]) if tok is not None else f"<{int(token_id)}>"
+
+
+def to_json(loaded: Loaded, result: LensResult, k: int = 5) -> dict[str, Any]:
+    """The contract's document: tokens, and per layer the KL per position and the top token per position."""
+    probs, ids = result.top(1)
+    layers = []
+    for layer in range(result.logprobs.shape[0]):
+        layers.append({
+            "layer": layer,
+            "kl_to_final": [float(x) for x in result.kl_to_final[layer]],
+            "top_tokens": [[token_str(loaded, i[0]), float(p[0])] for p, i in zip(probs[layer], ids[layer], strict=True)],
+        })
+    return {"tokens": [token_str(loaded, t) for t in result.tokens], "layers": layers}
