@@ -41,8 +41,8 @@ def lens(
     png: Path | None = typer.Option(None, "--png", help="Write a layers × positions heatmap (KL, top token)."),
     corpus: Path | None = typer.Option(None, "--corpus", help="`lens train`: a text or .jsonl file to train on."),
     out: Path | None = typer.Option(None, "--out", help="`lens train`: where to write the translators."),
-    tokens: int = typer.Option(16384, "--tokens", help="`lens train`: corpus tokens to use."),
-    steps: int = typer.Option(300, "--steps", help="`lens train`: optimizer steps."),
+    tokens: int = typer.Option(4096, "--tokens", help="`lens train`: corpus tokens to use."),
+    steps: int = typer.Option(40, "--steps", help="`lens train`: KL optimizer steps after the closed-form fit."),
     seq_len: int = typer.Option(128, "--seq-len", help="`lens train`: tokens per training sequence."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
 ) -> None:

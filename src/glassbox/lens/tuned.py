@@ -134,8 +134,8 @@ def fit_kl(loaded: Loaded, lens: TunedLens, H: Any, final: Any, steps: int, posi
     return TunedLens(weight.detach(), bias.detach(), lens.history)
 
 
-def train(loaded: Loaded, ids: list[int], steps: int = 300, seq_len: int = 128, positions: int = 16,
-          progress: Callable | None = None) -> TunedLens:
+def train(loaded: Loaded, ids: list[int], steps: int = 40, seq_len: int = 128, positions: int = 16,
+          progress: Callable | None = None, report_positions: int = 128) -> TunedLens:
     """Corpus token ids → a trained TunedLens (history holds the training-set KL per layer, logit vs tuned)."""
     from glassbox.lens.corpus import windows
 
@@ -144,7 +144,7 @@ def train(loaded: Loaded, ids: list[int], steps: int = 300, seq_len: int = 128, 
     H, final = collect(loaded, rows, progress)
     lens = fit_ridge(H, final)
     lens = fit_kl(loaded, lens, H, final, steps, positions, progress=progress)
-    sample = slice(0, min(final.shape[0], 1024))
+    sample = slice(0, min(final.shape[0], report_positions))
     lens.history = {"logit_kl": kl_per_layer(loaded, None, H[:, sample], final[sample]),
                     "tuned_kl": kl_per_layer(loaded, lens, H[:, sample], final[sample])}
     return lens
