@@ -91,8 +91,20 @@ def render_comparison(cmp: dict[str, Any], plot: str | None = None) -> str:
                      f"{_lh(tp):>12} "
                      f"{_f(r['final_second_copy_loss']):>13} {_f(r['final_icl_score']):>6}")
     lines.append("")
-    lines.append("the induction winner's index " + ("changes across runs" if cmp["winner_changes_across_runs"]
-                                                     else "is the same in every run that formed one"))
+    formed = [r for r in cmp["runs"] if r["induction_winner"]]
+    if not formed:
+        lines.append("no run formed an induction head (no layer's head went from < 0.1 to > 0.5)")
+    else:
+        lines.append("the induction winner's index " + ("changes across runs" if cmp["winner_changes_across_runs"]
+                                                         else "is the same in every run that formed one"))
+    without = [r for r in cmp["runs"] if not r["induction_winner"]]
+    if formed and without:  # the two-init contrast: same data, one mechanism forms, the other does not
+        for label, group in (("formed induction heads", formed), ("formed none", without)):
+            inits = sorted({r["init"] for r in group})
+            losses = ", ".join(_f(r["final_second_copy_loss"]) for r in group)
+            lines.append(f"  init {'/'.join(inits)}: {label}; second-copy probe loss {losses}")
+        lines.append("  nothing in the code dictates the mechanism: a model can fit the same data with or "
+                     "without an induction head")
     if plot:
         lines.append(f"plot: {plot}")
     return "\n".join(lines)
