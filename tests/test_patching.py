@@ -4,66 +4,24 @@ the single large cell; the residual stream must show the token's information mov
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
+from lens_models import planted_gpt2
 
 from glassbox.cli import main
 from glassbox.lens import patching
 from glassbox.run import load_model
 
-D, HEAD_DIM, PLANTED = 32, 8, 2
-THETAS = (1.0, 0.6, 0.35, 0.2)  # rotary frequencies of the position code: one sharp peak per offset
-
-
-def _position_code(p: int) -> torch.Tensor:
-    return torch.tensor([f(t * p) for t in THETAS for f in (math.cos, math.sin)])
+PLANTED = 2
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """GPT-2, 2 layers × 4 heads. Residual dims: 0-7 token, 8-15 'copied token', 16-23 position code,
-    24-31 its negative (so every residual has zero mean and one norm, and LayerNorm is a fixed scale).
-    Head 0.2 attends from p to p−1 and writes that token into 8-15, which the unembedding reads;
-    head 0.0 attends uniformly and writes the same (a weak, spread-out copier); the rest is random init."""
-    import transformers as tf
-
-    torch.manual_seed(0)
-    config = tf.GPT2Config(vocab_size=96, n_embd=D, n_layer=2, n_head=4, n_positions=64, tie_word_embeddings=False)
-    model = tf.GPT2LMHeadModel(config)
-    tok = torch.randn(96, 8)
-    tok = tok - tok.mean(1, keepdim=True)
-    tok = 3 * tok / tok.norm(dim=1, keepdim=True)
-    with torch.no_grad():
-        tr = model.transformer
-        tr.wte.weight.zero_()
-        tr.wte.weight[:, :8] = tok
-        tr.wpe.weight.zero_()
-        for p in range(64):
-            tr.wpe.weight[p, 16:24] = _position_code(p)
-            tr.wpe.weight[p, 24:32] = -_position_code(p)
-        attn = tr.h[0].attn
-        w = attn.c_attn.weight  # Conv1D [in, 3·d]: q | k | v
-        w.zero_()
-        attn.c_attn.bias.zero_()
-        q0, k0, v0 = PLANTED * HEAD_DIM, D + PLANTED * HEAD_DIM, 2 * D + PLANTED * HEAD_DIM
-        for i, t in enumerate(THETAS):
-            rot = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])  # row v @ rot: angle − t
-            w[16 + 2 * i : 18 + 2 * i, q0 + 2 * i : q0 + 2 * i + 2] = 20 * rot
-            w[16 + 2 * i : 18 + 2 * i, k0 + 2 * i : k0 + 2 * i + 2] = torch.eye(2)
-        w[0:8, v0 : v0 + 8] = torch.eye(8)
-        w[0:8, 2 * D : 2 * D + 8] = torch.eye(8)  # head 0: q = k = 0 → uniform; v = token
-        o = attn.c_proj.weight  # [heads·head_dim, d]
-        o.zero_()
-        attn.c_proj.bias.zero_()
-        o[PLANTED * HEAD_DIM : (PLANTED + 1) * HEAD_DIM, 8:16] = torch.eye(8)
-        o[0:8, 8:16] = torch.eye(8)
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[:, 8:16] = tok
-    folder = tmp_path_factory.mktemp("planted-gpt2")
-    model.save_pretrained(folder)
-    return load_model(folder)
+    """Layer 0: head 2 copies the previous token into the unembedding's input, head 0 attends uniformly and
+    copies too (a weak, spread-out copier); the rest is random init."""
+    return load_model(planted_gpt2(tmp_path_factory.mktemp("planted-gpt2"), previous=[(0, PLANTED)],
+                                   uniform=[(0, 0)]))
 
 
 CLEAN = [5, 9, 14, 22, 31, 40, 47, 53, 60, 66, 71, 11, 80]
