@@ -31,8 +31,9 @@ def _console():
 
 
 def lens(
-    model: str = typer.Argument(..., help="A checkpoint path or bundled name (or the word `train`, see below)."),
-    train_model: str | None = typer.Argument(None, metavar="[MODEL]", help="With `lens train`: the model."),
+    model: str = typer.Argument(..., metavar="MODEL|train", help="A checkpoint path or bundled name, or the word "
+                                "`train` followed by the model: `glassbox lens train MODEL --corpus F --out F`."),
+    train_model: str | None = typer.Argument(None, metavar="MODEL", help="With `lens train`: the model."),
     text: str | None = typer.Option(None, "--text", help="Text to read through the lens."),
     as_json: bool = typer.Option(False, "--json", help="Print the contract's JSON document on stdout."),
     tuned: Path | None = typer.Option(None, "--tuned", help="A tuned lens (.safetensors from `lens train`)."),
@@ -47,6 +48,8 @@ def lens(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
 ) -> None:
     """Logit lens (or tuned lens) per layer and position; `glassbox lens train MODEL --corpus F --out F`."""
+    if model == "train" and train_model is None and text is None:
+        raise BadInput("usage: glassbox lens train MODEL --corpus FILE --out FILE.safetensors")
     if model == "train" and train_model is not None:
         return _lens_train(train_model, corpus, out, tokens, steps, seq_len, as_json, allow_pickle)
     if train_model is not None:
@@ -121,6 +124,8 @@ def _lens_train(model: str, corpus: Path | None, out: Path | None, tokens: int, 
                 as_json: bool, allow_pickle: bool) -> None:
     if corpus is None or out is None:
         raise BadInput("`glassbox lens train MODEL` needs --corpus FILE and --out FILE.safetensors")
+    if steps < 0 or tokens < 16 or seq_len < 8:
+        raise BadInput("--steps must be ≥ 0, --tokens ≥ 16 and --seq-len ≥ 8")
     from glassbox.lens import corpus as corpora
     from glassbox.lens import tuned
     from glassbox.progress import track
