@@ -134,3 +134,11 @@ def test_timeline_compare_and_writes(runs, tmp_path: Path):
 def test_not_a_run_exits_2(tmp_path: Path, cmd: list[str]):
     r = glassbox(*cmd, str(tmp_path))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_demo_summary_names_the_phase_change(runs):
+    from glassbox.train import demo_summary
+
+    text = demo_summary(runs["plain"])  # the run is there already: only the timeline is computed
+    assert "phase change" in text and "induction head at step" in text
+    assert (runs["plain"] / "timeline.png").is_file()

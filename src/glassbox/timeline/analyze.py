@@ -191,7 +191,9 @@ def why_this_head(checkpoints: list[dict], changes: list[dict], ledger, last_ste
                 "final_ablation_effect": checkpoints[-1]["heads"][k]["ablation_effect"],
                 **shares.get(h["head"], {}),
             })
-        out.append({"role": role, "layer": layer, "winner": winner["head"], "step": winner["step"],
+        first = min((c for c in found if c["layer"] == layer), key=lambda c: c["step"])
+        out.append({"role": role, "layer": layer, "winner": winner["head"], "first_to_change": first["head"],
+                    "step": winner["step"],
                     "window": winner["window"], "heads": heads})
     return out
 
@@ -203,6 +205,9 @@ def analyze(run: str | Path, ablate: bool = True) -> dict[str, Any]:
 
     run = Path(run)
     decl = read_declaration(run)
+    cached = _cached(run, ablate)
+    if cached is not None:
+        return cached
     checkpoints = probe_checkpoints(run, decl, ablate)
     metrics = read_table(run, "metrics")
     ledger = read_table(run, "ledger")
@@ -213,11 +218,29 @@ def analyze(run: str | Path, ablate: bool = True) -> dict[str, Any]:
         "steps": decl["train"]["steps"], "last_checkpoint": last_step,
         "checkpoints": checkpoints, "phase_changes": changes, "loss_changes": loss_changes,
         "why": why_this_head(checkpoints, changes, ledger, last_step),
-        "final": final_summary(checkpoints),
+        "final": final_summary(checkpoints), "ablation": ablate,
     }
     doc = _finite(doc)
     write_json(run / "timeline.json", doc)
     return doc
+
+
+def _cached(run: Path, ablate: bool) -> dict[str, Any] | None:
+    """timeline.json, when it is newer than everything it was computed from (and as thorough as asked)."""
+    path = run / "timeline.json"
+    if not path.is_file():
+        return None
+    sources = [p for p in (run / "checkpoints").glob("*.safetensors")]
+    sources += [p for p in (run / "metrics.parquet", run / "ledger.parquet", run / "config.json") if p.exists()]
+    if (run / "parts").is_dir() or any(p.stat().st_mtime_ns > path.stat().st_mtime_ns for p in sources):
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if doc.get("ablation") != ablate and not doc.get("ablation"):
+        return None
+    return dict(doc, run=str(run))
 
 
 def final_summary(checkpoints: list[dict]) -> dict[str, Any]:

