@@ -37,8 +37,8 @@ def test_features_measure_where_heads_look(planted):
         assert feats[layer * 4 + head, col["offset:1"]] > 0.9
     for layer, head in SELF:
         assert feats[layer * 4 + head, col["offset:0"]] > 0.9
-    # the offset bins and the sink partition each query's attention
-    total = feats[:, : 1 + len(cluster.OFFSET_BINS)].sum(1)
+    # the offset bins partition the attention not on the sink
+    total = feats[:, 1 : 1 + len(cluster.OFFSET_BINS)].sum(1)
     assert np.allclose(total, 1.0, atol=1e-4)
     assert (feats[:, col["entropy"]] <= 1 + 1e-6).all()
 
@@ -59,8 +59,11 @@ def test_planted_groups_are_the_clusters(planted):
     assert report["agreement"]["adjusted_rand"] == pytest.approx(1.0)
     assert sorted(c["purity"] for c in report["clusters"]) == [1.0, 1.0, 1.0]
     # the only remark: the random heads form a cluster no role names (they attend nearly uniformly)
-    assert len(report["disagreements"]) == 1 and "no atlas role" in report["disagreements"][0]
-    assert "entropy" in report["disagreements"][0]
+    assert len(report["disagreements"]) == 1 and "probes do not name" in report["disagreements"][0]
+    assert "entropy 1.00" in report["disagreements"][0]
+    assert report["agreement"]["adjusted_rand_named"] == pytest.approx(1.0)
+    assert report["agreement"]["roles"]["self"] == {"heads": 2, "cluster": report["heads"][2]["cluster"],
+                                                   "recall": 1.0, "precision": 1.0}
     # a deliberately wrong label is reported as a disagreement and lowers the agreement
     wrong = list(roles)
     wrong[0 * 4 + 1] = "self"

@@ -1,9 +1,12 @@
 """Attention-pattern clustering: describe every head by where it looks over many texts, cluster the heads,
 and set the clusters beside the atlas roles (the unsupervised check of the atlas).
 
-Features per head (means over all queries q ≥ 1 of all text windows; key 0 is counted only in `first`):
+Features per head (means over all queries q ≥ 1 of all text windows):
     first          attention on position 0 (the sink)
-    offset:0..16+  attention by relative offset q − k, in bins 0 (self), 1, 2, 3, 4–7, 8–15, 16+
+    offset:0..16+  where the rest of the attention goes, by relative offset q − k in bins 0 (self), 1, 2, 3,
+                   4–7, 8–15, 16+, as shares of the attention not on position 0 (so a head that parks most of
+                   its attention on the sink but looks one token back with the rest still reads as
+                   previous-token: on SmolLM2 this split the probes' roles apart far better than raw shares)
     entropy        the pattern's entropy over its q + 1 keys, divided by log(q + 1) (1 = uniform)
     duplicate      mass on earlier occurrences of the query's own token (queries that have one)
     induction      mass on tokens that followed an earlier occurrence of the query's token (queries that have one)
@@ -64,7 +67,10 @@ def features(loaded: Loaded, rows: Any, batch: int = 8) -> Any:
             f[:, -2] += ((p * dup[:, None, 1:]).sum(-1) * has_dup[:, None, 1:]).sum(dim=(0, 2)).double()
             f[:, -1] += ((p * ind[:, None, 1:]).sum(-1) * has_ind[:, None, 1:]).sum(dim=(0, 2)).double()
     counts = counts.clamp_min(1)
-    return (sums / counts).reshape(-1, len(FEATURES)).numpy().astype(np.float64)
+    out = (sums / counts).reshape(-1, len(FEATURES)).numpy().astype(np.float64)
+    rest = np.maximum(1.0 - out[:, :1], 1e-3)
+    out[:, 1 : 1 + len(OFFSET_BINS)] /= rest  # shares of the non-sink attention
+    return out
 
 
 def kmeans(x: Any, k: int, seed: int = 0, restarts: int = 10, iterations: int = 100) -> tuple[Any, Any, float]:
@@ -228,30 +234,44 @@ def analyze(feats: Any, roles: list[str] | None, n_heads: int, k: str | int = "a
                               "features": FEATURES, "clusters": clusters, "heads": heads}
     if roles:
         report["contingency"] = {"roles": role_names, "table": table}
-        report["agreement"] = {"adjusted_rand": adjusted_rand(labels.tolist(), roles), "roles_from": roles_source}
+        named = [i for i, r in enumerate(roles) if r != "none"]
+        report["agreement"] = {
+            "adjusted_rand": adjusted_rand(labels.tolist(), roles),
+            "adjusted_rand_named": adjusted_rand([int(labels[i]) for i in named], [roles[i] for i in named])
+            if len(named) > 1 else None,
+            "roles": role_matches(clusters, heads),
+            "roles_from": roles_source}
         report["disagreements"] = disagreements(clusters, heads)
     return report
 
 
+def role_matches(clusters: list[dict[str, Any]], heads: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per named role: the cluster holding most of its heads, recall (share of the role there) and precision
+    (share of that cluster carrying the role)."""
+    out = {}
+    sizes = {c["cluster"]: c["size"] for c in clusters}
+    for role in sorted({h["role"] for h in heads} - {"none"}):
+        where = [h["cluster"] for h in heads if h["role"] == role]
+        best = max(set(where), key=lambda c: (where.count(c), -c))
+        out[role] = {"heads": len(where), "cluster": best, "recall": where.count(best) / len(where),
+                     "precision": where.count(best) / sizes[best]}
+    return out
+
+
 def disagreements(clusters: list[dict[str, Any]], heads: list[dict[str, Any]]) -> list[str]:
-    """Plain sentences: roles split over clusters, and labelled heads sitting in another role's cluster."""
+    """Plain sentences: heads of a role outside that role's main cluster, and clusters no role names."""
     out = []
-    dominant = {c["cluster"]: c["dominant_role"] for c in clusters}
-    by_role: dict[str, set[int]] = {}
+    matches = role_matches(clusters, heads)
     for h in heads:
-        by_role.setdefault(h["role"], set()).add(h["cluster"])
-    for role, where in sorted(by_role.items()):
-        if role != "none" and len(where) > 1:
-            out.append(f"role {role} is spread over clusters {sorted(where)}")
-    for h in heads:
-        own = dominant[h["cluster"]]
-        if h["role"] != own and h["role"] != "none":
-            out.append(f"head {h['layer']}.{h['head']} ({h['role']}) sits in cluster {h['cluster']}, "
-                       f"mostly {own}")
+        if h["role"] != "none" and h["cluster"] != matches[h["role"]]["cluster"]:
+            out.append(f"head {h['layer']}.{h['head']} ({h['role']}) sits in cluster {h['cluster']}, not with the "
+                       f"other {h['role']} heads (cluster {matches[h['role']]['cluster']})")
     for c in clusters:
         if c["dominant_role"] == "none" and c["size"] >= 2:
-            out.append(f"cluster {c['cluster']} ({c['size']} heads) has no atlas role: a pattern the probes "
-                       f"do not name (top feature {max(c['centroid'], key=c['centroid'].get)})")
+            top = max(c["centroid"], key=lambda f: c["centroid"][f] if f != "entropy" else -1.0)
+            out.append(f"cluster {c['cluster']} ({c['size']} heads, {c['roles'].get('none', 0)} without a role) "
+                       f"is a pattern the probes do not name: entropy {c['centroid']['entropy']:.2f}, "
+                       f"largest share {top} {c['centroid'][top]:.2f}")
     return out
 
 
@@ -313,8 +333,14 @@ def render(report: dict[str, Any], console: Any) -> None:
                       f"{f['entropy']:.2f}", f"{f['duplicate']:.2f}", f"{f['induction']:.2f}", roles)
     console.print(table)
     if "agreement" in report:
-        console.print(f"agreement with roles from {report['agreement']['roles_from']}: adjusted Rand "
-                      f"{report['agreement']['adjusted_rand']:.3f}")
+        agreement = report["agreement"]
+        named = agreement["adjusted_rand_named"]
+        console.print(f"agreement with roles from {agreement['roles_from']}: adjusted Rand "
+                      f"{agreement['adjusted_rand']:.3f} (all heads), "
+                      + (f"{named:.3f} (heads with a role)" if named is not None else "n/a (no named heads)"))
+        for role, m in agreement["roles"].items():
+            console.print(f"  {role}: {m['heads']} heads, {m['recall']:.0%} in cluster {m['cluster']} "
+                          f"(which is {m['precision']:.0%} {role})")
         for line in report["disagreements"][:20]:
             console.print(f"  · {line}")
         if len(report["disagreements"]) > 20:
