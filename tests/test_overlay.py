@@ -149,6 +149,24 @@ def test_bad_build_input(built, tmp_path, capsys):
     assert code == 2 and "not an overlay index" in err
 
 
+def test_build_cli_from_text_file(tmp_path, capsys):
+    from glassbox.overlay.corpus import pydoc_topics
+
+    src = tmp_path / "topics.txt"
+    src.write_text("\n\n".join(pydoc_topics()[:20]))
+    out = tmp_path / "idx"
+    code, stdout, err = cli(capsys, "overlay", "build", "--corpus", str(src), "--out", str(out), "--no-semantic",
+                            "--k", "8", "--json")
+    assert code == 0, err
+    info = json.loads(stdout)
+    index = ix.Index(out)
+    assert info["tokens"] == index.n_tokens == int(index.unigram.sum()) and info["documents"] == 1
+    npy = sum(f.stat().st_size for f in out.glob("*.npy"))
+    assert info["bytes_per_token"] == pytest.approx(npy / index.n_tokens, abs=1e-3)
+    assert index.semantic is None and len(index.links("semantic", 100)[0]) == 0
+    assert not list(tmp_path.glob(".idx.*"))  # no temp folder left behind
+
+
 def test_feedback_changes_that_step_only(built, home):
     store = Store()
     cfg = GenerateConfig(mode="table", max_tokens=10)

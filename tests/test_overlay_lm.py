@@ -31,8 +31,23 @@ def built(tmp_path_factory, smol):
     from glassbox.overlay.corpus import load_documents
 
     out = tmp_path_factory.mktemp("overlay_lm") / "exodus"
-    ix.build(load_documents(["kjv:2-2"]), smol[1], out, ix.BuildOptions(k=16, window=6), source="kjv:2-2")
+    opts = ix.BuildOptions(k=16, window=6, semantic_from=MODEL)
+    ix.build(load_documents(["kjv:2-2"]), smol[1], out, opts, source="kjv:2-2")
     return out
+
+
+def test_semantic_neighbours_are_nearest_by_cosine(built, smol):
+    index = ix.Index(built)
+    emb = smol[0].get_input_embeddings().weight.detach().numpy()
+    present = np.flatnonzero(index.unigram > 0)
+    e = emb[present] / np.linalg.norm(emb[present], axis=1, keepdims=True)
+    for a in present[::211][:8].tolist():
+        ids, w = index.links("semantic", a)
+        sims = e @ (emb[a] / np.linalg.norm(emb[a]))
+        sims[present == a] = -np.inf
+        best = present[np.argsort(-sims)[: len(ids)]]
+        assert len(ids) == 16 and set(ids.tolist()) == set(best.tolist())
+        assert np.allclose(w, np.sort(sims)[::-1][: len(ids)], atol=2e-3)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ For each new token w of the text (prompt tokens first, then each emitted one), p
 Sources (each kept separately, so a trace shows every term of a candidate's score):
     next      next-token links of w: base_w = P(t | w)
     cooc      co-occurrence links of w (t seen 2..W tokens after w, weighted 1/distance)
+    semantic  the notes' semantic neighbours C_K(w): nearest tokens by embedding cosine (if the index has them);
+              weight 0 by default, because they cost next-token recall (measured in the issue note)
     triad     the triad bonus: P(t | a, b) for the last two tokens (a, b), read from the suffix array
     suffix    the longest match of the context (3..max_match tokens) in the corpus: P(t | match)
     feedback  net human feedback (+1 prefer, -1 reject) for the context (a, b) → t; no fatigue
@@ -25,17 +27,17 @@ import numpy as np
 
 from glassbox.overlay.index import Index
 
-SOURCES = ("next", "cooc", "triad", "suffix", "feedback")
+SOURCES = ("next", "cooc", "semantic", "triad", "suffix", "feedback")
 
 
 def _default_weights() -> dict[str, float]:
-    return {"next": 1.0, "cooc": 0.1, "triad": 1.0, "suffix": 2.0, "feedback": 1.0}
+    return {"next": 1.0, "cooc": 0.1, "semantic": 0.0, "triad": 1.0, "suffix": 2.0, "feedback": 1.0}
 
 
 def _default_decay() -> dict[str, float]:
     # The immediate-next sources are about the very next position, so their old votes are dropped;
     # co-occurrence votes are about the next few positions and fade slowly.
-    return {"next": 0.0, "cooc": 0.7, "triad": 0.0, "suffix": 0.0, "feedback": 0.0}
+    return {"next": 0.0, "cooc": 0.7, "semantic": 0.7, "triad": 0.0, "suffix": 0.0, "feedback": 0.0}
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Accumulator:
             self.recent.append(w)
             if len(self.recent) > c.repeat_window:
                 self.repeat[self.recent.popleft()] -= 1
-        for kind in ("next", "cooc"):
+        for kind in ("next", "cooc", "semantic"):
             ids, base = self.index.links(kind, w)
             self._vote(kind, ids, base)
         self.match_length = 0

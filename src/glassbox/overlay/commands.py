@@ -16,7 +16,8 @@ from glassbox.errors import BadInput
 overlay = typer.Typer(help="A generator whose every token comes from readable link weights, with a full trace.",
                       no_args_is_help=True)
 
-STORE = typer.Option(None, "--store", help="Trace/feedback store (.sqlite file or folder); default: see docs.")
+STORE = typer.Option(None, "--store", help="Trace/feedback store (.sqlite file or folder). Default: "
+                     "$GLASSBOX_HOME/overlay/store.sqlite, else ~/.cache/glassbox/overlay/store.sqlite.")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +36,8 @@ def build(
     k: int = typer.Option(32, "--k", help="Neighbours kept per token in each link table."),
     window: int = typer.Option(8, "--window", help="Co-occurrence window, in tokens."),
     no_suffix_array: bool = typer.Option(False, "--no-suffix-array", help="Skip the suffix array."),
+    no_semantic: bool = typer.Option(False, "--no-semantic",
+                                     help="Skip semantic neighbours (embedding cosine; needs the model's weights)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tokenize a corpus and write the memory-mapped index."""
@@ -46,7 +49,9 @@ def build(
         raise BadInput("--k must be >= 1 and --window >= 2")
     docs = corpora.load_documents(corpus)
     tok = lm.load_tokenizer(model)
-    ix.build(docs, tok, out, ix.BuildOptions(k=k, window=window, suffix_array=not no_suffix_array),
+    opts = ix.BuildOptions(k=k, window=window, suffix_array=not no_suffix_array,
+                           semantic_from=None if no_semantic else model)
+    ix.build(docs, tok, out, opts,
              source=",".join(corpus), tokenizer_spec=model)
     index = ix.Index(out)
     info = {"index": str(out), "id": index.id, "documents": len(docs), "tokens": index.n_tokens,
@@ -74,6 +79,8 @@ def generate(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     seed: int = typer.Option(0, "--seed"),
     repeat_base: float = typer.Option(10.0, "--repeat-base", help="Votes for a repeated token / base^repeats."),
+    semantic_weight: float = typer.Option(0.0, "--semantic-weight", help="Weight of semantic-neighbour votes."),
+    cooc_weight: float = typer.Option(0.1, "--cooc-weight", help="Weight of co-occurrence votes."),
     store: str | None = STORE,
     as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON."),
 ) -> None:
@@ -86,6 +93,7 @@ def generate(
     cfg = GenerateConfig(mode="table" if no_lm else mode, max_tokens=max_tokens, n_candidates=n_candidates,
                          lm_top_k=lm_top_k, lam=lam, beta=beta, beam=beam, temperature=temperature, seed=seed,
                          accumulator=AccumulatorConfig(repeat_base=repeat_base))
+    cfg.accumulator.weight.update(semantic=semantic_weight, cooc=cooc_weight)
     cfg.check()
     st = Store(store)
     trace = run(index, prompt, cfg, None if no_lm else model, st)

@@ -8,7 +8,7 @@
    floor of `select_floor` / V on every token so that misses are finite). Reported figures use the rest.
 3. recall@N: how often the true next token is among the table's N candidates (the select mode's ceiling).
 4. Latency: greedy generation of `gen_tokens` tokens, overlay (mixture) vs the LM alone, same KV-cache
-   forward code, alternating runs, median per token; the ratio overlay / LM.
+   forward code, alternating runs; the ratio of the fastest runs (the median ratio is reported beside it).
 5. Lookup cost: the per-step candidate lookup (accumulator update + top-N) on indexes of 1×, 10×, 100× a
    base of `scale_base` corpus tokens; the larger ones repeat the base with documents shuffled per copy
    (same distribution, 10×/100× the arrays). p50/p99 over interleaved rounds.
@@ -50,7 +50,7 @@ class EvalOptions:
     select_floor: float = 1e-3
     lookup_steps: int = 300
     lookup_rounds: int = 3
-    latency_runs: int = 3
+    latency_runs: int = 5
 
 
 def heldout_tokens(spec: str, tok, sep: int, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -200,8 +200,10 @@ def latency_ratio(index: Index, model, bos: int | None, seq: list[int], opts: Ev
         t0 = time.perf_counter()
         out = generate(index, list(prompt), cfg, model, bos, end_ids=set())
         ov_ms.append((time.perf_counter() - t0) * 1000 / max(1, len(out["output_ids"])))
-    lm_med, ov_med = statistics.median(lm_ms), statistics.median(ov_ms)
-    return {"lm_ms_per_token": lm_med, "overlay_ms_per_token": ov_med, "ratio": ov_med / lm_med,
+    # The fastest run of each is the least disturbed by other processes on a shared machine; medians too.
+    lm_best, ov_best = min(lm_ms), min(ov_ms)
+    return {"lm_ms_per_token": lm_best, "overlay_ms_per_token": ov_best, "ratio": ov_best / lm_best,
+            "median_ratio": statistics.median(ov_ms) / statistics.median(lm_ms),
             "runs": opts.latency_runs, "tokens_per_run": opts.gen_tokens}
 
 
@@ -217,6 +219,8 @@ def grown_index(index: Index, folder: Path, base: int, copies: int, seed: int = 
     folder.mkdir(parents=True, exist_ok=True)
     write_arrays(folder, grown, index.vocab_size, BuildOptions(k=index.meta["k"], window=index.meta["window"]))
     shutil.copytree(index.tokenizer_path(), folder / "tokenizer", dirs_exist_ok=True)
+    for f in index.path.glob("sem_*.npy"):  # semantic neighbours depend on the token set, not on counts
+        shutil.copy(f, folder / f.name)
     import json
 
     meta = dict(index.meta, id=f"{index.id}-x{copies}", n_tokens=int(len(grown)), format=FORMAT)

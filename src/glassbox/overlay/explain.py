@@ -35,17 +35,31 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
         raise BadInput(f"trace {trace['id']} has steps 0..{len(steps) - 1}; there is no step {step}")
     s = steps[step]
     cfg = trace["config"]
+    if s["lm_top_text"] is None:
+        lm_part = "no LM"
+    else:
+        where = "not a candidate" if s["lm_top_rank"] is None else f"ranked {s['lm_top_rank']}"
+        lm_part = f"the LM's own top choice {s['lm_top_text']!r} was {where}"
     head = (f"step {step} of trace {trace['id']} (mode {cfg['mode']}): after …{s['context_tail']!r}\n"
-            f"chosen {s['chosen_text']!r}; the LM's own top choice {s['lm_top_text']!r} "
-            f"was {'not a candidate' if s['lm_top_rank'] is None else 'ranked ' + str(s['lm_top_rank'])}; "
+            f"chosen {s['chosen_text']!r}; {lm_part}; "
             f"universe {s['universe']} tokens; longest corpus match {s['match_length']} tokens; {s['ms']:.1f} ms\n")
     formula = {
         "select": f"final = log p_LM(t | t in candidates) + {cfg['beta']} * log p_table",
         "mixture": f"final = log((1 - {cfg['lam']}) * p_LM + {cfg['lam']} * p_table)",
         "table": "final = log p_table",
     }[cfg["mode"]] + f" + {cfg['feedback_nats']} * feedback"
+    v = s.get("voters", {})
+    voters = [f"  next      ← the next-token links of {v.get('next')!r}: P(t | that token)",
+              f"  cooc      ← co-occurrence links of the recent tokens (votes fade by "
+              f"{cfg['accumulator']['decay']['cooc']} a step)",
+              f"  semantic  ← embedding neighbours of the recent tokens (weight {cfg['accumulator']['weight']['semantic']})",
+              f"  triad     ← the corpus continuations of the pair {v.get('triad')}",
+              "  suffix    ← " + (f"the continuations of the longest corpus match {v['suffix']!r}" if v.get("suffix")
+                                   else "no corpus match of 3+ tokens"),
+              "  feedback  ← net human preferences for this context"]
     cols = "  ".join(f"{x:>8}" for x in SOURCES)
-    lines = [head, formula, f"p_table = (1 - {cfg['mu']}) * table / sum(table) + {cfg['mu']} * unigram", "",
+    lines = [head, "who voted:", *voters, formula,
+             f"p_table = (1 - {cfg['mu']}) * table / sum(table) + {cfg['mu']} * unigram", "",
              f"rank  token                {cols}     table  p_table  LM logp     final  sources"]
     for i, c in enumerate(s["candidates"][:limit]):
         terms = "  ".join(f"{c['terms'][x]:8.4f}" for x in SOURCES)

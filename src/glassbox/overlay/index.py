@@ -7,6 +7,8 @@ Files in the index folder (all `.npy`, opened with mmap_mode="r"):
                     frequent followers t, next_w their share P(t | a) (float16), strongest first
   cooc_*.npy        co-occurrence links: t seen 2..W tokens after a, each sighting weighted 1/distance,
                     normalized per a like next_w (the longer-range "semantic" neighbours of the seed's notes)
+  sem_*.npy         semantic neighbours (optional): the K tokens of the corpus whose input embeddings are
+                    nearest by cosine (the notes' C_K(w)), weight = the cosine, from the model's own embedding
   sa.npy            suffix array of tokens.npy (pydivsufsort), for longest-match (∞-gram) continuations
                     and the triad bonus (the continuations of the last two tokens)
   feedback.npz      consolidated feedback links (a, b, t, weight) and the last feedback id they hold;
@@ -31,7 +33,9 @@ from glassbox import progress
 from glassbox.errors import BadInput
 
 FORMAT = "glassbox-overlay-index/1"
-ARRAYS = ["tokens", "unigram", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa"]
+ARRAYS = ["tokens", "unigram", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa",
+          "sem_off", "sem_ids", "sem_w"]
+OPTIONAL = {"sa", "sem_off", "sem_ids", "sem_w"}
 
 
 @dataclass
@@ -39,6 +43,7 @@ class BuildOptions:
     k: int = 32  # neighbours kept per token and link kind
     window: int = 8  # co-occurrence window (tokens after a)
     suffix_array: bool = True
+    semantic_from: str | None = None  # a model whose input embeddings give the semantic neighbours
 
 
 def tokenize_documents(docs: list[str], tokenizer: Any, batch: int = 64) -> list[list[int]]:
@@ -76,6 +81,7 @@ def build(docs: list[str], tokenizer: Any, out: str | Path, options: BuildOption
             "format": FORMAT, "id": uuid.uuid4().hex[:12], "source": source, "tokenizer": tokenizer_spec,
             "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": len(docs),
             "k": options.k, "window": options.window, "suffix_array": options.suffix_array,
+            "semantic_from": options.semantic_from,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _swap_into_place(tmp, out)
@@ -106,6 +112,12 @@ def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOpt
         np.save(folder / f"{name}_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
         np.save(folder / f"{name}_ids.npy", nbr.astype(dtype))
         np.save(folder / f"{name}_w.npy", w.astype(np.float16))
+    if options.semantic_from:
+        off, nbr, w = semantic_table(np.flatnonzero(np.bincount(tokens, minlength=vocab)), options.semantic_from,
+                                     options.k)
+        np.save(folder / "sem_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
+        np.save(folder / "sem_ids.npy", nbr.astype(dtype))
+        np.save(folder / "sem_w.npy", w.astype(np.float16))
     if options.suffix_array:
         from pydivsufsort import divsufsort
 
@@ -150,6 +162,40 @@ def link_table(tokens: np.ndarray, vocab: int, k: int, distances: list[int], nam
     return off, dst, wsum / row_total[src]
 
 
+def semantic_table(present: np.ndarray, model_spec: str, k: int, chunk: int = 1024
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR top-k cosine neighbours among the tokens `present` in the corpus, from the model's input
+    embedding (read from its checkpoint; no forward pass)."""
+    from glassbox.checkpoint import open_checkpoint
+
+    with open_checkpoint(model_spec) as ckpt:
+        names = [n for n in ckpt.tensors if n.endswith("embed_tokens.weight") or n.endswith("wte.weight")]
+        if not names:
+            raise BadInput("no input embedding found for semantic neighbours (use --no-semantic)", model_spec)
+        emb = ckpt.tensor(names[0]).float().numpy()
+    vocab = emb.shape[0]
+    present = present[present < vocab]
+    e = emb[present]
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-8)
+    k = min(k, len(present) - 1)
+    src, dst, ws = [], [], []
+    for i in progress.track(range(0, len(present), chunk), "semantic neighbours",
+                            total=(len(present) + chunk - 1) // chunk):
+        sims = e[i : i + chunk] @ e.T
+        np.fill_diagonal(sims[:, i : i + chunk], -np.inf)  # not one's own neighbour
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        rows = np.arange(len(top))[:, None]
+        order = np.argsort(-sims[rows, top], axis=1)
+        top = top[rows, order]
+        src.append(np.repeat(present[i : i + chunk], k))
+        dst.append(present[top].ravel())
+        ws.append(np.clip(sims[rows, top], 0.0, None).ravel())
+    src_a, dst_a, w_a = (np.concatenate(x) if x else np.zeros(0) for x in (src, dst, ws))
+    off = np.zeros(vocab + 1, np.int64)
+    off[1:] = np.cumsum(np.bincount(src_a.astype(np.int64), minlength=vocab))
+    return off, dst_a.astype(np.int64), w_a
+
+
 def _merge(keys_parts: list[np.ndarray], w_parts: list[np.ndarray], force: bool = False) -> None:
     """Sum weights of equal keys across parts (in place), once parts are many or at the end."""
     if len(keys_parts) < 4 and not force:
@@ -187,20 +233,24 @@ class Index:
                     arrays[name] = np.load(f, mmap_mode="r").view(np.ndarray)
                 except ValueError as exc:
                     raise BadInput(f"unreadable array: {exc}", f) from None
-            elif name != "sa":
+            elif name not in OPTIONAL:
                 raise BadInput(f"index is missing {f.name}", self.path)
         self.tokens = arrays["tokens"]
         self.unigram = np.asarray(arrays["unigram"], dtype=np.float64)
         self.next = (arrays["next_off"], arrays["next_ids"], arrays["next_w"])
         self.cooc = (arrays["cooc_off"], arrays["cooc_ids"], arrays["cooc_w"])
         self.sa = arrays.get("sa")
+        self.semantic = (arrays["sem_off"], arrays["sem_ids"], arrays["sem_w"]) if "sem_off" in arrays else None
         self.n_tokens = len(self.tokens)
         self._feedback, self.consolidated_upto = self._load_feedback()
 
     # -- link tables -------------------------------------------------------------------------------
     def links(self, kind: str, a: int) -> tuple[np.ndarray, np.ndarray]:
-        """(neighbour ids, weights) of token a in the 'next' or 'cooc' table."""
-        off, ids, w = self.next if kind == "next" else self.cooc
+        """(neighbour ids, weights) of token a in the 'next', 'cooc' or 'semantic' table."""
+        table = {"next": self.next, "cooc": self.cooc, "semantic": self.semantic}[kind]
+        if table is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        off, ids, w = table
         lo, hi = int(off[a]), int(off[a + 1])
         return np.asarray(ids[lo:hi], dtype=np.int64), np.asarray(w[lo:hi], dtype=np.float32)
 

@@ -46,7 +46,12 @@ def run(index_path: str | Path, prompt: str, cfg: GenerateConfig, model_spec: st
             c["text"] = dec(c["token"])
         s["chosen_text"] = dec(s["chosen"])
         s["lm_top_text"] = None if s["lm_top"] is None else dec(s["lm_top"])
-        s["context_tail"] = tok.decode((prompt_ids + result["output_ids"])[: len(prompt_ids) + s["step"]][-12:])
+        ctx = (prompt_ids + result["output_ids"])[: len(prompt_ids) + s["step"]]
+        s["context_tail"] = tok.decode(ctx[-12:])
+        s["voters"] = {  # which context tokens cast this step's votes, as text
+            "next": dec(ctx[-1]), "triad": [dec(t) for t in ctx[-2:]],
+            "suffix": tok.decode(ctx[-s["match_length"]:]) if s["match_length"] >= 3 else None,
+        }
     out_ids = [t for t in result["output_ids"] if t not in end_ids]
     trace = {
         "created": time.time(), "index": str(Path(index_path).resolve()), "index_id": index.id,

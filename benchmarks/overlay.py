@@ -1,0 +1,103 @@
+"""Benchmark of the overlay generator (issue 6), every figure measured in this run.
+
+Index: the KJV Old Testament (books 1-39) with SmolLM2's tokenizer. Held-out texts, none of them in the index:
+the KJV New Testament (books 40-66, in-domain) and CPython's pydoc topics (out-of-domain). For each:
+the LM alone, the table alone, the overlay mixture and the faithful select mode (top-1, perplexity),
+recall@N, the latency ratio against LM-alone greedy decoding, bytes per corpus token, and the candidate
+lookup p50/p99 on indexes of 1×, 10×, 100× a base. Then an ablation of the repeat ("fatigue") rule.
+
+    .venv/bin/python benchmarks/overlay.py [--quick] [--out results.json]
+Targets: latency ratio <= 1.1; lookup p99(100×) / p99(1×) <= 1.2; bytes/token <= 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glassbox import bundled
+from glassbox.overlay import corpus, evaluate, lm
+from glassbox.overlay import index as ix
+from glassbox.overlay.accumulator import AccumulatorConfig
+
+
+def ensure_index(path: Path, spec: str) -> Path:
+    if (path / "meta.json").exists():
+        return path
+    t0 = time.perf_counter()
+    ix.build(corpus.load_documents([spec]), lm.load_tokenizer("smollm2-135m"), path,
+             ix.BuildOptions(semantic_from="smollm2-135m"), source=spec, tokenizer_spec="smollm2-135m")
+    print(f"built {path} from {spec} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def fatigue_ablation(index: ix.Index, seq: list[int], n: int) -> list[dict]:
+    """Table alone under different repeat rules (no LM needed)."""
+    variants = {
+        "per vote, base 10 (the notes' literal loop)": AccumulatorConfig(repeat_on="vote"),
+        "per emission in last 64, base 10": AccumulatorConfig(repeat_window=64),
+        "per emission in last 4, base 10 (default)": AccumulatorConfig(),
+        "none (base 1)": AccumulatorConfig(repeat_base=1.0),
+    }
+    out = []
+    for name, cfg in variants.items():
+        rows = evaluate.table_pass(index, seq, n, cfg)
+        top1 = np.mean([len(r["vals"]) > 0 and r["ids"][np.argmax(r["vals"])] == seq[p + 1] for p, r in enumerate(rows)])
+        recall = np.mean([seq[p + 1] in set(r["cands"].tolist()) for p, r in enumerate(rows)])
+        out.append({"rule": name, "table_top1": float(top1), "recall_at_n": float(recall)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--index", type=Path, default=bundled.cache_dir() / "overlay-bench" / "kjv-ot")
+    ap.add_argument("--corpus", default="kjv:1-39")
+    ap.add_argument("--heldout", nargs="*", default=["kjv:40-66", "pydoc"])
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--scale-base", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="Small sizes, for a smoke run.")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    opts = evaluate.EvalOptions(max_tokens=args.max_tokens, scale_base=args.scale_base, lookup_steps=400,
+                                lookup_rounds=5, latency_runs=5, gen_tokens=24)
+    if args.quick:
+        opts = evaluate.EvalOptions(max_tokens=600, scale_base=5_000, lookup_steps=200, gen_tokens=8)
+    path = ensure_index(args.index, args.corpus)
+    index = ix.Index(path)
+    results = {"index": str(path), "corpus": args.corpus, "index_tokens": index.n_tokens,
+               "threads": torch.get_num_threads(), "runs": []}
+    print(f"index {path}: {index.n_tokens} tokens of {args.corpus}; torch threads: {torch.get_num_threads()}")
+    for held in args.heldout:
+        t0 = time.perf_counter()
+        res = evaluate.evaluate(path, "smollm2-135m", held, opts)
+        print(f"\n=== held-out {held} ({time.perf_counter() - t0:.0f} s) ===")
+        print(evaluate.render(res))
+        c, x = res["contract"], res["extra"]
+        p99 = c["lookup_p99_ms"]
+        print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; fastest runs; "
+              f"median ratio {x['latency']['median_ratio']:.3f})")
+        print(f"TARGET lookup p99 100x/1x: {p99['100x'] / p99['1x']:.3f}, 10x/1x: {p99['10x'] / p99['1x']:.3f} "
+              "(target <= 1.2)")
+        print(f"TARGET bytes/token: {c['bytes_per_token']:.2f} (target <= 12)")
+        print(f"overlay/LM perplexity: {c['overlay']['ppl'] / c['lm']['ppl']:.4f}; "
+              f"select/LM top-1: {x['select']['top1'] / c['lm']['top1']:.3f}")
+        print("mixture by lam (test split): " + ", ".join(
+            f"{k}: top1 {v['top1']:.4f} ppl {v['ppl']:.3f}" for k, v in x["mixture_by_lam"].items()))
+        tok = lm.load_lm("smollm2-135m")[1]
+        seq = evaluate.heldout_tokens(held, tok, index.sep, min(opts.max_tokens, 2000))
+        ablation = fatigue_ablation(index, seq, opts.n_candidates)
+        for a in ablation:
+            print(f"repeat rule {a['rule']:45} table top-1 {a['table_top1']:.4f} recall@N {a['recall_at_n']:.4f}")
+        results["runs"].append({"heldout": held, "contract": c, "extra": x, "fatigue": ablation})
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
