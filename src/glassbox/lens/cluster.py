@@ -252,7 +252,7 @@ def role_matches(clusters: list[dict[str, Any]], heads: list[dict[str, Any]]) ->
     sizes = {c["cluster"]: c["size"] for c in clusters}
     for role in sorted({h["role"] for h in heads} - {"none"}):
         where = [h["cluster"] for h in heads if h["role"] == role]
-        best = max(set(where), key=lambda c: (where.count(c), -c))
+        best = max(sorted(set(where)), key=lambda c: (where.count(c), where.count(c) / sizes[c]))  # ties: purer
         out[role] = {"heads": len(where), "cluster": best, "recall": where.count(best) / len(where),
                      "precision": where.count(best) / sizes[best]}
     return out
