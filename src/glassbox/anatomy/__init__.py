@@ -90,9 +90,8 @@ def _tensor_json(t: TensorRole) -> dict[str, Any]:
         "offset": t.entry.offset,
         "nbytes": t.entry.nbytes,
         "heads": [
-            {"head": h.head, "kind": h.kind, "kv_group": h.kv_group, "slice": h.slice_str(ndim),
-             "bytes": head_bytes(t.entry, h)}
-            for h in t.heads
+            {"head": h.head, "kind": h.kind, "kv_group": h.kv_group, "slice": h.slice_str(ndim), "bytes": run}
+            for h, run in zip(t.heads, _runs(t.entry, t.heads), strict=True)
         ],
     }
 
@@ -169,20 +168,26 @@ def _element_bytes(dtype: str):
 def head_bytes(entry: TensorEntry, head: HeadSlice) -> dict[str, Any]:
     """Where in the file head `head` of this tensor lies: its first run's absolute offset, the run length,
     and (for a slice across the fast axis) the stride between runs and how many there are."""
-    shape = entry.shape
-    inner = math.prod(shape[head.axis + 1:])
-    outer = math.prod(shape[: head.axis])
+    return _runs(entry, [head])[0]
+
+
+def _runs(entry: TensorEntry, heads: list[HeadSlice]) -> list[dict[str, Any]]:
+    if not heads:
+        return []
+    shape, axis = entry.shape, heads[0].axis  # all heads of one tensor lie along the same axis
+    inner = math.prod(shape[axis + 1:])
+    outer = math.prod(shape[:axis])
     to_bytes, block = _element_bytes(entry.dtype)
-    start, stop = head.start * inner, head.stop * inner
-    aligned = start % block == 0 and stop % block == 0
-    if not aligned:  # a quantization block holds this head and its neighbour: report the blocks it touches
-        start, stop = start // block * block, -(-stop // block) * block
-    if entry.offset < 0:
-        offset = -1
-    else:
-        offset = entry.offset + to_bytes(start)
-    run = {"offset": offset, "length": to_bytes(stop - start),
-           "stride": to_bytes(shape[head.axis] * inner) if outer > 1 else None, "count": outer}
-    if not aligned:
-        run["shared_blocks"] = True
-    return run
+    stride = to_bytes(shape[axis] * inner) if outer > 1 else None
+    out = []
+    for head in heads:
+        start, stop = head.start * inner, head.stop * inner
+        aligned = start % block == 0 and stop % block == 0
+        if not aligned:  # a quantization block holds this head and its neighbour: report the blocks it touches
+            start, stop = start // block * block, -(-stop // block) * block
+        run = {"offset": entry.offset + to_bytes(start) if entry.offset >= 0 else -1,
+               "length": to_bytes(stop - start), "stride": stride, "count": outer}
+        if not aligned:
+            run["shared_blocks"] = True
+        out.append(run)
+    return out

@@ -184,7 +184,12 @@ class HeadSlice:
         return tuple(slice(self.start, self.stop) if a == self.axis else slice(None) for a in range(ndim))
 
     def slice_str(self, ndim: int) -> str:
-        return "[" + ", ".join(f"{self.start}:{self.stop}" if a == self.axis else ":" for a in range(ndim)) + "]"
+        return _slice_str(self.axis, self.start, self.stop, ndim)
+
+
+@functools.lru_cache(maxsize=8192)  # the same few slices recur in every layer
+def _slice_str(axis: int, start: int, stop: int, ndim: int) -> str:
+    return "[" + ", ".join(f"{start}:{stop}" if a == axis else ":" for a in range(ndim)) + "]"
 
 
 def detect_from_config(config: dict[str, Any] | None) -> str | None:
@@ -254,6 +259,11 @@ def head_slices(architecture: str, name: str, shape: tuple[int, ...] | list[int]
     rule, _ = _match(architecture, name)
     if rule is None or rule.split is None or dims is None or not shape:
         return []
+    return list(_split(rule, tuple(shape), dims))
+
+
+@functools.lru_cache(maxsize=1024)  # every layer has the same splits: compute them once per shape
+def _split(rule: Rule, shape: tuple[int, ...], dims: Dims) -> tuple[HeadSlice, ...]:
     axis = rule.axis % len(shape)
     d, H, K = dims.head_dim, dims.n_heads, dims.n_kv_heads
     g = dims.group_size
@@ -274,5 +284,5 @@ def head_slices(architecture: str, name: str, shape: tuple[int, ...] | list[int]
         blocks = [HeadSlice(h, kind, h, axis, (3 * h + i) * d, (3 * h + i + 1) * d)
                   for h in range(H) for i, kind in enumerate("qkv")]
     if not blocks or max(b.stop for b in blocks) != shape[axis]:
-        return []  # the declared dims do not tile this tensor: better no heads than wrong heads
-    return blocks
+        return ()  # the declared dims do not tile this tensor: better no heads than wrong heads
+    return tuple(blocks)
