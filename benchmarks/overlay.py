@@ -1,7 +1,8 @@
 """Benchmark of the overlay generator (issue 6), every figure measured in this run.
 
-Index: the KJV Old Testament (books 1-39) with SmolLM2's tokenizer. Held-out texts, none of them in the index:
-the KJV New Testament (books 40-66, in-domain) and CPython's pydoc topics (out-of-domain). For each:
+Pairs of (index corpus, held-out text), the held-out never in the index, SmolLM2's tokenizer and LM:
+the KJV Old Testament (books 1-39) against the New Testament (40-66) and against CPython's pydoc topics
+(out of domain); pydoc topics 1-55 against topics 56-79. For each:
 the LM alone, the table alone, the overlay mixture and the faithful select mode (top-1, perplexity),
 recall@N, the latency ratio against LM-alone greedy decoding, bytes per corpus token, and the candidate
 lookup p50/p99 on indexes of 1×, 10×, 100× a base. Then an ablation of the repeat ("fatigue") rule.
@@ -55,9 +56,9 @@ def fatigue_ablation(index: ix.Index, seq: list[int], n: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--index", type=Path, default=bundled.cache_dir() / "overlay-bench" / "kjv-ot")
-    ap.add_argument("--corpus", default="kjv:1-39")
-    ap.add_argument("--heldout", nargs="*", default=["kjv:40-66", "pydoc"])
+    ap.add_argument("--pairs", nargs="*", default=["kjv:1-39=kjv:40-66", "kjv:1-39=pydoc", "pydoc:1-55=pydoc:56-79"],
+                    help="INDEX_CORPUS=HELDOUT pairs; held-out text must not be in the index corpus.")
+    ap.add_argument("--root", type=Path, default=bundled.cache_dir() / "overlay-bench")
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--scale-base", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="Small sizes, for a smoke run.")
@@ -68,15 +69,15 @@ def main() -> None:
                                 lookup_rounds=5, latency_runs=5, gen_tokens=24)
     if args.quick:
         opts = evaluate.EvalOptions(max_tokens=600, scale_base=5_000, lookup_steps=200, gen_tokens=8)
-    path = ensure_index(args.index, args.corpus)
-    index = ix.Index(path)
-    results = {"index": str(path), "corpus": args.corpus, "index_tokens": index.n_tokens,
-               "threads": torch.get_num_threads(), "runs": []}
-    print(f"index {path}: {index.n_tokens} tokens of {args.corpus}; torch threads: {torch.get_num_threads()}")
-    for held in args.heldout:
+    results = {"threads": torch.get_num_threads(), "runs": []}
+    print(f"torch threads: {torch.get_num_threads()}")
+    for pair in args.pairs:
+        spec, held = pair.split("=", 1)
+        path = ensure_index(args.root / spec.replace(":", "_"), spec)
+        index = ix.Index(path)
         t0 = time.perf_counter()
         res = evaluate.evaluate(path, "smollm2-135m", held, opts)
-        print(f"\n=== held-out {held} ({time.perf_counter() - t0:.0f} s) ===")
+        print(f"\n=== index {spec} ({index.n_tokens} tokens), held-out {held} ({time.perf_counter() - t0:.0f} s) ===")
         print(evaluate.render(res))
         c, x = res["contract"], res["extra"]
         p99 = c["lookup_p99_ms"]
@@ -94,7 +95,8 @@ def main() -> None:
         ablation = fatigue_ablation(index, seq, opts.n_candidates)
         for a in ablation:
             print(f"repeat rule {a['rule']:45} table top-1 {a['table_top1']:.4f} recall@N {a['recall_at_n']:.4f}")
-        results["runs"].append({"heldout": held, "contract": c, "extra": x, "fatigue": ablation})
+        results["runs"].append({"index": spec, "index_tokens": index.n_tokens, "heldout": held, "contract": c,
+                                "extra": x, "fatigue": ablation})
     if args.out:
         args.out.write_text(json.dumps(results, indent=1, default=float))
 

@@ -126,6 +126,19 @@ def test_table_generation_trace_explain_replay(built, home, capsys):
     code, out, _ = cli(capsys, "overlay", "explain", trace["id"])
     assert code == 0 and trace["id"] in out
     assert replay(trace, Store())["identical"]
+    code, out, err = cli(capsys, "overlay", "replay", trace["id"], "--json")
+    assert code == 0 and json.loads(out)["identical"], err
+    alt = trace["steps"][1]["candidates"][2]
+    code, out, err = cli(capsys, "overlay", "feedback", trace["id"], "--step", "1", "--prefer", alt["text"], "--json")
+    assert code == 0, err
+    assert json.loads(out)["token"] == alt["token"]
+    code, out, _ = cli(capsys, "overlay", "generate", str(built), "--no-lm", "--prompt", "And God said",
+                       "--max-tokens", "12", "--json")
+    assert json.loads(out)["steps"][1]["chosen"] == alt["token"]
+    assert replay(trace, Store())["identical"]  # a replay uses only the feedback in force back then
+    code, out, err = cli(capsys, "overlay", "generate", str(built), "--no-lm", "--prompt", "And God said",
+                         "--min-score", "100", "--json")
+    assert code == 0 and json.loads(out)["stop_reason"] == "low score", err
     code, out, err = cli(capsys, "overlay", "explain", "nosuchtrace")
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and out == ""
     code, _, err = cli(capsys, "overlay", "explain", trace["id"], "--step", "99")

