@@ -267,30 +267,42 @@ def _tokens(tokens: Any) -> Any:
     return t[None] if t.dim() == 1 else t
 
 
-def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None) -> Any:
+# Every forward through this module is counted, so callers can state their cost in forward passes.
+stats = {"forwards": 0, "tokens": 0}
+
+
+def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at: Any = None) -> Any:
     import torch
 
+    tokens = _tokens(tokens)
+    stats["forwards"] += 1
+    stats["tokens"] += int(tokens.numel())
     kwargs: dict[str, Any] = {"attention_mask": attention_mask}
     if not loaded.is_encoder:
         kwargs["use_cache"] = False
+        if logits_at is not None:  # the unembedding is ~20% of a small LM's forward: skip unused positions
+            kwargs["logits_to_keep"] = torch.as_tensor(logits_at, dtype=torch.long)
     with torch.inference_mode():
-        out = loaded.model(input_ids=_tokens(tokens), **kwargs)
+        out = loaded.model(input_ids=tokens, **kwargs)
     logits = getattr(out, "logits", None)
     return logits if logits is not None else out.last_hidden_state
 
 
 def run(loaded: Loaded, tokens: Any, edits: Sequence[HeadEdit | ResidEdit] = (),
-        attention_mask: Any = None) -> Any:
-    """Forward with edits and no cache → logits [batch, seq, vocab] (encoders: last hidden state)."""
+        attention_mask: Any = None, logits_at: Any = None) -> Any:
+    """Forward with edits and no cache → logits [batch, seq, vocab] (encoders: last hidden state).
+
+    logits_at: sequence positions to unembed (then logits are [batch, len(logits_at), vocab])."""
     with hooked(loaded, names=[], edits=edits):
-        return _forward(loaded, tokens, attention_mask)
+        return _forward(loaded, tokens, attention_mask, logits_at)
 
 
 def run_with_cache(loaded: Loaded, tokens: Any, names: Iterable[str] | str | None = None,
-                   edits: Sequence[HeadEdit | ResidEdit] = (), attention_mask: Any = None) -> tuple[Any, Cache]:
+                   edits: Sequence[HeadEdit | ResidEdit] = (), attention_mask: Any = None,
+                   logits_at: Any = None) -> tuple[Any, Cache]:
     """Forward recording `names` (all when None) → (logits, Cache)."""
     with hooked(loaded, names=names, edits=edits) as cache:
-        logits = _forward(loaded, tokens, attention_mask)
+        logits = _forward(loaded, tokens, attention_mask, logits_at)
     return logits, cache
 
 

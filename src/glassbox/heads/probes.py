@@ -1,0 +1,260 @@
+"""Specialization probes: each gives one score per head in [0, 1] (arrays [layer, head]).
+
+Attention probes read the patterns of one cached forward over random repeated sequences
+[first] + r + r (Olsson et al. 2022): previous_token (attention i → i−1), induction (second copy,
+i → the token after i's earlier occurrence), duplicate_token (i → its earlier occurrence),
+first_token (mass on position 0: the attention sink), self (i → i), local (mass on the window
+i−3..i, excluding position 0). Encoders get next_token and last_token (the [SEP] sink) instead of
+the causal-only ones (induction, copying, successor, which need a left-to-right model with an
+unembedding).
+
+copying: Elhage et al. 2021's positive-eigenvalue score of the OV circuit W_U·W_O^h·W_V^h·W_E, computed
+on the d_head × d_head matrix with the same non-zero eigenvalues (norm gains folded in, means ignored),
+clipped to [0, 1]; copying_act cross-checks it on activations (how the head's direct logit for the
+token it attends to ranks against 64 random tokens, 0.5 = chance).
+successor (Gould et al. 2023): each ordinal item's residual at the head's layer, sent through the head's
+OV circuit and the unembedding, restricted to the items of its list: share of items whose top item
+is the next one.
+syntax:<rel> (Clark et al. 2019): share of arcs of relation rel where the later word's maximum
+word-level attention (from its last token, summed over the other word's tokens) lands on the other
+word; encoders use dependent → head. coreference: share of pronouns whose maximum word attention
+among the earlier words lands on the antecedent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from glassbox.heads import data
+from glassbox.run import hooks
+from glassbox.run.layout import LAYOUTS, head_dim, layers, o_weight, submodule
+from glassbox.run.load import Loaded
+
+MIN_ARCS = 8  # relations with fewer instances in the built-in sentences are not scored
+MAX_RELATIONS = 6  # the most frequent relations only: each one is a role to check
+
+
+def pad(rows: list[Any], pad_id: int = 0) -> tuple[Any, Any]:
+    """Right-pad [1, seq] token tensors into one batch; the mask marks real tokens."""
+    import torch
+
+    width = max(r.shape[1] for r in rows)
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : r.shape[1]] = r[0]
+        mask[i, : r.shape[1]] = 1
+    return tokens, mask
+
+
+def pattern_scores(loaded: Loaded, rep: data.Repeats, cache: Any) -> dict[str, Any]:
+    """The attention probes from one cached forward over the repeated sequences → name → [layer, head]."""
+    import torch
+
+    t = rep.half
+    names = ["previous_token", "first_token", "self", "local", "duplicate_token"]
+    names += ["next_token", "last_token"] if loaded.is_encoder else ["induction"]
+    out = {n: torch.zeros(loaded.n_layers, loaded.n_heads) for n in names}
+    for layer in range(loaded.n_layers):
+        p = cache[f"blocks.{layer}.attn.pattern"].float()  # [batch, head, q, k]
+        s = p.shape[-1]
+        q = torch.arange(2, 1 + 2 * t)
+        out["previous_token"][layer] = p[:, :, q, q - 1].mean(dim=(0, 2))
+        q1 = torch.arange(1, s)
+        out["first_token"][layer] = p[:, :, q1, 0].mean(dim=(0, 2))
+        out["self"][layer] = p[:, :, q1, q1].mean(dim=(0, 2))
+        ql = torch.arange(4, 1 + 2 * t)
+        window = sum(p[:, :, ql, ql - d] for d in range(4))
+        out["local"][layer] = window.mean(dim=(0, 2))
+        second = torch.arange(t + 1, 1 + 2 * t)
+        if loaded.is_encoder:  # either occurrence may look at the other
+            first = second - t
+            dup = (p[:, :, second, second - t].mean(dim=(0, 2)) + p[:, :, first, first + t].mean(dim=(0, 2))) / 2
+            out["duplicate_token"][layer] = dup
+            qn = torch.arange(1, 2 * t)
+            out["next_token"][layer] = p[:, :, qn, qn + 1].mean(dim=(0, 2))
+            out["last_token"][layer] = p[:, :, q1[:-1], s - 1].mean(dim=(0, 2))
+        else:
+            out["duplicate_token"][layer] = p[:, :, second, second - t].mean(dim=(0, 2))
+            ind = second[:-1]
+            out["induction"][layer] = p[:, :, ind, ind - t + 1].mean(dim=(0, 2))
+    return out
+
+
+def _gain(norm: Any, width: int) -> Any:
+    """A norm's per-channel gain: LayerNorm's weight; for RMSNorm variants (Gemma's 1 + w) its output on ones."""
+    import torch
+
+    if norm is None:
+        return torch.ones(width)
+    if isinstance(norm, torch.nn.LayerNorm):
+        return norm.weight.detach() if norm.weight is not None else torch.ones(width)
+    with torch.inference_mode():
+        return norm(torch.ones(1, 1, width)).reshape(width).detach()
+
+
+_INPUT_NORM = {"llama": "input_layernorm", "gemma3": "input_layernorm", "gpt2": "ln_1",
+               "gpt_neox": "input_layernorm", "bert": None}
+
+
+def input_norm(loaded: Loaded, layer: int) -> Any | None:
+    name = _INPUT_NORM[loaded.architecture]
+    return submodule(layers(loaded.model, loaded.architecture)[layer], name) if name else None
+
+
+def value_weight(loaded: Loaded, layer: int) -> Any:
+    """W_V per query head as [head, d_head, d_model] (GQA: each head gets its kv group's rows)."""
+    arch, model = loaded.architecture, loaded.model
+    block = layers(model, arch)[layer]
+    h, d, m = loaded.n_heads, head_dim(model), int(model.config.hidden_size)
+    if arch in ("llama", "gemma3"):
+        w = block.self_attn.v_proj.weight.detach()
+        kv = w.shape[0] // d
+        return w.reshape(kv, d, m).repeat_interleave(h // kv, dim=0)
+    if arch == "gpt2":
+        return block.attn.c_attn.weight.detach()[:, 2 * m:].t().reshape(h, d, m)
+    if arch == "gpt_neox":  # rows interleaved as (head, q|k|v, d_head)
+        return block.attention.query_key_value.weight.detach().reshape(h, 3, d, m)[:, 2]
+    return block.attention.self.value.weight.detach().reshape(h, d, m)
+
+
+def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
+    """(W_U with the final norm's gain folded in [vocab, d_model], the final norm module or None)."""
+    from glassbox.run.layout import final_norm
+
+    norm = final_norm(loaded.model, loaded.architecture)
+    w_u = loaded.model.get_output_embeddings().weight.detach()
+    return w_u * _gain(norm, w_u.shape[1]), norm
+
+
+def copying_scores(loaded: Loaded) -> Any:
+    """Elhage's copying score per head from the weights alone → [layer, head] in [0, 1]."""
+    import torch
+
+    w_u, _ = ov_readout(loaded)
+    w_e = loaded.model.get_input_embeddings().weight.detach()
+    with torch.inference_mode():
+        eu = w_e.t() @ w_u  # [d_model, d_model]: E^T U, shared by every head
+        out = torch.zeros(loaded.n_layers, loaded.n_heads)
+        for layer in range(loaded.n_layers):
+            v = value_weight(loaded, layer) * _gain(input_norm(loaded, layer), w_e.shape[1])  # [h, d, m]
+            o = o_weight(loaded.model, loaded.architecture, layer)  # [m, h*d]
+            o = o.reshape(o.shape[0], loaded.n_heads, -1).permute(1, 0, 2)  # [h, m, d]
+            small = v @ eu @ o  # [h, d, d]: same non-zero eigenvalues as the vocab × vocab circuit
+            eig = torch.linalg.eigvals(small.double())
+            out[layer] = (eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-12)).clamp(0, 1).float()
+    return out
+
+
+def copying_activation(loaded: Loaded, rep: data.Repeats, cache: Any, seed: int) -> Any:
+    """Rank of the attended token's direct logit among 64 random tokens, second half, → [layer, head]."""
+    import torch
+
+    w_u, _ = ov_readout(loaded)
+    g = torch.Generator().manual_seed(seed + 7)
+    low, high = data.token_range(loaded)
+    others = torch.randint(low, high, (64,), generator=g)
+    t = rep.half
+    q = torch.arange(t + 1, 1 + 2 * t)
+    out = torch.zeros(loaded.n_layers, loaded.n_heads)
+    with torch.inference_mode():
+        for layer in range(loaded.n_layers):
+            p = cache[f"blocks.{layer}.attn.pattern"][:, :, q]  # [b, h, q, k]
+            attended = rep.tokens.gather(1, p.argmax(-1).flatten(1)).reshape(p.shape[:3])  # [b, h, q]
+            ho = cache[f"blocks.{layer}.attn.head_out"][:, q]  # [b, q, h, m]
+            target = torch.einsum("bqhm,bhqm->bhq", ho, w_u[attended])
+            rand = torch.einsum("bqhm,rm->bhqr", ho, w_u[others])
+            out[layer] = (rand < target[..., None]).float().mean(dim=(0, 2, 3))
+    return out
+
+
+def successor_scores(loaded: Loaded, lists: list[data.Ordinal]) -> tuple[Any, int]:
+    """Gould et al.'s succession score per head (see module docstring) → ([layer, head], items scored)."""
+    import torch
+
+    w_u, _ = ov_readout(loaded)
+    out = torch.zeros(loaded.n_layers, loaded.n_heads)
+    total = sum(len(o.positions) - 1 for o in lists)
+    if not lists:
+        return out, 0
+    with torch.inference_mode():
+        caches = [hooks.run_with_cache(loaded, o.tokens, names="blocks.*.resid_pre")[1] for o in lists]
+        for layer in range(loaded.n_layers):
+            v = value_weight(loaded, layer)  # [h, d, m]
+            o_w = o_weight(loaded.model, loaded.architecture, layer)
+            o_w = o_w.reshape(o_w.shape[0], loaded.n_heads, -1).permute(1, 0, 2)  # [h, m, d]
+            norm = input_norm(loaded, layer)
+            hits = torch.zeros(loaded.n_heads)
+            for ordinal, cache in zip(lists, caches, strict=True):
+                x = cache[f"blocks.{layer}.resid_pre"][0, ordinal.positions]  # [n, m]
+                x = norm(x) if norm is not None else x
+                written = torch.einsum("hmd,hdk,nk->hnm", o_w, v, x)
+                logits = written @ w_u[ordinal.item_ids].t()  # [h, n, n]
+                best = logits[:, :-1].argmax(-1)  # the last item has no successor
+                hits += (best == torch.arange(1, len(ordinal.positions))).float().sum(-1)
+            out[layer] = hits / total
+    return out, total
+
+
+def _word_attention(p: Any, spans: list[tuple[int, int]], word: int) -> Any:
+    """Attention from a word's last token to every word (summed over its tokens) → [head, words]."""
+    import torch
+
+    row = p[:, spans[word][1]]  # [head, k]
+    return torch.stack([row[:, a:b + 1].sum(-1) for a, b in spans], dim=-1)
+
+
+def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any) -> dict[str, Any]:
+    """Clark et al.'s per-relation head accuracy → 'syntax:<rel>' → [layer, head]."""
+    import torch
+
+    counts: dict[str, int] = defaultdict(int)
+    for s in sentences:
+        for _, _, rel in s.arcs:
+            counts[rel] += 1
+    frequent = sorted((r for r, c in counts.items() if c >= MIN_ARCS), key=lambda r: (-counts[r], r))
+    rels = sorted(frequent[:MAX_RELATIONS])
+    out = {f"syntax:{r}": torch.zeros(loaded.n_layers, loaded.n_heads) for r in rels}
+    for layer in range(loaded.n_layers):
+        p_all = cache[f"blocks.{layer}.attn.pattern"]
+        for i, s in enumerate(sentences):
+            p = p_all[i]
+            for dep, head, rel in s.arcs:
+                if f"syntax:{rel}" not in out:
+                    continue
+                src, dst = (dep, head) if loaded.is_encoder or dep > head else (head, dep)
+                w = _word_attention(p, s.spans, src)  # [head, words]
+                w[:, src] = -1.0  # the word itself does not count
+                if not loaded.is_encoder:
+                    w[:, src + 1:] = -1.0
+                out[f"syntax:{rel}"][layer] += (w.argmax(-1) == dst).float()
+    for r in rels:
+        out[f"syntax:{r}"] /= counts[r]
+    return out
+
+
+def coreference_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any) -> Any:
+    import torch
+
+    out = torch.zeros(loaded.n_layers, loaded.n_heads)
+    n = sum(len(s.pronouns) for s in sentences)
+    for layer in range(loaded.n_layers):
+        p_all = cache[f"blocks.{layer}.attn.pattern"]
+        for i, s in enumerate(sentences):
+            for pron, ante, _ in s.pronouns:
+                w = _word_attention(p_all[i], s.spans, pron)
+                w[:, pron:] = -1.0  # earlier words only (also for encoders: an antecedent precedes)
+                out[layer] += (w.argmax(-1) == ante).float()
+    return out / max(n, 1)
+
+
+def text_cache(loaded: Loaded, sentences: list[data.Parsed]) -> tuple[Any, Any, Any]:
+    """One padded forward over sentences, caching the patterns → (tokens, mask, cache)."""
+    tokens, mask = pad([s.tokens for s in sentences])
+    _, cache = hooks.run_with_cache(loaded, tokens, names="blocks.*.attn.pattern", attention_mask=mask)
+    return tokens, mask, cache
+
+
+__all__ = ["LAYOUTS", "copying_activation", "copying_scores", "coreference_scores", "pad", "pattern_scores",
+           "successor_scores", "syntax_scores", "text_cache", "value_weight"]

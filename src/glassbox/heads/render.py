@@ -1,0 +1,83 @@
+"""Showing an atlas: a Rich table (roles → heads) and a PNG heatmap (layers × heads, one panel per role)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from glassbox.fileio import atomic_path
+
+
+def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
+    found: dict[str, list[tuple[dict, dict]]] = {}
+    for head in atlas["heads"]:
+        for role in head["roles"]:
+            found.setdefault(role["role"], []).append((head, role))
+    for items in found.values():
+        items.sort(key=lambda hr: -hr[1]["score"])
+    return found
+
+
+def table(atlas: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    from glassbox.heads.atlas import role_names, threshold
+
+    t = Table(title=f"head atlas: {atlas['model']} ({atlas['n_layers']} layers × {atlas['n_heads']} heads)")
+    t.add_column("role")
+    t.add_column("≥", justify="right")
+    t.add_column("heads above threshold (layer.head score; ✓ causally validated, effect vs random)")
+    found = _roles_by_name(atlas)
+    for name in role_names(atlas):
+        best = max(atlas["heads"], key=lambda h: h["scores"][name])
+        cells = []
+        for head, role in found.get(name, []):
+            mark = "[green]✓[/green]" if role["validated"] else "[red]✗[/red]"
+            base = role.get("random_effect")
+            vs = f" {role['ablation_effect']:+.3g} vs {base:.2g}" if base is not None else ""
+            cells.append(f"{head['layer']}.{head['head']} {role['score']:.2f} {mark}{vs}")
+        text = "\n".join(cells) if cells else (
+            f"[dim]none (best {best['layer']}.{best['head']} at {best['scores'][name]:.2f})[/dim]")
+        t.add_row(name, f"{threshold(name):.2f}", text)
+    return t
+
+
+def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
+    """One panel per role: score of every head (layers down, heads across); ✓ marks validated heads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from glassbox.heads.atlas import role_names
+
+    names = role_names(atlas)
+    n_l, n_h = atlas["n_layers"], atlas["n_heads"]
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    panel_h = max(2.0, 0.12 * n_l + 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, panel_h * rows), squeeze=False)
+    grid = {name: np.zeros((n_l, n_h)) for name in names}
+    for head in atlas["heads"]:
+        for name in names:
+            grid[name][head["layer"], head["head"]] = head["scores"].get(name, 0.0)
+    found = _roles_by_name(atlas)
+    for ax, name in zip(axes.flat, names, strict=False):
+        im = ax.imshow(grid[name], vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+        for head, role in found.get(name, []):
+            ax.text(head["head"], head["layer"], "✓" if role["validated"] else "·", ha="center", va="center",
+                    color="white" if role["validated"] else "red", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("head", fontsize=7)
+        ax.set_ylabel("layer", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="probe score")
+    fig.suptitle(f"{atlas['model']}: head atlas (✓ validated by ablation)", fontsize=11)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

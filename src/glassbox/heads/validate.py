@@ -1,0 +1,149 @@
+"""Causal validation: does mean-ablating a head change its role's task more than ablating random heads?
+
+Each role has a task (a batch of probe inputs) and a metric on the model's output:
+    previous_token, induction, duplicate_token, copying → loss on the repeated half of random sequences
+        (previous-token and duplicate heads matter through composition with induction heads)
+    first_token, self, local, next_token, last_token → KL(clean ‖ ablated) of the next-token distribution
+        over the repeated sequences (how much the model needs the head at all)
+    successor → loss of predicting each ordinal item's successor; syntax:* and coreference → LM loss
+        on the parsed / pronoun sentences
+Encoders have no next-token output: every metric is the change of the last hidden state (1 − cosine).
+
+Ablation replaces the head's z by its mean over that task's clean run (mean ablation: the head keeps
+its typical offset and loses only its input-dependent information). The effect is |metric(ablated) −
+metric(clean)|; a role is `validated` when the head's effect is more than twice the mean effect of
+up to RANDOM_HEADS random heads of the same layer that do not hold the role, and above the largest of them.
+The random heads of a layer come from one seeded permutation per layer, so roles share their runs.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from glassbox.run import hooks
+from glassbox.run.load import Loaded
+
+RANDOM_HEADS = 3
+FLOOR = 1e-4  # effects below this are noise whatever the baseline
+
+
+@dataclass
+class Task:
+    tokens: Any  # [batch, seq]
+    mask: Any | None = None  # real tokens (padding excluded)
+    targets: Any | None = None  # [batch, seq] bool: positions whose next-token loss is the metric
+    clean: Any = None
+    means: Any = None
+    at: Any = None  # positions whose logits are needed (one before each target)
+    memo: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+
+
+def _loss(logits: Any, task: Task) -> float:
+    """Mean next-token loss over the targets; logits are kept only at `task.at` (one before each target)."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), -1)
+    nll = -logp.gather(-1, task.tokens[:, task.at + 1, None])[..., 0]
+    w = task.targets[:, task.at + 1].float()
+    return float((nll * w).sum() / w.sum().clamp_min(1))
+
+
+def _kl(clean: Any, logits: Any, task: Task) -> float:
+    import torch
+
+    p = torch.log_softmax(clean.float(), -1)
+    q = torch.log_softmax(logits.float(), -1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    w = task.targets[:, task.at + 1].float()
+    return float((kl * w).sum() / w.sum().clamp_min(1))
+
+
+def _change(clean: Any, hidden: Any, mask: Any) -> float:
+    import torch
+
+    cos = torch.nn.functional.cosine_similarity(clean.float(), hidden.float(), dim=-1)
+    w = mask.float()
+    return float(((1 - cos) * w).sum() / w.sum())
+
+
+class Validator:
+    """Runs and memoizes head ablations per task; compares each head with random heads of its layer."""
+
+    def __init__(self, loaded: Loaded, tasks: dict[str, Task], seed: int):
+        self.loaded = loaded
+        self.tasks = tasks
+        self.seed = seed
+        for task in tasks.values():
+            if task.mask is None:
+                task.mask = hooks._tokens(task.tokens).new_ones(task.tokens.shape)
+            if task.targets is None:
+                task.targets = task.mask.bool()
+            task.targets[:, 0] = False  # nothing predicts the first token
+            task.at = None if loaded.is_encoder else task.targets.any(0).nonzero()[:, 0] - 1
+            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names="blocks.*.attn.z",
+                                                     attention_mask=task.mask, logits_at=task.at)
+            w = task.mask.float()[:, :, None, None]
+            task.means = _stack([(cache[f"blocks.{layer}.attn.z"] * w).sum((0, 1)) / w.sum()
+                                 for layer in range(loaded.n_layers)])
+
+    def metrics(self, task_name: str, layer: int, head: int) -> dict[str, float]:
+        task = self.tasks[task_name]
+        if (layer, head) not in task.memo:
+            edits = hooks.mean_ablation([(layer, head)], task.means)
+            out = hooks.run(self.loaded, task.tokens, edits, attention_mask=task.mask, logits_at=task.at)
+            task.memo[(layer, head)] = self._measure(task, out)
+        return task.memo[(layer, head)]
+
+    def _measure(self, task: Task, out: Any) -> dict[str, float]:
+        if self.loaded.is_encoder:
+            return {"change": _change(task.clean, out, task.mask)}
+        return {"loss": _loss(out, task) - _loss(task.clean, task), "kl": _kl(task.clean, out, task)}
+
+    def baseline_heads(self, layer: int, head: int, holders: set[tuple[int, int]]) -> list[int]:
+        """Up to RANDOM_HEADS heads of the layer without the role, from one seeded permutation per layer."""
+        order = list(range(self.loaded.n_heads))
+        random.Random(zlib.crc32(f"{self.seed}:{layer}".encode())).shuffle(order)
+        return sorted([h for h in order if (layer, h) not in holders and h != head][:RANDOM_HEADS])
+
+    def cost(self, task_name: str, layer: int, head: int, holders: set[tuple[int, int]]) -> int:
+        """Tokens still to run for one check (memoized runs are free)."""
+        task = self.tasks[task_name]
+        todo = {(layer, h) for h in [head, *self.baseline_heads(layer, head, holders)]} - set(task.memo)
+        return len(todo) * int(task.tokens.numel())
+
+    def check(self, role: str, task: str, metric: str, layer: int, head: int,
+              holders: set[tuple[int, int]]) -> tuple[float, float, bool]:
+        """(signed effect, mean random |effect|, validated) for one head in one role."""
+        effect = self.metrics(task, layer, head)[metric]
+        rand = [abs(self.metrics(task, layer, h)[metric]) for h in self.baseline_heads(layer, head, holders)]
+        if not rand:
+            return effect, float("nan"), False
+        mean = sum(rand) / len(rand)
+        ok = abs(effect) > max(2 * mean, max(rand), FLOOR)
+        return effect, mean, ok
+
+
+def _stack(items: list[Any]) -> Any:
+    import torch
+
+    return torch.stack(items)
+
+
+def role_task(role: str, is_encoder: bool) -> tuple[str, str]:
+    """(task name, metric name) used to validate a role."""
+    if role.startswith("syntax:"):
+        task = "syntax"
+    elif role == "coreference":
+        task = "coreference"
+    elif role == "successor":
+        task = "successor"
+    else:
+        task = "repeats"
+    if is_encoder:
+        return task, "change"
+    if task == "repeats" and role in ("first_token", "self", "local", "next_token", "last_token"):
+        return task, "kl"
+    return task, "loss"
