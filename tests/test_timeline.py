@@ -32,7 +32,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """The preset, spontaneous and steered (L1H1, the head that loses without steering on this seed)."""
     root = tmp_path_factory.mktemp("timeline")
     train(root / "plain", declare(preset="induction-2l", seed=0))
-    train(root / "steered", declare(preset="induction-2l", seed=0, steer=["1.1=induction"]))
+    # steered, the change comes at ~step 40-55 (spontaneous: ~90-115), so a shorter run shows it
+    train(root / "steered", declare(preset="induction-2l", seed=0, steps=200, steer=["1.1=induction"]))
     return {"plain": root / "plain", "steered": root / "steered"}
 
 

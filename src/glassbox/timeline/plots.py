@@ -19,6 +19,9 @@ def _draw(ax_score, ax_loss, doc: dict[str, Any], metrics, roles=("induction", "
     for c in doc["phase_changes"]:
         ax_score.axvline(c["step"], color="grey", alpha=0.4)
         ax_loss.axvline(c["step"], color="grey", alpha=0.4)
+    for lc in doc.get("loss_changes", []):
+        if lc["metric"] == "loss_repeated":  # a loss drop may come with or without a head's phase change
+            ax_loss.axvline(lc["step"], color="C3", ls="--", alpha=0.6)
     title = f"seed {doc['seed']}, init {doc['init']}"
     if doc.get("steer"):
         title += ", steer " + ", ".join(f"{s['layer']}.{s['head']}={s['role']}" for s in doc["steer"])

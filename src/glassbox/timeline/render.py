@@ -70,6 +70,8 @@ def comparison(docs: list[dict[str, Any]]) -> dict[str, Any]:
         rows.append({
             "run": d["run"], "seed": d["seed"], "init": d["init"], "steer": d["steer"],
             "induction_phase_step": min((c["step"] for c in ind), default=None),
+            "loss_drop_step": next((lc["step"] for lc in d["loss_changes"] if lc["metric"] == "loss_repeated"),
+                                   None),
             "induction_heads_formed": [[c["layer"], c["head"]] for c in ind],
             "induction_winner": [why["layer"], why["winner"]] if why else None,
             "top_induction": d["final"]["top_heads"]["induction"],
@@ -83,13 +85,14 @@ def comparison(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_comparison(cmp: dict[str, Any], plot: str | None = None) -> str:
-    lines = [f"{'run':<28} {'seed':>4} {'init':<11} {'phase':>6} {'winner':>7} {'top ind.':>12} "
+    lines = [f"{'run':<28} {'seed':>4} {'init':<11} {'phase':>6} {'drop':>5} {'winner':>7} {'top ind.':>12} "
              f"{'top prev.':>12} {'2nd-copy loss':>13} {'icl':>6}"]
     for r in cmp["runs"]:
         win = f"L{r['induction_winner'][0]}H{r['induction_winner'][1]}" if r["induction_winner"] else "none"
         ti, tp = r["top_induction"], r["top_previous_token"]
         lines.append(f"{r['run'][-28:]:<28} {r['seed']:>4} {r['init'][:11]:<11} "
                      f"{_f(r['induction_phase_step'], 'd') if r['induction_phase_step'] is not None else '-':>6} "
+                     f"{r['loss_drop_step'] if r['loss_drop_step'] is not None else '-':>5} "
                      f"{win:>7} {_lh(ti):>12} "
                      f"{_lh(tp):>12} "
                      f"{_f(r['final_second_copy_loss']):>13} {_f(r['final_icl_score']):>6}")
@@ -108,6 +111,7 @@ def render_comparison(cmp: dict[str, Any], plot: str | None = None) -> str:
             lines.append(f"  init {'/'.join(inits)}: {label}; second-copy probe loss {losses}")
         lines.append("  nothing in the code dictates the mechanism: a model can fit the same data with or "
                      "without an induction head")
+    lines.append("(phase: step of the first induction head's rise; drop: step of the repeated-part loss drop)")
     if plot:
         lines.append(f"plot: {plot}")
     return "\n".join(lines)

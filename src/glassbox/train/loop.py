@@ -83,8 +83,7 @@ def _read_declaration(out: Path) -> dict[str, Any]:
     return decl
 
 
-def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the declared training into `out`; returns the summary."""
     import torch
 
@@ -127,6 +126,8 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
             ledger.init = _flat_of_checkpoint(out, model, ledger)
         meta = ck.load_resume(out, model, optimizer)
         start = int(meta["step"])
+        if start >= tr["steps"] and (out / "summary.json").is_file():
+            return dict(json.loads((out / "summary.json").read_text()), resumed_from=start)  # already finished
         drop_parts_after(out, start)
     else:
         write_json(out / "config.json", dict(hf_config, glassbox_train=decl, init=init_record))
