@@ -32,6 +32,7 @@ app = typer.Typer(
 # so `glassbox anatomy` starts fast.
 COMMAND_MODULES = [
     "glassbox.anatomy.commands",
+    "glassbox.heads.commands",
     "glassbox.demo",
     "glassbox.train.commands",
     "glassbox.timeline.commands",

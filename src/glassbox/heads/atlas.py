@@ -127,29 +127,31 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
     unchecked = 0
     role_names = [n for n in scores if n not in EXTRA_SCORES]
     if settings.validate:
-        validator = validate.Validator(loaded, _tasks(loaded, inputs, settings.seed), settings.seed)
+        busy = {(int(l_), int(h)) for role in role_names for l_, h in (scores[role] >= threshold(role)).nonzero().tolist()}
+        validator = validate.Validator(loaded, _tasks(loaded, inputs, settings.seed), settings.seed, busy)
         budget = settings.budget_fpe * int(inputs["repeats"].tokens.numel())
         plan = []
         for role in role_names:
             s = scores[role]
             holders = {(int(l_), int(h)) for l_, h in (s >= threshold(role)).nonzero().tolist()}
             ranked = sorted(holders, key=lambda lh: (-float(s[lh]), lh))[: settings.max_per_role]
-            task, metric = validate.role_task(role, loaded.is_encoder)
+            task, metric, kind = validate.role_task(role, loaded.is_encoder)
             if task not in validator.tasks:
                 continue
-            plan += [(rank, role, task, metric, lh, holders) for rank, lh in enumerate(ranked)]
+            plan += [(rank, role, task, metric, kind, lh, holders) for rank, lh in enumerate(ranked)]
         plan.sort(key=lambda p: p[0])  # every role's best head first, so a budget cut drops the weakest
         unchecked = 0
-        for _, role, task, metric, (layer, head), holders in progress.track(plan, "atlas: ablations"):
+        for _, role, task, metric, kind, (layer, head), holders in progress.track(plan, "atlas: ablations"):
             spent = hooks.stats["tokens"] - start["tokens"]
-            if spent + validator.cost(task, layer, head, holders) > budget:
+            if spent + validator.cost(task, layer, head, holders, kind) > budget:
                 unchecked += 1
                 continue
-            effect, baseline, ok = validator.check(role, task, metric, layer, head, holders)
+            effect, baseline, ok = validator.check(task, metric, kind, layer, head, holders)
             roles.setdefault((layer, head), []).append({
                 "role": role, "score": round(float(scores[role][layer, head]), 4),
                 "ablation_effect": round(effect, 6), "validated": bool(ok),
-                "random_effect": None if math.isnan(baseline) else round(baseline, 6), "metric": metric})
+                "random_effect": None if math.isnan(baseline) else round(baseline, 6),
+                "metric": f"{metric} ({kind} ablation)"})
     heads = []
     for layer in range(loaded.n_layers):
         for head in range(loaded.n_heads):
@@ -166,8 +168,8 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
         "model": loaded.name, "architecture": loaded.architecture,
         "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "seed": settings.seed,
         "thresholds": THRESHOLDS, "max_per_role": settings.max_per_role,
-        "validation": "mean ablation; validated when |effect| > 2 × mean and > max of "
-                      f"{validate.RANDOM_HEADS} random same-layer heads without the role",
+        "validation": "mean ablation (zero for sink roles); validated when |effect| > 2 × mean and > max of "
+                      f"{validate.RANDOM_HEADS} random same-layer heads (preferring heads with no role)",
         "skipped": skipped,
         "cost": {"forwards": hooks.stats["forwards"] - start["forwards"], "probe_forwards": probe_forwards,
                  "tokens": hooks.stats["tokens"] - start["tokens"],

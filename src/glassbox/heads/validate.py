@@ -10,10 +10,14 @@ Each role has a task (a batch of probe inputs) and a metric on the model's outpu
 Encoders have no next-token output: every metric is the change of the last hidden state (1 − cosine).
 
 Ablation replaces the head's z by its mean over that task's clean run (mean ablation: the head keeps
-its typical offset and loses only its input-dependent information). The effect is |metric(ablated) −
+its typical offset and loses only its input-dependent information). Sink roles (first_token,
+last_token) use zero ablation instead: a sink head reads the same token everywhere, so its mean output
+is its whole output and mean ablation could not see it; zeroing removes the constant it writes. The effect is |metric(ablated) −
 metric(clean)|; a role is `validated` when the head's effect is more than twice the mean effect of
-up to RANDOM_HEADS random heads of the same layer that do not hold the role, and above the largest of them.
-The random heads of a layer come from one seeded permutation per layer, so roles share their runs.
+up to RANDOM_HEADS random heads of the same layer, and above the largest of them. The random heads are
+drawn from the layer's heads that hold no role at all (score under every threshold), topped up with
+heads that at least lack this role when there are fewer than MIN_FREE: a baseline should be a head not known to
+do anything. They come from one seeded permutation per layer, so roles share their runs.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
 RANDOM_HEADS = 3
+MIN_FREE = 2  # fewer role-free heads than this in a layer: top up with heads that lack this role
 FLOOR = 1e-4  # effects below this are noise whatever the baseline
 
 
@@ -38,7 +43,7 @@ class Task:
     clean: Any = None
     means: Any = None
     at: Any = None  # positions whose logits are needed (one before each target)
-    memo: dict[tuple[int, int], dict[str, float]] = field(default_factory=dict)
+    memo: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)
 
 
 def _loss(logits: Any, task: Task) -> float:
@@ -72,8 +77,10 @@ def _change(clean: Any, hidden: Any, mask: Any) -> float:
 class Validator:
     """Runs and memoizes head ablations per task; compares each head with random heads of its layer."""
 
-    def __init__(self, loaded: Loaded, tasks: dict[str, Task], seed: int):
+    def __init__(self, loaded: Loaded, tasks: dict[str, Task], seed: int,
+                 busy: set[tuple[int, int]] | None = None):
         self.loaded = loaded
+        self.busy = busy or set()  # heads holding some role: the last choice for a random baseline
         self.tasks = tasks
         self.seed = seed
         for task in tasks.values():
@@ -89,13 +96,16 @@ class Validator:
             task.means = _stack([(cache[f"blocks.{layer}.attn.z"] * w).sum((0, 1)) / w.sum()
                                  for layer in range(loaded.n_layers)])
 
-    def metrics(self, task_name: str, layer: int, head: int) -> dict[str, float]:
+    def metrics(self, task_name: str, layer: int, head: int, kind: str = "mean") -> dict[str, float]:
         task = self.tasks[task_name]
-        if (layer, head) not in task.memo:
-            edits = hooks.mean_ablation([(layer, head)], task.means)
+        if (kind, layer, head) not in task.memo:
+            if kind == "zero":
+                edits = hooks.zero_ablation([(layer, head)])
+            else:
+                edits = hooks.mean_ablation([(layer, head)], task.means)
             out = hooks.run(self.loaded, task.tokens, edits, attention_mask=task.mask, logits_at=task.at)
-            task.memo[(layer, head)] = self._measure(task, out)
-        return task.memo[(layer, head)]
+            task.memo[(kind, layer, head)] = self._measure(task, out)
+        return task.memo[(kind, layer, head)]
 
     def _measure(self, task: Task, out: Any) -> dict[str, float]:
         if self.loaded.is_encoder:
@@ -106,19 +116,21 @@ class Validator:
         """Up to RANDOM_HEADS heads of the layer without the role, from one seeded permutation per layer."""
         order = list(range(self.loaded.n_heads))
         random.Random(zlib.crc32(f"{self.seed}:{layer}".encode())).shuffle(order)
-        return sorted([h for h in order if (layer, h) not in holders and h != head][:RANDOM_HEADS])
+        free = [h for h in order if (layer, h) not in self.busy and h != head]
+        rest = [h for h in order if (layer, h) in self.busy and (layer, h) not in holders and h != head]
+        return sorted((free if len(free) >= MIN_FREE else free + rest)[:RANDOM_HEADS])
 
-    def cost(self, task_name: str, layer: int, head: int, holders: set[tuple[int, int]]) -> int:
+    def cost(self, task_name: str, layer: int, head: int, holders: set[tuple[int, int]], kind: str) -> int:
         """Tokens still to run for one check (memoized runs are free)."""
         task = self.tasks[task_name]
-        todo = {(layer, h) for h in [head, *self.baseline_heads(layer, head, holders)]} - set(task.memo)
+        todo = {(kind, layer, h) for h in [head, *self.baseline_heads(layer, head, holders)]} - set(task.memo)
         return len(todo) * int(task.tokens.numel())
 
-    def check(self, role: str, task: str, metric: str, layer: int, head: int,
+    def check(self, task: str, metric: str, kind: str, layer: int, head: int,
               holders: set[tuple[int, int]]) -> tuple[float, float, bool]:
         """(signed effect, mean random |effect|, validated) for one head in one role."""
-        effect = self.metrics(task, layer, head)[metric]
-        rand = [abs(self.metrics(task, layer, h)[metric]) for h in self.baseline_heads(layer, head, holders)]
+        effect = self.metrics(task, layer, head, kind)[metric]
+        rand = [abs(self.metrics(task, layer, h, kind)[metric]) for h in self.baseline_heads(layer, head, holders)]
         if not rand:
             return effect, float("nan"), False
         mean = sum(rand) / len(rand)
@@ -132,8 +144,12 @@ def _stack(items: list[Any]) -> Any:
     return torch.stack(items)
 
 
-def role_task(role: str, is_encoder: bool) -> tuple[str, str]:
-    """(task name, metric name) used to validate a role."""
+SINKS = ("first_token", "last_token")
+
+
+def role_task(role: str, is_encoder: bool) -> tuple[str, str, str]:
+    """(task name, metric name, ablation kind) used to validate a role."""
+    kind = "zero" if role in SINKS else "mean"
     if role.startswith("syntax:"):
         task = "syntax"
     elif role == "coreference":
@@ -143,7 +159,7 @@ def role_task(role: str, is_encoder: bool) -> tuple[str, str]:
     else:
         task = "repeats"
     if is_encoder:
-        return task, "change"
+        return task, "change", kind
     if task == "repeats" and role in ("first_token", "self", "local", "next_token", "last_token"):
-        return task, "kl"
-    return task, "loss"
+        return task, "kl", kind
+    return task, "loss", kind

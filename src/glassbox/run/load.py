@@ -75,8 +75,8 @@ class Loaded:
             return int(tok.bos_token_id)
         if tok is not None and self.is_encoder and tok.cls_token_id is not None:
             return int(tok.cls_token_id)
-        bos = getattr(self.config, "bos_token_id", None)
-        return int(bos) if isinstance(bos, int) else None
+        bos = getattr(self.config, "bos_token_id", None)  # config defaults can point outside a tiny vocab
+        return int(bos) if isinstance(bos, int) and 0 <= bos < int(self.config.vocab_size) else None
 
 
 def _quiet_transformers() -> None:
