@@ -189,10 +189,10 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     return summary
 
 
-def _flat_of_checkpoint(out: Path, model, ledger) -> object:
-    """The step-0 weights as the ledger's flat vector (the model is reloaded from the resume state afterwards)."""
+def _flat_of_checkpoint(out: Path, model, ledger) -> list:
+    """The step-0 weights as the ledger's reference (the model is reloaded from the resume state afterwards)."""
     ck.load_weights(model, ck.checkpoint_path(out, 0))
-    return ledger._flat_weights().clone()
+    return ledger._weights_copy()
 
 
 def _metrics_table(rows: list[dict[str, float]]):
