@@ -214,3 +214,23 @@ def test_resume_after_kill_9(tmp_path: Path):
     a = load_file(str(ck.checkpoint_path(run, 100)))
     b = load_file(str(ck.checkpoint_path(ref, 100)))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_llama_with_gqa_trains_and_its_writes_add_up(tmp_path: Path):
+    from glassbox.timeline.writes import write_table
+
+    config = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "hidden_size": 32, "intermediate_size": 64, "vocab_size": 256, "max_position_embeddings": 32,
+              "tie_word_embeddings": False}
+    out = tmp_path / "llama"
+    summary = train(out, declare(config=config, corpus="pydoc", steps=6, seq_len=16, batch_size=4))
+    assert summary["steps"] == 6
+    ledger = pq.read_table(out / "ledger.parquet").to_pydict()
+    k_heads = {h for t, h in zip(ledger["tensor"], ledger["head"], strict=True) if t.endswith("layers.0.self_attn.k_proj.weight")}
+    q_heads = {h for t, h in zip(ledger["tensor"], ledger["head"], strict=True) if t.endswith("layers.0.self_attn.q_proj.weight")}
+    assert k_heads == {None, 0, 1} and q_heads == {None, 0, 1, 2, 3}
+    doc = write_table(out, top=8)
+    everything = doc["windows"][-1]
+    assert len(everything["top_heads"]) == 8
+    assert sum(t["share"] for t in everything["top_heads"]) == pytest.approx(1.0, abs=1e-6)
+    assert {"mlp.gate", "mlp.in", "mlp.out", "attention.k"} <= {lv["level"] for lv in everything["levels"]}

@@ -2,7 +2,8 @@
 
 From the ledger: per level (embedding, attention Q/K/V/O, MLP, norms, unembedding), the share of the total
 update Σ‖Δw‖² (what the optimizer wrote) and of the total squared gradient, over time windows; and the heads
-with the largest share of the attention writes. A fused QKV tensor is split by its head rows into Q, K and V.
+with the largest share of the attention writes. A fused QKV tensor is split by its head rows into Q, K and V; in a GQA model a kv head's K/V writes are
+split evenly among the query heads that read it.
 Windows are log-spaced (1-3, 4-10, 11-31, ...), since most of the writing that matters happens early.
 """
 
@@ -40,6 +41,12 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
         raise BadInput("no ledger (ledger.parquet); was the run trained with --ledger-every 0?", run)
     d = ledger.select(["step", "tensor", "level", "layer", "head", "kind", "update_norm", "grad_norm"]).to_pydict()
     split_tensors = {t for t, h in zip(d["tensor"], d["head"], strict=True) if h is not None}
+    per_kind: dict[tuple[int, str], set[int]] = {}
+    for layer, head, kind in zip(d["layer"], d["head"], d["kind"], strict=True):
+        if head is not None:
+            per_kind.setdefault((layer, kind), set()).add(head)
+    groups = {layer: max(1, len(per_kind.get((layer, "q"), ())) // len(heads_k))
+              for (layer, kind), heads_k in per_kind.items() if kind == "k"}
     steps = sorted(set(d["step"]))
     spans = windows(steps[-1]) + [(steps[0], steps[-1])]
     # one pass: accumulate squared norms per (window, level) and per (window, layer, head)
@@ -56,7 +63,10 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
                 acc[0] += upd * upd
                 acc[1] += grad * grad
                 if head is not None:
-                    heads[span][(layer, head)] = heads[span].get((layer, head), 0.0) + upd * upd
+                    # a K/V row of a GQA model is one kv head, shared by `group` query heads: split it evenly
+                    group = groups.get(layer, 1) if kind in ("k", "v") else 1
+                    for h in range(head * group, (head + 1) * group):
+                        heads[span][(layer, h)] = heads[span].get((layer, h), 0.0) + upd * upd / group
     out_windows = []
     for span in spans:
         total_u = sum(v[0] for v in levels[span].values()) or 1.0
