@@ -81,8 +81,8 @@ def main() -> None:
         print(evaluate.render(res))
         c, x = res["contract"], res["extra"]
         p99 = c["lookup_p99_ms"]
-        print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; fastest runs; "
-              f"median ratio {x['latency']['median_ratio']:.3f})")
+        print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; whole overlay run over "
+              f"its LM forwards; separate runs: {x['latency']['separate_runs_ratio']:.3f})")
         print(f"TARGET lookup p99 100x/1x: {p99['100x'] / p99['1x']:.3f}, 10x/1x: {p99['10x'] / p99['1x']:.3f} "
               "(target <= 1.2)")
         print(f"TARGET bytes/token: {c['bytes_per_token']:.2f} (target <= 12)")

@@ -246,3 +246,13 @@ def test_consolidate_moves_feedback_into_index_without_double_counting(built, ho
     assert feedback_state(ix.Index(copy), store)[0][(1, 2)] == {3: 1.0}
     consolidate(ix.Index(copy), store)
     assert ix.Index(copy).feedback_links(1, 2) == {3: 1.0}
+
+
+def test_sampling_is_reproducible_from_the_trace(built, home):
+    store = Store()
+    cfg = GenerateConfig(mode="table", max_tokens=12, temperature=1.0, seed=5)
+    trace = run(built, "And Abraham", cfg, None, store)
+    assert replay(store.trace(trace["id"]), store)["identical"]
+    outputs = {tuple(run(built, "And Abraham", GenerateConfig(mode="table", max_tokens=12, temperature=1.0, seed=s),
+                         None, store, save=False)["output_ids"]) for s in range(6)}
+    assert len(outputs) > 1  # the seed matters: sampling really samples

@@ -117,6 +117,6 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
     for key in ("lm", "table", "overlay"):
         assert set(doc[key]) == {"top1", "ppl"} and 0 <= doc[key]["top1"] <= 1 and doc[key]["ppl"] >= 1
     assert doc["tokens"] > 100 and doc["n_candidates"] == 32 and 0 <= doc["recall_at_n"] <= 1
-    assert doc["latency_ratio"] > 0 and doc["bytes_per_token"] > 2
+    assert doc["latency_ratio"] >= 1.0 and doc["bytes_per_token"] > 2  # an overlay run includes its LM forwards
     # the overlay's lam is tuned on a dev split, lam=0 included, so it can only lose on test by overfitting
     assert doc["overlay"]["ppl"] < doc["table"]["ppl"]

@@ -217,7 +217,9 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
     out: list[int] = []
     steps: list[dict] = []
     t0 = time.perf_counter()
+    lm_s = 0.0  # time inside the LM's forward passes, to split a step's cost into LM and overlay
     lm_logp = runner.start(context) if runner else None
+    lm_s += time.perf_counter() - t0
     reason = "max tokens"
     while True:
         step = score_step(acc, lm_logp, context, cfg)
@@ -240,8 +242,10 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
             break
         t0 = time.perf_counter()
         acc.observe(context)
+        t1 = time.perf_counter()
         lm_logp = runner.advance(token) if runner else None
-    return {"output_ids": out, "stop_reason": reason, "steps": steps}
+        lm_s += time.perf_counter() - t1
+    return {"output_ids": out, "stop_reason": reason, "steps": steps, "lm_ms": lm_s * 1000.0}
 
 
 def _beam(acc: Accumulator, prompt_ids: list[int], cfg: GenerateConfig, runner: LMRunner | None,

@@ -2,7 +2,7 @@
 
 Files in the index folder (all `.npy`, opened with mmap_mode="r"):
   tokens.npy        the corpus as token ids (uint16 when the vocabulary fits), documents separated by `sep`
-  unigram.npy       count of every token id (int64[V])
+  unigram.npy       count of every token id (int32[V])
   next_*.npy        next-token links, CSR: for token a, next_ids[next_off[a]:next_off[a+1]] are the K most
                     frequent followers t, next_w their share P(t | a) (float16), strongest first
   cooc_*.npy        co-occurrence links: t seen 2..W tokens after a, each sighting weighted 1/distance,
@@ -106,7 +106,8 @@ def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOpt
     dtype = np.uint16 if vocab <= 65536 else np.uint32
     tok = tokens.astype(dtype)
     np.save(folder / "tokens.npy", tok)
-    np.save(folder / "unigram.npy", np.bincount(tokens, minlength=vocab).astype(np.int64))
+    counts = np.bincount(tokens, minlength=vocab)
+    np.save(folder / "unigram.npy", counts.astype(np.int32 if len(tokens) < 2**31 else np.int64))
     for name, distances in (("next", [1]), ("cooc", list(range(2, options.window + 1)))):
         off, nbr, w = link_table(tokens, vocab, options.k, distances, name)
         np.save(folder / f"{name}_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
