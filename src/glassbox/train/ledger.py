@@ -75,7 +75,10 @@ class Ledger:
         """Call after backward, before clipping and optimizer.step()."""
         import torch
 
-        self._before = self._weights_copy()
+        if self._before is None:
+            self._before = self._weights_copy()
+        else:  # reuse the buffers: no allocation per step
+            torch._foreach_copy_(self._before, [p.detach() for _, p in self.params])
         self._grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for _, p in self.params]
 
     def after_step(self, step: int) -> None:
@@ -94,7 +97,7 @@ class Ledger:
                                       for q in quantities]))
         self.steps.append(step)
         self.values.append(torch.cat(parts, dim=1).numpy())
-        self._before = self._grads = None
+        self._grads = None
 
     def take_table(self):
         """The rows recorded since the last call, as a pyarrow Table (one row per step × tensor/head row)."""
