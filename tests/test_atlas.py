@@ -121,3 +121,16 @@ def test_atlas_cli_bad_input(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "gpt_neox", "bert"])
+def test_atlas_runs_on_every_architecture(arch, tiny_folder):
+    loaded = load_model(tiny_folder(arch))
+    atlas = build_atlas(loaded, Settings(max_per_role=1, half=8, batch=2))
+    assert len(atlas["heads"]) == loaded.n_layers * loaded.n_heads
+    for h in atlas["heads"]:
+        assert all(0.0 <= s <= 1.0 for s in h["scores"].values()), (arch, h)
+        for r in h["roles"]:
+            assert set(r) >= {"role", "score", "ablation_effect", "validated"}
+            assert r["score"] >= THRESHOLDS.get(r["role"], THRESHOLDS["syntax"])
+    assert atlas["cost"]["tokens"] <= 50 * atlas["cost"]["main_forward_tokens"]

@@ -58,7 +58,7 @@ def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
     panel_h = max(2.0, 0.12 * n_l + 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, panel_h * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, panel_h * rows), squeeze=False, layout="constrained")
     grid = {name: np.zeros((n_l, n_h)) for name in names}
     for head in atlas["heads"]:
         for name in names:
