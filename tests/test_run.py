@@ -188,3 +188,17 @@ def test_bundled_smollm2_cache(smollm2):
     assert torch.triu(pattern[0, 0], diagonal=1).abs().max() == 0  # causal
     assert cache["blocks.3.attn.head_out"].shape == (1, ids.shape[1], 9, 576)
     assert logits.shape[-1] == 49152
+
+
+def test_load_sharded(tiny_folder, tmp_path):
+    import transformers as tf
+
+    src = tiny_folder("gpt_neox")
+    model = tf.AutoModelForCausalLM.from_pretrained(src)
+    model.save_pretrained(tmp_path, max_shard_size="40KB")
+    index = tmp_path / "model.safetensors.index.json"
+    assert index.exists() and len(list(tmp_path.glob("*.safetensors"))) > 1
+    ids = tokens()
+    ref = hooks.run(load_model(src), ids)
+    assert torch.equal(hooks.run(load_model(tmp_path), ids), ref)
+    assert torch.equal(hooks.run(load_model(index), ids), ref)
