@@ -122,7 +122,8 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False) -> Loaded:
         raise BadInput("not a checkpoint this tool can run (.safetensors, .gguf, a folder with config.json)", path)
     arch = ARCHITECTURES[model.config.model_type]
     needs_bos = needs_bos or arch == "gemma3"
-    return Loaded(model, tok, arch, name if bundled.is_bundled_name(name) else path.name, needs_bos, path)
+    label = name if bundled.is_bundled_name(name) else Path(name).resolve().name  # the folder's name for a folder
+    return Loaded(model, tok, arch, label, needs_bos, path)
 
 
 def _pick_file(folder: Path) -> Path:
