@@ -32,6 +32,6 @@ def demo_summary(out_dir: str | Path, seed: int = 0) -> str:
     if not ind:
         lines.append("  no induction phase change detected")
     prev = doc["final"]["top_heads"]["previous_token"]
-    lines.append(f"  previous-token head it reads from: L{prev['layer']}H{prev['head']} (score {prev['score']:.2f})")
+    lines.append(f"  top previous-token head: L{prev['layer']}H{prev['head']} (score {prev['score']:.2f})")
     lines.append(f"  plot: {png}")
     return "\n".join(lines)
