@@ -80,6 +80,21 @@ def test_suffix_array_counts_and_longest_match(built):
     assert length == 12 and hi > lo
 
 
+def test_accumulator_match_length_equals_full_search(built):
+    index = ix.Index(built)
+    toks = np.asarray(index.tokens, dtype=np.int64)
+    rng = np.random.default_rng(1)
+    # corpus runs (long matches), with random tokens spliced in (matches that break and regrow)
+    seq = toks[500:560].tolist()
+    for i in rng.integers(0, len(seq), 6).tolist():
+        seq[i] = int(rng.integers(0, index.vocab_size))
+    acc = Accumulator(index)
+    for i in range(len(seq)):
+        acc.observe(seq[: i + 1])
+        full = index.longest_match(seq[: i + 1][-acc.config.max_match :], acc.config.max_match)[0]
+        assert acc.match_length == (full if full >= 2 else 0)
+
+
 def test_accumulator_fatigue_decay_and_pruning(built):
     index = ix.Index(built)
     toks = np.asarray(index.tokens[:40], dtype=np.int64).tolist()

@@ -106,17 +106,40 @@ class Accumulator:
         for kind in ("next", "cooc", "semantic"):
             ids, base = self.index.links(kind, w)
             self._vote(kind, ids, base)
-        self.match_length = 0
+        previous, self.match_length = self.match_length, 0
         if self.index.sa is not None and len(context) >= 2:
-            lo, hi = self.index.find([int(t) for t in context[-2:]])
+            tail = [int(t) for t in context[-c.max_match:]]
+            lo, hi = self.index.find(tail[-2:])
             self._vote("triad", *self._distribution(lo, hi, 2))
-            length, lo, hi = self.index.longest_match([int(t) for t in context[-c.max_match:]], c.max_match)
-            self.match_length = length
-            if length >= 3:
-                self._vote("suffix", *self._distribution(lo, hi, length))
+            if hi > lo:
+                # A match of length L now means one of length L-1 ended at the previous token, so the
+                # longest match is at most previous + 1: try that first, then search below it.
+                length, lo, hi = self._longest(tail, 2, lo, hi, min(len(tail), previous + 1))
+                self.match_length = length
+                if length >= 3:
+                    self._vote("suffix", *self._distribution(lo, hi, length))
         a = int(context[-2]) if len(context) >= 2 else -1
         for t, delta in self.feedback.get((a, w), {}).items():
             self.scores[fb, t] += self._w[fb] * delta
+
+    def _longest(self, tail: list[int], length: int, lo: int, hi: int, upper: int) -> tuple[int, int, int]:
+        """Longest suffix of `tail` found in the corpus, knowing one of `length` is (at [lo, hi)) and none
+        longer than `upper` can be."""
+        best = (length, lo, hi)
+        low = length + 1
+        if upper >= low:  # the common case on familiar text: the match simply grows by one token
+            a, b = self.index.find(tail[-upper:])
+            if b > a:
+                return upper, a, b
+            upper -= 1
+        while low <= upper:
+            mid = (low + upper) // 2
+            a, b = self.index.find(tail[-mid:])
+            if b > a:
+                best, low = (mid, a, b), mid + 1
+            else:
+                upper = mid - 1
+        return best
 
     def _distribution(self, lo: int, hi: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         ids, counts = self.index.continuations(lo, hi, length, self.config.cap)
