@@ -5,7 +5,8 @@ the KJV Old Testament (books 1-39) against the New Testament (40-66) and against
 (out of domain); pydoc topics 1-55 against topics 56-79. For each:
 the LM alone, the table alone, the overlay mixture and the faithful select mode (top-1, perplexity),
 recall@N, the latency ratio against LM-alone greedy decoding, bytes per corpus token, and the candidate
-lookup p50/p99 on indexes of 1×, 10×, 100× a base. Then an ablation of the repeat ("fatigue") rule.
+lookup p50/p99 on indexes of 1×, 10×, 100× a base. Then an ablation of the repeat ("fatigue") rule, and the
+feedback check (prefer a token at a step → chosen there on regeneration; an unrelated prompt unchanged).
 
     .venv/bin/python benchmarks/overlay.py [--quick] [--out results.json]
 Targets: latency ratio <= 1.1; lookup p99(100×) / p99(1×) <= 1.2; bytes/token <= 12.
@@ -54,6 +55,33 @@ def fatigue_ablation(index: ix.Index, seq: list[int], n: int) -> list[dict]:
     return out
 
 
+def feedback_check(path: Path) -> dict:
+    """After --prefer at a step, the same prompt chooses that token there; an unrelated prompt is unchanged."""
+    import tempfile
+
+    from glassbox.overlay.feedback import record
+    from glassbox.overlay.generate import GenerateConfig
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import run
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "store.sqlite")
+        tok = lm.load_lm("smollm2-135m")[1]
+        for mode in ("mixture", "select"):
+            cfg = GenerateConfig(mode=mode, max_tokens=12)
+            first = run(path, "And the LORD said unto Moses,", cfg, "smollm2-135m", store)
+            other = run(path, "In the beginning", cfg, "smollm2-135m", store)
+            step = min(3, len(first["steps"]) - 1)
+            want = first["steps"][step]["candidates"][1]
+            record(store, first, step, tok.decode([want["token"]]), True, tok)
+            again = run(path, "And the LORD said unto Moses,", cfg, "smollm2-135m", store)
+            out[mode] = {"preferred_chosen": again["steps"][step]["chosen"] == want["token"],
+                         "unrelated_unchanged": run(path, "In the beginning", cfg, "smollm2-135m", store)["output_ids"]
+                         == other["output_ids"], "step": step, "preferred": want["token"]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", nargs="*", default=["kjv:1-39=kjv:40-66", "kjv:1-39=pydoc", "pydoc:1-55=pydoc:56-79"],
@@ -97,6 +125,11 @@ def main() -> None:
             print(f"repeat rule {a['rule']:45} table top-1 {a['table_top1']:.4f} recall@N {a['recall_at_n']:.4f}")
         results["runs"].append({"index": spec, "index_tokens": index.n_tokens, "heldout": held, "contract": c,
                                 "extra": x, "fatigue": ablation})
+    first = args.root / args.pairs[0].split("=", 1)[0].replace(":", "_")
+    results["feedback"] = feedback_check(first)
+    for mode, r in results["feedback"].items():
+        print(f"feedback ({mode}): preferred token chosen at step {r['step']}: {r['preferred_chosen']}; "
+              f"unrelated prompt unchanged: {r['unrelated_unchanged']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1, default=float))
 
