@@ -263,6 +263,24 @@ def gguf_key(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
+@contextlib.contextmanager
+def _gguf_bar():
+    """transformers draws its dequantization bar with plain tqdm; our contract allows bars only on a terminal."""
+    from glassbox import progress
+
+    if progress.enabled():
+        yield
+        return
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda items, **_: items
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def gguf_cache(path: Path) -> Path:
     """The plain safetensors folder for a GGUF file, building it (dequantize once) when missing."""
     target = bundled.cache_dir() / "gguf" / gguf_key(path)
@@ -272,7 +290,7 @@ def gguf_cache(path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _gguf_bar():
             warnings.simplefilter("ignore")
             quantized = AutoModelForCausalLM.from_pretrained(
                 path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager")
