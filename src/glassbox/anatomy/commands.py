@@ -21,6 +21,7 @@ def anatomy(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow loading values of a pickle checkpoint "
                                       "(torch.load weights_only=True); listing never needs it."),
 ) -> None:
+    """Map every tensor and every head of a checkpoint to its role and its bytes, from headers alone."""
     from rich.console import Console
 
     from glassbox.anatomy import describe
