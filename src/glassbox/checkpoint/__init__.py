@@ -13,7 +13,7 @@ from glassbox.bundled import resolve
 from glassbox.checkpoint.base import Checkpoint, TensorEntry
 from glassbox.errors import BadInput
 
-__all__ = ["Checkpoint", "TensorEntry", "open_checkpoint"]
+__all__ = ["Checkpoint", "TensorEntry", "open_checkpoint", "pick_in_directory"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -23,7 +23,7 @@ def open_checkpoint(spec: str | os.PathLike, allow_pickle: bool = False) -> Chec
     checkpoint, or a bundled model by short name."""
     path = resolve(spec)
     if path.is_dir():
-        path = _pick_in_directory(path)
+        path = pick_in_directory(path)
     name = path.name.lower()
     if name.endswith(".safetensors.index.json"):
         from glassbox.checkpoint.sharded import open_sharded
@@ -45,13 +45,16 @@ def open_checkpoint(spec: str | os.PathLike, allow_pickle: bool = False) -> Chec
                    f"{', '.join(PICKLE_SUFFIXES)})", path)
 
 
-def _pick_in_directory(folder: Path) -> Path:
-    """A model folder: prefer a sharded index, then a single safetensors file, then GGUF, then pickle."""
+def pick_in_directory(folder: Path) -> Path:
+    """A model folder: prefer a sharded index, then one safetensors file (model.safetensors among several),
+    then GGUF, then pickle."""
     for pattern in ("*.safetensors.index.json", "*.safetensors", "*.gguf", *(f"*{s}" for s in PICKLE_SUFFIXES)):
         found = sorted(folder.glob(pattern))
-        if len(found) == 1 or (found and pattern != "*.safetensors"):
-            return found[0]
-        if len(found) > 1:
+        if pattern == "*.safetensors" and len(found) > 1:
+            if (folder / "model.safetensors") in found:
+                return folder / "model.safetensors"
             raise BadInput(f"{len(found)} .safetensors files and no *.safetensors.index.json to tie them "
                            "together; name one file", folder)
+        if found:
+            return found[0]
     raise BadInput("no checkpoint in this folder (.safetensors, index.json, .gguf, .bin/.pt)", folder)

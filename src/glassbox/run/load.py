@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox import bundled
+from glassbox.checkpoint import PICKLE_SUFFIXES, open_checkpoint, pick_in_directory
 from glassbox.errors import BadInput
 
 # model_type → the layout family the hooks know (run/layout.py). Qwen2/Mistral are llama-shaped.
@@ -37,7 +38,6 @@ ARCHITECTURES = {
     "gpt2": "gpt2", "gpt_neox": "gpt_neox", "bert": "bert",
 }
 ENCODERS = {"bert"}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _HASH_SPAN = 4 << 20
 
 
@@ -105,13 +105,14 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False) -> Loaded:
     path = bundled.resolve(spec)
     needs_bos = bundled.BUNDLED[name].needs_bos if bundled.is_bundled_name(name) else False
     if path.is_dir():
-        path = _pick_file(path)
+        path = pick_in_directory(path)
     suffix = path.name.lower()
+    if suffix.endswith((".gguf", ".safetensors", ".safetensors.index.json", *PICKLE_SUFFIXES)):
+        _validate(path, allow_pickle)
     if suffix.endswith(".gguf"):
         folder = gguf_cache(path)
         model, tok = _from_folder(folder, path), _tokenizer(folder)
     elif suffix.endswith(".safetensors") or suffix.endswith(".safetensors.index.json"):
-        _validate(path)
         model, tok = _from_weights(path)
     elif suffix.endswith(PICKLE_SUFFIXES):
         if not allow_pickle:
@@ -126,29 +127,11 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False) -> Loaded:
     return Loaded(model, tok, arch, label, needs_bos, path)
 
 
-def _pick_file(folder: Path) -> Path:
-    for pattern in ("*.safetensors.index.json", "model.safetensors", "*.safetensors", "*.gguf",
-                    *(f"*{s}" for s in PICKLE_SUFFIXES)):
-        found = sorted(folder.glob(pattern))
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1 and pattern != "*.safetensors":
-            return found[0]
-        if len(found) > 1:
-            raise BadInput(f"{len(found)} .safetensors files and no index to tie them; name one", folder)
-    raise BadInput("no checkpoint in this folder (.safetensors, index.json, .gguf, .bin/.pt)", folder)
-
-
-def _validate(path: Path) -> None:
-    """Run the strict reader over the header first, when it is there, so a malformed file gets its rule."""
-    try:
-        from glassbox.checkpoint import open_checkpoint
-
-        with contextlib.closing(open_checkpoint(path)):
-            pass
-    except ModuleNotFoundError as exc:  # the strict reader is not written yet: the library checks below
-        if not (exc.name or "").startswith("glassbox"):
-            raise
+def _validate(path: Path, allow_pickle: bool) -> None:
+    """Run the strict reader over the file's index first, so a malformed file gets its rule named (and a
+    pickle's opcodes are checked against the allowlist before torch.load ever sees it)."""
+    with contextlib.closing(open_checkpoint(path, allow_pickle=allow_pickle)):
+        pass
 
 
 def _config_folder(path: Path) -> Path:
