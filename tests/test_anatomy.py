@@ -24,7 +24,7 @@ EXPECTED_FAMILY = {"qwen2": "llama"}
 @pytest.fixture(scope="module", params=ARCHS)
 def saved(request, tmp_path_factory):
     arch = request.param
-    model = tiny_model(arch)
+    model = tiny_model(arch, random_norms=True, hidden=64, vocab=97, sliding_window=32)
     folder = tmp_path_factory.mktemp(arch)
     model.save_pretrained(folder)
     return arch, model, folder
