@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from glassbox.fileio import atomic_path
+from glassbox.fileio import save_png
 
 
 def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
@@ -77,7 +77,4 @@ def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="probe score")
     fig.suptitle(f"{atlas['model']}: head atlas (✓ validated by ablation)", fontsize=11)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glassbox.fileio import atomic_path
+from glassbox.fileio import save_png
 
 
 def heatmap(path: str | Path, values: Any, rows: list[str], cols: list[str], title: str, xlabel: str,
@@ -37,8 +37,4 @@ def heatmap(path: str | Path, values: Any, rows: list[str], cols: list[str], tit
                 ax.text(c, r, text, ha="center", va="center", fontsize=5, color="white")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glassbox.fileio import atomic_path
+from glassbox.fileio import save_png
 
 
 def _draw(ax_score, ax_loss, doc: dict[str, Any], metrics, roles=("induction", "previous_token")) -> None:
@@ -53,8 +53,4 @@ def plot_runs(docs: list[dict[str, Any]], metrics: list, path: str | Path) -> Pa
     for i, (doc, m) in enumerate(zip(docs, metrics, strict=True)):
         _draw(axes[0][i], axes[1][i], doc, m)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
