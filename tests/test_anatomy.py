@@ -216,3 +216,31 @@ def test_bundled_model_slices_are_the_heads(smollm2):
         for head in (0, 4, 8):
             ours = _pattern_from_slices("llama", model, anatomy, layer, head, ids)
             assert (ours - reference[layer][0, head]).abs().max() < 1e-4, (layer, head)
+
+
+def test_architecture_from_tensor_names_without_config(tmp_path):
+    """No config.json: the family is recognised from its tensor names and said so; heads need the config."""
+    import safetensors.torch
+
+    model = tiny_model("gpt2")
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(tmp_path / "weights.safetensors"))
+    anatomy = describe(open_checkpoint(tmp_path / "weights.safetensors"))
+    assert anatomy.architecture == "gpt2" and anatomy.architecture_source == "tensor names"
+    assert any("no usable config" in w for w in anatomy.warnings)
+    assert all(not t.heads for t in anatomy.tensors)
+    assert {t.level for t in anatomy.tensors} >= {"embedding", "attention.qkv", "mlp.in", "final_norm"}
+
+
+def test_unknown_architecture_lists_tensors_with_a_warning(tmp_path):
+    import safetensors.torch
+
+    safetensors.torch.save_file({"encoder.weird.w": torch.zeros(2, 3), "blob": torch.ones(4)},
+                                str(tmp_path / "odd.safetensors"))
+    run = subprocess.run([sys.executable, "-m", "glassbox", "anatomy", str(tmp_path / "odd.safetensors"), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["architecture"] == "unknown"
+    assert [t["level"] for t in doc["tensors"]] == ["unknown", "unknown"]
+    assert any("unknown architecture" in w for w in doc["warnings"])
