@@ -86,6 +86,8 @@ def test_atlas_finds_exactly_the_planted_heads(planted):
         entry = next(r for r in by_head[(layer, head)]["roles"] if r["role"] == role)
         assert entry["validated"] is True, entry
         assert abs(entry["ablation_effect"]) > 2 * entry["random_effect"]
+    sink = next(r for r in by_head[(0, 1)]["roles"] if r["role"] == "first_token")
+    assert "position 0" in sink["metric"] and isinstance(sink["norm_change"], float)  # checked on its pattern
     for h in atlas["heads"]:
         assert all(0.0 <= s <= 1.0 for s in h["scores"].values()), h
         for r in h["roles"]:

@@ -119,6 +119,53 @@ def test_batched_edits_touch_only_their_row(tiny_folder):
     assert torch.allclose(out[1], hooks.run(loaded, ids[:1], hooks.zero_ablation([(0, 0)]))[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pattern_edits(arch, tiny_folder):
+    loaded = load_model(tiny_folder(arch))
+    ids = tokens(7)
+    plain, clean = hooks.run_with_cache(loaded, ids, names="blocks.*.attn.pattern")
+    same = hooks.run(loaded, ids, [hooks.PatternEdit(1, 2, lambda p: p), hooks.PatternEdit(0, 0, lambda p: p)])
+    assert torch.allclose(same, plain, atol=1e-6)
+    out, cache = hooks.run_with_cache(loaded, ids, names="blocks.*.attn.pattern",
+                                      edits=[hooks.PatternEdit(1, 2, "no_sink")])
+    assert clean["blocks.1.attn.pattern"][:, 2, 1:, 0].min() > 0.01  # the head did attend to position 0
+    p = cache["blocks.1.attn.pattern"]  # recorded after the edit
+    first = 0 if arch == "bert" else 1  # a causal model's first query sees only position 0: its row stays
+    assert torch.equal(p[:, 2, first:, 0], torch.zeros_like(p[:, 2, first:, 0]))
+    assert torch.allclose(p[:, 2].sum(-1), torch.ones(2, 10), atol=1e-5)
+    assert torch.equal(p[:, [0, 1, 3]], clean["blocks.1.attn.pattern"][:, [0, 1, 3]])
+    assert torch.equal(cache["blocks.0.attn.pattern"], clean["blocks.0.attn.pattern"])
+    assert not torch.allclose(out, plain, atol=1e-4)
+    assert loaded.model.config._attn_implementation == "eager"  # restored after the run
+    assert torch.equal(hooks.run(loaded, ids), plain)
+
+
+def test_pattern_edit_is_pattern_times_values(tiny_folder):
+    """The edited head's z is the new pattern times the values, computed here from GPT-2's own weights;
+    batch and positions confine the edit."""
+    loaded = load_model(tiny_folder("gpt2"))
+    ids = tokens(8)
+    _, clean = hooks.run_with_cache(loaded, ids, names=["blocks.1.*"])
+    edit = hooks.PatternEdit(1, 3, "uniform", positions=[5, 6], batch=1)
+    _, cache = hooks.run_with_cache(loaded, ids, names=["blocks.1.*"], edits=[edit])
+    p = cache["blocks.1.attn.pattern"]
+    assert torch.allclose(p[1, 3, 5], torch.tensor([0.0] + [0.2] * 5 + [0.0] * 4))
+    changed = torch.zeros_like(p, dtype=torch.bool)
+    changed[1, 3, 5:7] = True
+    assert torch.equal(p[~changed], clean["blocks.1.attn.pattern"][~changed])
+    block = loaded.model.transformer.h[1]
+    with torch.inference_mode():
+        qkv = block.attn.c_attn(block.ln_1(cache["blocks.1.resid_pre"]))
+    v = qkv[..., 64:].view(2, 10, 4, 8)[:, :, 3]  # [batch, seq, d_head] of head 3
+    z = cache["blocks.1.attn.z"][:, :, 3]
+    assert torch.allclose(z, p[:, 3] @ v, atol=1e-5)
+    assert not torch.allclose(z[1, 5:7], clean["blocks.1.attn.z"][1, 5:7, 3], atol=1e-4)
+    assert torch.equal(z[0], clean["blocks.1.attn.z"][0, :, 3])
+    with pytest.raises(ValueError):
+        hooks.run(loaded, ids, [hooks.PatternEdit(1, 0, "nonsense")])
+    assert loaded.model.config._attn_implementation == "eager"
+
+
 def test_residual_patch_carries_the_other_run(tiny_folder):
     loaded = load_model(tiny_folder("gpt2"))
     a, b = tokens(5, batch=1), tokens(6, batch=1)

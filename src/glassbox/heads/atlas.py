@@ -148,11 +148,13 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
                 unchecked += 1
                 continue
             effect, baseline, ok = validator.check(task, metric, kind, layer, head, holders)
-            roles.setdefault((layer, head), []).append({
-                "role": role, "score": round(float(scores[role][layer, head]), 4),
-                "ablation_effect": round(effect, 6), "validated": bool(ok),
-                "random_effect": None if math.isnan(baseline) else round(baseline, 6),
-                "metric": f"{metric} ({kind} ablation)"})
+            entry = {"role": role, "score": round(float(scores[role][layer, head]), 4),
+                     "ablation_effect": round(effect, 6), "validated": bool(ok),
+                     "random_effect": None if math.isnan(baseline) else round(baseline, 6),
+                     "metric": f"{metric} ({validate.KINDS[kind]})"}
+            for key, value in validator.extra(task, kind, layer, head, holders).items():
+                entry[key] = None if math.isnan(value) else round(value, 4)
+            roles.setdefault((layer, head), []).append(entry)
     heads = []
     for layer in range(loaded.n_layers):
         for head in range(loaded.n_heads):
@@ -169,7 +171,8 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
         "model": loaded.name, "architecture": loaded.architecture,
         "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "seed": settings.seed,
         "thresholds": THRESHOLDS, "max_per_role": settings.max_per_role,
-        "validation": "mean ablation (zero for sink roles); validated when |effect| > 2 × mean and > max of "
+        "validation": "mean ablation (first_token: attention to position 0 removed and renormalized; "
+                      "last_token: zero ablation); validated when |effect| > 2 × mean and > max of the same on "
                       f"{validate.RANDOM_HEADS} random same-layer heads (preferring heads with no role)",
         "skipped": skipped,
         "cost": {"forwards": hooks.stats["forwards"] - start["forwards"], "probe_forwards": probe_forwards,

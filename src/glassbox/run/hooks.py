@@ -19,14 +19,26 @@ Interventions (a list of edits passed to `hooked`, `run` or `run_with_cache`):
         patching are HeadEdits with a stored value: see `zero_ablation`, `mean_ablation`, `patch_heads`.
     ResidEdit(layer, point, value, positions=None, batch=None)
         replaces blocks.{layer}.{point} (resid_pre or resid_post) the same way: residual patching.
+    PatternEdit(layer, head, mode="no_sink", positions=None, batch=None)
+        changes head `head`'s attention pattern before it multiplies V, at query `positions` in rows `batch`:
+        "no_sink" zeroes the attention to position 0 and renormalizes each row over the other keys;
+        "uniform" spreads each row evenly over its visible keys other than position 0; a callable gets the
+        head's pattern [rows, q, k] and returns the new one. A query that sees only position 0 (a causal
+        model's first token) keeps its row: there is nowhere else to attend.
 Edits apply before the cache records, so the cache shows the run as it actually happened. Editing z
 (the o_proj input) rather than the output leaves every other head untouched by construction.
+
+Pattern edits run inside attention: while a PatternEdit is active the model's attention implementation is
+switched to "glassbox_eager", registered with transformers' AttentionInterface. It calls the model's own
+eager function, edits the returned weights and recomputes only the edited heads' pattern · V. Without
+pattern edits the model runs its plain eager kernel, so caching and other edits cost nothing extra.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +67,21 @@ class ResidEdit:
     value: Any  # torch.Tensor broadcastable to [..., d_model]
     positions: Index = None
     batch: Index = None
+
+
+@dataclass(frozen=True)
+class PatternEdit:
+    layer: int
+    head: int
+    mode: Any = "no_sink"  # "no_sink" | "uniform" | callable(pattern [rows, q, k]) -> new pattern
+    positions: Index = None  # query positions (all when None)
+    batch: Index = None
+
+
+Edit = HeadEdit | ResidEdit | PatternEdit
+PATTERN_MODES = ("no_sink", "uniform")
+ATTENTION_NAME = "glassbox_eager"
+_pending: dict[int, list[PatternEdit]] = {}  # id(attention module) → its pattern edits, while hooked
 
 
 def hook_names(n_layers: int) -> list[str]:
@@ -117,7 +144,7 @@ def select(names: Iterable[str] | str | None, n_layers: int) -> set[str]:
     return chosen
 
 
-def _rows_positions(edit: HeadEdit | ResidEdit) -> tuple[Any, Any]:
+def _rows_positions(edit: Edit) -> tuple[Any, Any]:
     rows = slice(None) if edit.batch is None else edit.batch
     pos = slice(None) if edit.positions is None else edit.positions
     if not isinstance(rows, (int, slice)) and not isinstance(pos, (int, slice)):
@@ -149,9 +176,101 @@ def _edit_resid(x: Any, edits: list[ResidEdit]) -> Any:
     return x
 
 
+def _new_pattern(w: Any, visible: Any, e: PatternEdit) -> Any:
+    """One head's edited pattern: w and visible are [rows, q, k] (visible: keys the mask lets it see)."""
+    import torch
+
+    if callable(e.mode):
+        return e.mode(w)
+    if e.mode not in PATTERN_MODES:
+        raise ValueError(f"PatternEdit mode must be one of {PATTERN_MODES} or a callable, not {e.mode!r}")
+    others = visible.clone()
+    others[..., 0] = False
+    if e.mode == "no_sink":
+        new = torch.where(others, w, torch.zeros_like(w))
+    else:
+        new = others.to(w.dtype)
+    total = new.sum(-1, keepdim=True)
+    # a row with nothing else to see (causal query 0; all mass underflowed) keeps its pattern
+    keep = total <= 0
+    return torch.where(keep, w, new / torch.where(keep, torch.ones_like(total), total))
+
+
+def _eager_function(module: Any) -> Any:
+    """The eager attention function of the module's own modeling file (what 'eager' would have called)."""
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        raise RuntimeError(f"pattern edits: no eager_attention_forward beside {type(module).__name__}")
+    return fn
+
+
+def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+    """The "glassbox_eager" attention: the model's eager attention, then this module's pattern edits."""
+    import torch
+
+    if getattr(module, "reorder_and_upcast_attn", False):  # GPT-2's other eager path
+        out, w = module._upcast_and_reordered_attn(query, key, value, attention_mask)
+    else:
+        out, w = _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
+    edits = _pending.get(id(module))
+    if not edits:
+        return out, w
+    if attention_mask is None:
+        visible = torch.ones(w.shape, dtype=torch.bool, device=w.device)
+    else:  # additive mask: 0 where visible, the dtype's minimum where not
+        visible = (attention_mask > torch.finfo(attention_mask.dtype).min / 2).expand(w.shape)
+    w = w.clone()
+    for e in edits:
+        rows, pos = _rows_positions(e)
+        head_w, head_v = w[:, e.head], visible[:, e.head]
+        head_w[rows, pos] = _new_pattern(head_w[rows, pos], head_v[rows, pos], e).to(w.dtype)
+    heads = sorted({e.head for e in edits})
+    group = w.shape[1] // value.shape[1]  # grouped-query attention: query head h reads kv head h // group
+    v = value[:, [h // group for h in heads]]
+    out = out.clone()
+    out[:, :, heads] = torch.matmul(w[:, heads].to(v.dtype), v).transpose(1, 2).to(out.dtype)
+    return out, w
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    if ATTENTION_NAME not in AttentionMaskInterface._global_mapping:
+        AttentionInterface.register(ATTENTION_NAME, _attention)
+        AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
+
+
+@contextlib.contextmanager
+def _pattern_edits(attn_modules: list[Any], edits: list[PatternEdit]) -> Iterator[None]:
+    """Route the attention modules through "glassbox_eager" with their pending edits, then restore."""
+    if not edits:
+        yield
+        return
+    for e in edits:
+        if not (0 <= e.layer < len(attn_modules)):
+            raise ValueError(f"PatternEdit layer {e.layer} out of range (0..{len(attn_modules) - 1})")
+    _register_attention()
+    configs = {id(m.config): m.config for m in attn_modules}
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    for layer, module in enumerate(attn_modules):
+        mine = [e for e in edits if e.layer == layer]
+        if mine:
+            _pending[id(module)] = mine
+    try:
+        for c in configs.values():
+            c._attn_implementation = ATTENTION_NAME
+        yield
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = before[k]
+        for module in attn_modules:
+            _pending.pop(id(module), None)
+
+
 @contextlib.contextmanager
 def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
-           edits: Sequence[HeadEdit | ResidEdit] = ()) -> Iterator[Cache]:
+           edits: Sequence[Edit] = ()) -> Iterator[Cache]:
     """Install hooks that record `names` (all when None; [] for none) and apply `edits` while inside."""
     model, arch = loaded.model, loaded.architecture
     lay = LAYOUTS[arch]
@@ -239,8 +358,10 @@ def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
                 store[f"blocks.{layer}.mlp.out"] = output
             handles.append(submodule(block, lay.mlp_out).register_forward_hook(on_mlp))
 
+    attn_modules = [submodule(block, lay.attn) for block in blocks]
     try:
-        yield cache
+        with _pattern_edits(attn_modules, [e for e in edits if isinstance(e, PatternEdit)]):
+            yield cache
     finally:
         for h in handles:
             h.remove()
@@ -288,7 +409,7 @@ def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at:
     return logits if logits is not None else out.last_hidden_state
 
 
-def run(loaded: Loaded, tokens: Any, edits: Sequence[HeadEdit | ResidEdit] = (),
+def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),
         attention_mask: Any = None, logits_at: Any = None) -> Any:
     """Forward with edits and no cache → logits [batch, seq, vocab] (encoders: last hidden state).
 
@@ -298,7 +419,7 @@ def run(loaded: Loaded, tokens: Any, edits: Sequence[HeadEdit | ResidEdit] = (),
 
 
 def run_with_cache(loaded: Loaded, tokens: Any, names: Iterable[str] | str | None = None,
-                   edits: Sequence[HeadEdit | ResidEdit] = (), attention_mask: Any = None,
+                   edits: Sequence[Edit] = (), attention_mask: Any = None,
                    logits_at: Any = None) -> tuple[Any, Cache]:
     """Forward recording `names` (all when None) → (logits, Cache)."""
     with hooked(loaded, names=names, edits=edits) as cache:
@@ -340,5 +461,5 @@ def patch_heads(heads: Iterable[tuple[int, int]], source: Mapping[str, Any], pos
     return edits
 
 
-__all__ = ["POINTS", "Cache", "HeadEdit", "ResidEdit", "head_dim", "head_means", "hook_names", "hooked",
+__all__ = ["POINTS", "Cache", "Edit", "HeadEdit", "PatternEdit", "ResidEdit", "head_dim", "head_means", "hook_names", "hooked",
            "mean_ablation", "patch_heads", "run", "run_with_cache", "select", "zero_ablation"]
