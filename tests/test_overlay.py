@@ -271,3 +271,168 @@ def test_sampling_is_reproducible_from_the_trace(built, home):
     outputs = {tuple(run(built, "And Abraham", GenerateConfig(mode="table", max_tokens=12, temperature=1.0, seed=s),
                          None, store, save=False)["output_ids"]) for s in range(6)}
     assert len(outputs) > 1  # the seed matters: sampling really samples
+
+
+# -- seed-loop completions: syntactic filter, adaptive temperature, consolidation of answers ------------------
+
+@pytest.fixture(scope="session")
+def pos_built(built, tmp_path_factory):
+    """A copy of the Genesis index with a part-of-speech table learned by spaCy from 60k characters of it."""
+    import shutil
+
+    from glassbox.overlay.corpus import load_documents
+    from glassbox.overlay.pos import build_table
+
+    out = tmp_path_factory.mktemp("overlay-pos") / "genesis"
+    shutil.copytree(built, out)
+    build_table(out, load_documents(["kjv:1-1"]), lm.load_tokenizer(out / "tokenizer"), 60_000)
+    return out
+
+
+def test_pos_transitions_are_corpus_counts(pos_built):
+    from glassbox.overlay.pos import TAGS, PosTable
+
+    index = ix.Index(pos_built)
+    table = PosTable.load(pos_built, 0.002)
+    toks = np.asarray(index.tokens, dtype=np.int64)
+    tags = table.token_tag.astype(np.int64)
+    assert (tags >= 0).sum() > 500 and table.tag(toks[1]) in TAGS  # the sample tagged most of the vocabulary
+    want = np.zeros_like(table.counts)
+    for a, b in zip(toks[:-1].tolist(), toks[1:].tolist(), strict=True):  # brute force over the corpus
+        if tags[a] >= 0 and tags[b] >= 0 and index.sep not in (a, b):
+            want[tags[a], tags[b]] += 1
+    assert (table.counts == want).all()
+    det, noun = TAGS.index("DET"), TAGS.index("NOUN")
+    assert table.share[det, noun] > 0.3  # "the" + noun is the commonest thing after a determiner
+
+
+def test_pos_filter_drops_a_transition_never_seen(pos_built):
+    from glassbox.overlay.generate import score_step
+    from glassbox.overlay.pos import PosTable
+
+    index = ix.Index(pos_built)
+    table = PosTable.load(pos_built, 0.002)
+    tok = lm.load_tokenizer(pos_built / "tokenizer")
+    context = tok("And God said", add_special_tokens=False)["input_ids"]
+    acc = Accumulator(index)
+    for i in range(len(context)):
+        acc.observe(context[: i + 1])
+    cfg = GenerateConfig(mode="table")
+    plain = score_step(acc, None, context, cfg)
+    assert "pos" not in plain and "pos" not in plain["candidates"][0]  # off by default: the trace is unchanged
+    top = plain["candidates"][0]["token"]
+    # make the top candidate's tag one that never follows the previous token's tag in this table
+    prev_tag = int(table.token_tag[context[-1]])
+    never = [q for q in range(table.counts.shape[1]) if table.counts[prev_tag, q] == 0]
+    assert never, "some tag never follows the previous token's tag in Genesis"
+    tags = table.token_tag.copy()
+    tags[top] = never[0]
+    rigged = PosTable(tags, table.counts, 0.002)
+    step = score_step(acc, None, context, cfg, pos=rigged)
+    assert step["candidates"][0]["token"] == plain["candidates"][1]["token"]  # dropped, the next one taken
+    assert top not in [c["token"] for c in step["candidates"]]
+    dropped = {f["token"]: f for f in step["pos"]["filtered"]}
+    assert dropped[top]["count"] == 0 and dropped[top]["share"] < 0.002
+    for f in step["pos"]["filtered"]:  # everything dropped really is below the threshold
+        assert rigged.check(context[-1], f["token"]) is not None
+    for c in step["candidates"]:
+        assert rigged.check(context[-1], c["token"]) is None
+
+
+def test_pos_filter_cli_trace_and_explain(pos_built, built, home, capsys):
+    args = ["overlay", "generate", str(pos_built), "--no-lm", "--prompt", "And God said", "--max-tokens", "12",
+            "--json", "--pos-filter", "--pos-min-share", "0.05"]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    trace = json.loads(out)
+    steps_with_drops = [s for s in trace["steps"] if s["pos"]["filtered"]]
+    assert steps_with_drops  # at a 5% threshold the filter acts somewhere in 12 steps
+    s = steps_with_drops[0]
+    assert all(f["share"] < 0.05 and f["text"] for f in s["pos"]["filtered"])
+    code, out, _ = cli(capsys, "overlay", "explain", trace["id"], "--step", str(s["step"]))
+    assert code == 0 and "syntactic filter" in out and "dropped" in out
+    code, out, _ = cli(capsys, "overlay", "replay", trace["id"], "--json")
+    assert code == 0 and json.loads(out)["identical"]
+    code, _, err = cli(capsys, "overlay", "generate", str(built), "--no-lm", "--prompt", "x", "--pos-filter")
+    assert code == 2 and "part-of-speech" in err and len(err.strip().splitlines()) == 1
+
+
+def test_adaptive_temperature_rule_is_monotonic():
+    from glassbox.overlay.generate import adaptive_temperature
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=16)
+    temps, flat = [], []
+    for sharpness in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0):
+        t, h = adaptive_temperature(base * sharpness, 0.8)
+        temps.append(t)
+        flat.append(h)
+    assert flat[0] == pytest.approx(1.0) and temps[0] == pytest.approx(0.8 * np.exp(-0.5))  # flat: cooler
+    assert flat[-1] < 0.05 and temps[-1] > 0.8 * np.exp(0.45)  # one candidate dominates: warmer
+    assert all(a > b for a, b in zip(flat, flat[1:], strict=False))  # sharper → less flat …
+    assert all(a < b for a, b in zip(temps, temps[1:], strict=False))  # … → higher temperature
+
+
+def test_adaptive_temperature_is_traced_and_replays(built, home):
+    cfg = GenerateConfig(mode="table", max_tokens=10, temperature=0.7, seed=3, adaptive_temperature=True)
+    trace = run(built, "And Abraham", cfg, None, Store())
+    for s in trace["steps"]:
+        t = s["temperature"]
+        assert t["effective"] == pytest.approx(0.7 * np.exp(0.5 - t["flatness"]))
+    assert len({round(s["temperature"]["effective"], 6) for s in trace["steps"]}) > 1
+    assert replay(trace, Store())["identical"]
+    with pytest.raises(Exception, match="temperature"):
+        GenerateConfig(mode="table", adaptive_temperature=True).check()
+
+
+def test_consolidated_answer_adds_its_links_audited_and_reversible(built, home, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "genesis"
+    shutil.copytree(built, copy)
+    store = Store()
+    cfg = GenerateConfig(mode="table", max_tokens=10)
+    trace = run(copy, "And Noah builded", cfg, None, store)
+    probe = run(copy, "And the waters", cfg, None, store)
+    seq = trace["prompt_ids"][-2:] + trace["output_ids"]
+    index = ix.Index(copy)
+    code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--answers", trace["id"], "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    change = info["answers"]["changes"][0]
+    expected = [list(t) for t in zip(seq, seq[1:], seq[2:], strict=False)]
+    assert change["trace"] == trace["id"] and change["action"] == "add" and change["triads"] == expected
+    rows = store.answer_rows(index.id)
+    assert [(r["trace_id"], r["action"], r["tokens"]) for r in rows] == [(trace["id"], "add", seq)]
+    # the links: next P'(t | b) = (P(t | b)·count(b) + n(b → t)) / (count(b) + n(b → ·)), against brute force
+    from glassbox.overlay.answers import answers_state
+
+    answers, upto = answers_state(copy, index.id, store)
+    assert upto == rows[-1]["id"] and answers.traces == [trace["id"]]
+    nxt = SOURCES.index("next")
+    for b, t in zip(seq[1:], seq[2:], strict=False):
+        if b == t:
+            continue  # the repeat rule would damp that vote
+        acc0, acc = Accumulator(index), Accumulator(index, answers=answers)
+        acc0.observe([seq[0], b])
+        acc.observe([seq[0], b])
+        ids, w = index.links("next", b)
+        corpus = dict(zip(ids.tolist(), (w.astype(np.float64) * index.unigram[b]).tolist(), strict=True))
+        n_ans = sum(1 for x, y in zip(seq[1:], seq[2:], strict=False) if x == b and y == t)
+        n_all = sum(1 for x in seq[1:-1] if x == b)
+        want = (corpus.get(t, 0.0) + n_ans) / (index.unigram[b] + n_all)
+        assert acc.scores[nxt, t] / acc._w[nxt] == pytest.approx(want, rel=1e-3, abs=1e-6)
+        assert acc.scores[nxt, t] > acc0.scores[nxt, t]
+    code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--answers", trace["id"])
+    assert code == 2 and "already" in err
+    with_answer = run(copy, "And the waters", cfg, None, store)
+    assert with_answer["answers_upto"] == upto and with_answer["answers_in_force"] == [trace["id"]]
+    # forget: logged, the index is back to what it was, and the trace made meanwhile still replays exactly
+    code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--forget", trace["id"], "--json")
+    assert code == 0, err
+    assert [r["action"] for r in store.answer_rows(index.id)] == ["add", "forget"]
+    assert run(copy, "And the waters", cfg, None, store)["output_ids"] == probe["output_ids"]
+    assert replay(with_answer, store)["identical"]
+    assert replay(probe, store)["identical"]
+    with pytest.raises(sqlite3.DatabaseError):
+        store.db.execute("DELETE FROM answers")

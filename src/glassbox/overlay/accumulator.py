@@ -15,6 +15,7 @@ Sources (each kept separately, so a trace shows every term of a candidate's scor
 The repeat penalty ("synaptic fatigue"): repeat[t] counts how often t was emitted in the last
 `repeat_window` tokens (repeat_on="emit", default), or how many votes t received (repeat_on="vote", the
 notes' literal wording, which silences frequent tokens after a few steps; measured in the issue note).
+Consolidated answers (overlay/answers.py, opt-in) add their counts to the next and triad sources.
 All state is a few arrays of vocabulary size, so the cost of a step does not grow with the corpus.
 """
 
@@ -22,10 +23,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from glassbox.overlay.index import Index
+
+if TYPE_CHECKING:
+    from glassbox.overlay.answers import AnswerLinks
 
 SOURCES = ("next", "cooc", "semantic", "triad", "suffix", "feedback")
 
@@ -63,10 +68,12 @@ Feedback = dict[tuple[int, int], dict[int, float]]
 
 
 class Accumulator:
-    def __init__(self, index: Index, config: AccumulatorConfig | None = None, feedback: Feedback | None = None):
+    def __init__(self, index: Index, config: AccumulatorConfig | None = None, feedback: Feedback | None = None,
+                 answers: AnswerLinks | None = None):
         self.index = index
         self.config = config or AccumulatorConfig()
         self.feedback = feedback or {}
+        self.answers = answers if answers else None
         v = index.vocab_size
         self.scores = np.zeros((len(SOURCES), v), np.float32)
         self.repeat = np.zeros(v, np.int32)
@@ -105,12 +112,24 @@ class Accumulator:
                 self.repeat[self.recent.popleft()] -= 1
         for kind in ("next", "cooc", "semantic"):
             ids, base = self.index.links(kind, w)
+            if kind == "next" and self.answers is not None and w in self.answers.next:
+                n = float(self.index.unigram[w])
+                ids, base = _merged(ids, base * n, self.answers.next[w], total=n)
             self._vote(kind, ids, base)
         previous, self.match_length = self.match_length, 0
+        a = int(context[-2]) if len(context) >= 2 else -1
+        if self.index.sa is None and self.answers is not None and (a, w) in self.answers.triad:
+            self._vote("triad", *_merged(np.zeros(0, np.int64), np.zeros(0), self.answers.triad[(a, w)]))
         if self.index.sa is not None and len(context) >= 2:
             tail = [int(t) for t in context[-c.max_match:]]
             lo, hi = self.index.find(tail[-2:])
-            self._vote("triad", *self._distribution(lo, hi, 2))
+            if self.answers is not None and (a, w) in self.answers.triad:
+                ids, counts = self.index.continuations(lo, hi, 2, c.cap)
+                if counts.sum() > 0:  # sampled matches stand for all hi - lo of them
+                    counts = counts * ((hi - lo) / float(counts.sum()))
+                self._vote("triad", *_merged(ids, counts, self.answers.triad[(a, w)]))
+            else:
+                self._vote("triad", *self._distribution(lo, hi, 2))
             if hi > lo:
                 # A match of length L now means one of length L-1 ended at the previous token, so the
                 # longest match is at most previous + 1: try that first, then search below it.
@@ -118,7 +137,6 @@ class Accumulator:
                 self.match_length = length
                 if length >= 3:
                     self._vote("suffix", *self._distribution(lo, hi, length))
-        a = int(context[-2]) if len(context) >= 2 else -1
         for t, delta in self.feedback.get((a, w), {}).items():
             self.scores[fb, t] += self._w[fb] * delta
 
@@ -171,6 +189,19 @@ class Accumulator:
     def terms(self, ids: np.ndarray) -> np.ndarray:
         """[len(ids), len(SOURCES)]: each source's part of each candidate's score."""
         return self.scores[:, ids].T
+
+
+def _merged(ids: np.ndarray, counts: np.ndarray, extra: dict[int, float], total: float | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the corpus (ids, counts) plus the consolidated answers' counts `extra`, as shares of `total`
+    (+ the extra counts); total defaults to the sum of `counts` (the next table keeps only its top K)."""
+    merged = dict(zip(np.asarray(ids).tolist(), np.asarray(counts, np.float64).tolist(), strict=True))
+    for t, n in extra.items():
+        merged[t] = merged.get(t, 0.0) + n
+    out_ids = np.fromiter(merged, np.int64, len(merged))
+    vals = np.fromiter(merged.values(), np.float64, len(merged))
+    denom = (float(np.sum(counts)) if total is None else total) + sum(extra.values())
+    return out_ids, (vals / max(1.0, denom)).astype(np.float32)
 
 
 def table_distribution(total: np.ndarray, unigram: np.ndarray, mu: float) -> np.ndarray:

@@ -38,6 +38,8 @@ def build(
     no_suffix_array: bool = typer.Option(False, "--no-suffix-array", help="Skip the suffix array."),
     no_semantic: bool = typer.Option(False, "--no-semantic",
                                      help="Skip semantic neighbours (embedding cosine; needs the model's weights)."),
+    pos: bool = typer.Option(False, "--pos", help="Also learn the part-of-speech table for --pos-filter (spaCy)."),
+    pos_sample: int = typer.Option(400_000, "--pos-sample", help="Characters of the corpus tagged for --pos."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tokenize a corpus and write the memory-mapped index."""
@@ -53,6 +55,10 @@ def build(
                            semantic_from=None if no_semantic else model)
     ix.build(docs, tok, out, opts,
              source=",".join(corpus), tokenizer_spec=model)
+    if pos:
+        from glassbox.overlay.pos import build_table
+
+        build_table(out, docs, tok, pos_sample)
     index = ix.Index(out)
     info = {"index": str(out), "id": index.id, "documents": len(docs), "tokens": index.n_tokens,
             "bytes_per_token": round(index.bytes_per_token(), 3)}
@@ -61,6 +67,33 @@ def build(
     else:
         print(f"index {out}: {info['tokens']} tokens from {len(docs)} documents, "
               f"{info['bytes_per_token']:.2f} bytes/token (id {index.id})")
+
+
+@overlay.command("pos-table")
+def pos_table(
+    index: Path = typer.Argument(..., help="Index folder."),
+    corpus: list[str] = typer.Option(None, "--corpus", help="The index's corpus (default: as recorded at build)."),
+    sample: int = typer.Option(400_000, "--sample", help="Characters of the corpus tagged."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Learn the part-of-speech transition table (for --pos-filter) of an existing index."""
+    from glassbox.overlay import corpus as corpora
+    from glassbox.overlay import index as ix
+    from glassbox.overlay import lm
+    from glassbox.overlay.pos import build_table
+
+    idx = ix.Index(index)
+    specs = corpus or [s for s in str(idx.meta.get("source", "")).split(",") if s]
+    if not specs:
+        raise BadInput("the index does not record its corpus; give --corpus", index)
+    if sample < 1000:
+        raise BadInput("--sample must be at least 1000 characters")
+    info = build_table(index, corpora.load_documents(specs), lm.load_tokenizer(idx.tokenizer_path()), sample)
+    if as_json:
+        _emit(info)
+    else:
+        print(f"part-of-speech table for {index}: {info['sample_tokens']} tokens tagged, {info['tagged_vocab']} "
+              f"token ids with a tag, {info['transitions']} corpus transitions counted")
 
 
 @overlay.command()
@@ -82,6 +115,11 @@ def generate(
     repeat_base: float = typer.Option(10.0, "--repeat-base", help="Votes for a repeated token / base^repeats."),
     semantic_weight: float = typer.Option(0.0, "--semantic-weight", help="Weight of semantic-neighbour votes."),
     cooc_weight: float = typer.Option(0.1, "--cooc-weight", help="Weight of co-occurrence votes."),
+    pos_filter: bool = typer.Option(False, "--pos-filter", help="Drop candidates whose part of speech cannot "
+                                    "follow the previous token's (needs the index's POS table)."),
+    pos_min_share: float = typer.Option(0.002, "--pos-min-share", help="Rarer tag transitions are not allowed."),
+    adaptive_temperature: bool = typer.Option(False, "--adaptive-temperature", help="Sample cooler when the "
+                                              "candidates' distribution is flat, warmer when sharp."),
     store: str | None = STORE,
     as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON."),
 ) -> None:
@@ -93,7 +131,8 @@ def generate(
 
     cfg = GenerateConfig(mode="table" if no_lm else mode, max_tokens=max_tokens, n_candidates=n_candidates,
                          lm_top_k=lm_top_k, lam=lam, beta=beta, beam=beam, temperature=temperature, seed=seed,
-                         min_score=min_score,
+                         min_score=min_score, pos_filter=pos_filter, pos_min_share=pos_min_share,
+                         adaptive_temperature=adaptive_temperature,
                          accumulator=AccumulatorConfig(repeat_base=repeat_base))
     cfg.accumulator.weight.update(semantic=semantic_weight, cooc=cooc_weight)
     cfg.check()
@@ -160,20 +199,43 @@ def feedback(
 @overlay.command()
 def consolidate(
     index: Path = typer.Argument(...),
+    answers: list[str] = typer.Option(None, "--answers", help="Also fold these traces' answers (new triads and "
+                                      "next links) into the index; audited in the store."),
+    forget: list[str] = typer.Option(None, "--forget", help="Take these traces' consolidated answers out again."),
     store: str | None = STORE,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fold stored feedback into the index's own link file."""
+    """Fold stored feedback (and, opt-in, finished answers) into the index's own link files."""
+    from glassbox.overlay.answers import consolidate_answers
     from glassbox.overlay.feedback import consolidate as fold
     from glassbox.overlay.index import Index
     from glassbox.overlay.store import Store
 
-    info = fold(Index(index), Store(store))
+    idx, st = Index(index), Store(store)
+    info = fold(idx, st)
+    if answers or forget:
+        end_ids = {idx.sep} | _eos(idx)
+        info["answers"] = consolidate_answers(index, idx.id, st, list(answers or []), list(forget or []), end_ids)
     if as_json:
         _emit(info)
-    else:
-        print(f"{info['new_rows']} new feedback rows folded; the index now holds {info['links']} feedback links "
-              f"(through feedback id {info['consolidated_upto']})")
+        return
+    print(f"{info['new_rows']} new feedback rows folded; the index now holds {info['links']} feedback links "
+          f"(through feedback id {info['consolidated_upto']})")
+    for ch in info.get("answers", {}).get("changes", []):
+        verb = "folded in" if ch["action"] == "add" else "taken out"
+        print(f"answer of trace {ch['trace']} {verb}: {len(ch['triads'])} triads, {ch['next_links']} next-link "
+              f"increments (log #{ch['log_id']})")
+    if "answers" in info:
+        print(f"answers in force: {len(info['answers']['answers_in_force'])} (log through "
+              f"#{info['answers']['answers_upto']})")
+
+
+def _eos(idx) -> set[int]:  # type: ignore[no-untyped-def]
+    """The end token of the index's tokenizer (an answer's end token is not consolidated)."""
+    from glassbox.overlay import lm
+
+    eos = lm.load_tokenizer(idx.tokenizer_path()).eos_token_id
+    return set() if eos is None else {int(eos)}
 
 
 @overlay.command()
@@ -210,13 +272,16 @@ def eval_(
     n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
     scale_base: int = typer.Option(50_000, "--scale-base", help="Tokens in the 1x index of the lookup test."),
     gen_tokens: int = typer.Option(24, "--gen-tokens", help="Tokens per generation in the latency test."),
+    pos_filter: bool = typer.Option(False, "--pos-filter", help="Also score select mode with the syntactic "
+                                    "filter (needs the index's POS table); reported beside, contract unchanged."),
+    pos_min_share: float = typer.Option(0.002, "--pos-min-share"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
 
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
-                       gen_tokens=gen_tokens)
+                       gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share)
     res = evaluate(index, model, heldout, opts)
     if as_json:
         _emit(res["contract"])

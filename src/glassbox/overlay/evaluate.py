@@ -6,6 +6,9 @@
    the first `dev_fraction` of positions (by perplexity); the faithful "select" mode (LM restricted to the
    table's N candidates, + beta · log p_table, beta tuned by top-1 on the dev part; its perplexity puts a
    floor of `select_floor` / V on every token so that misses are finite). Reported figures use the rest.
+   With --pos-filter the select mode is scored a second time with the syntactic filter (overlay/pos.py):
+   candidates whose tag cannot follow the previous token's are removed first (all kept if all would go),
+   the LM renormalized over the rest; reported beside (extra "select_pos"), the contract is unchanged.
 3. recall@N: how often the true next token is among the table's N candidates (the select mode's ceiling).
 4. Latency: greedy generation of `gen_tokens` tokens, overlay (mixture) vs the LM alone, same KV-cache
    forward code: a whole overlay run over its own LM forward time (median over runs); the ratio of separate
@@ -34,6 +37,7 @@ from glassbox.overlay import lm
 from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig
 from glassbox.overlay.generate import GenerateConfig, LMRunner, generate
 from glassbox.overlay.index import FORMAT, BuildOptions, Index, write_arrays
+from glassbox.overlay.pos import PosTable
 
 
 @dataclass
@@ -52,6 +56,8 @@ class EvalOptions:
     lookup_steps: int = 300
     lookup_rounds: int = 3
     latency_runs: int = 5
+    pos_filter: bool = False
+    pos_min_share: float = 0.002
 
 
 def heldout_tokens(spec: str, tok, sep: int, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -114,6 +120,10 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     sel_lp = np.zeros((len(opts.betas), n_targets))
     sel_hit = np.zeros((len(opts.betas), n_targets))
     recall, recall_mix, lm_top_in = (np.zeros(n_targets) for _ in range(3))
+    pos = PosTable.load(index_path, opts.pos_min_share) if opts.pos_filter else None
+    pos_lp = np.zeros((len(opts.betas), n_targets))
+    pos_hit = np.zeros((len(opts.betas), n_targets))
+    pos_recall, pos_dropped, pos_true_dropped = (np.zeros(n_targets) for _ in range(3))
     bos = [tok.bos_token_id] if lm.needs_bos(model_spec) else []
     windows = lm_windows(len(seq), opts.window, opts.stride)
     for s, e, first in progress.track(windows, "LM windows"):
@@ -151,6 +161,22 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                 sel_hit[i, p] = float(cands[int(np.argmax(f))] == true)
                 p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
                 sel_lp[i, p] = math.log(p_true)
+            if pos is not None:
+                keep = np.array([pos.check(seq[p], int(c)) is None for c in cands])
+                if not keep.any():
+                    keep[:] = True
+                pos_dropped[p] = float((~keep).sum())
+                pos_true_dropped[p] = float(bool((cands[~keep] == true).any()))
+                kc = cands[keep]
+                pos_recall[p] = float(true in set(kc.tolist()))
+                lk = lp[kc] - _lse(lp[kc])
+                for i, beta in enumerate(opts.betas):
+                    f = lk + beta * np.log(ptab[kc])
+                    f = f - _lse(f)
+                    hit = kc == true
+                    pos_hit[i, p] = float(kc[int(np.argmax(f))] == true)
+                    p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
+                    pos_lp[i, p] = math.log(p_true)
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
     lam_i = int(np.argmax([m[dev].mean() for m in mix_lp]))
     beta_i = int(np.argmax([h[dev].mean() for h in sel_hit]))
@@ -178,6 +204,14 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         "long_match_share": float(np.mean([r["match"] >= 8 for r in rows[n_dev:]])),
         "latency": latency, "lookup": lookup,
     }
+    if pos is not None:
+        pos_beta = int(np.argmax([h[dev].mean() for h in pos_hit]))
+        extra["select_pos"] = {
+            **fig(pos_lp[pos_beta], pos_hit[pos_beta]), "beta": opts.betas[pos_beta], "min_share": opts.pos_min_share,
+            "recall_at_n": float(pos_recall[test].mean()), "dropped_per_step": float(pos_dropped[test].mean()),
+            "true_token_dropped": float(pos_true_dropped[test].mean()),
+            "by_beta": {str(b): fig(pos_lp[i], pos_hit[i]) for i, b in enumerate(opts.betas)},
+        }
     return {"contract": contract, "extra": extra}
 
 
@@ -270,6 +304,11 @@ def render(res: dict) -> str:
         f"{'overlay mixture (lam=' + str(x['lam']) + ')':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}",
         f"{'overlay select (seed loop, beta=' + str(x['beta']) + ')':34} {x['select']['top1']:8.4f} "
         f"{x['select']['ppl']:10.2f}   (ppl with a {x['select_floor']}/V floor)",
+        *([f"{'select + syntactic filter (beta=' + str(x['select_pos']['beta']) + ')':34} "
+           f"{x['select_pos']['top1']:8.4f} {x['select_pos']['ppl']:10.2f}   recall@N after the filter "
+           f"{x['select_pos']['recall_at_n']:.4f}; {x['select_pos']['dropped_per_step']:.2f} candidates dropped/step; "
+           f"true token dropped {x['select_pos']['true_token_dropped']:.4f} (min share {x['select_pos']['min_share']})"]
+          if "select_pos" in x else []),
         f"recall@{c['n_candidates']}: {c['recall_at_n']:.4f}  (with the LM's top-8 added: "
         f"{x['recall_mixture_candidates']:.4f}); the LM's own top-1 was a table candidate "
         f"{x['lm_top1_in_candidates']:.4f} of the time",

@@ -12,6 +12,8 @@ def summary(trace: dict) -> str:
         f"trace {trace['id']}  mode={cfg['mode']}  model={trace['model'] or '(none: table alone)'}  "
         f"beam={cfg['beam']}  temperature={cfg['temperature']}  seed={cfg['seed']}",
         f"index {trace['index']} (id {trace['index_id']}), feedback rows in force up to id {trace['feedback_upto']}",
+        *([f"syntactic filter on (min share {cfg['pos_min_share']})"] if cfg.get("pos_filter") else []),
+        *(["adaptive temperature on"] if cfg.get("adaptive_temperature") else []),
         f"prompt: {trace['prompt']!r}",
         f"output: {trace['output']!r}",
         f"stopped: {trace['stop_reason']} after {len(trace['steps'])} steps, {trace['ms_per_token']:.1f} ms/token",
@@ -24,6 +26,10 @@ def summary(trace: dict) -> str:
         lm_top = "-" if s["lm_top_text"] is None else f"{s['lm_top_text']!r} ({rank})"
         lines.append(f"{s['step']:5d}  {s['chosen_text']!r:20} {','.join(chosen['sources']):20} "
                      f"{lm_top:20} {len(s['candidates'])}")
+        if s.get("pos", {}).get("filtered"):
+            dropped = ", ".join(repr(f["text"]) for f in s["pos"]["filtered"][:3])
+            lines.append(f"       (syntactic filter dropped {len(s['pos']['filtered'])}: {dropped}"
+                         f"{', …' if len(s['pos']['filtered']) > 3 else ''})")
     lines.append("")
     lines.append(f"`glassbox overlay explain {trace['id']} --step N` shows one step in full.")
     return "\n".join(lines)
@@ -70,4 +76,23 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
     rest = len(s["candidates"]) - limit
     if rest > 0:
         lines.append(f"… and {rest} more rejected candidates (--json lists all)")
+    if "temperature" in s:
+        t = s["temperature"]
+        lines.append(f"adaptive temperature: flatness {t['flatness']:.3f} (0 sharp, 1 flat) → T = {t['base']} · "
+                     f"exp(0.5 − {t['flatness']:.3f}) = {t['effective']:.3f}")
+    if "pos" in s:
+        lines.extend(pos_lines(s["pos"]))
     return "\n".join(lines)
+
+
+def pos_lines(p: dict) -> list[str]:
+    """The syntactic filter's decisions at one step."""
+    head = (f"syntactic filter: previous token's tag {p['prev_tag'] or 'unknown'}; a tag may follow it if its share "
+            f"of the corpus's transitions from that tag is >= {p['min_share']}")
+    if not p["filtered"]:
+        return [head, "  no candidate filtered"]
+    lines = [head + (" (every candidate failed, so none was dropped)" if p["kept_all"] else "")]
+    for f in p["filtered"]:
+        lines.append(f"  dropped {f['text']!r:20} tag {f['tag']:6} {f['prev_tag']} → {f['tag']} share "
+                     f"{f['share']:.5f} ({f['count']} in the corpus), final {f['final']:.3f}")
+    return lines

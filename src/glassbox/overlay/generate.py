@@ -11,6 +11,15 @@ In every mode human feedback adds `feedback_nats · net(+1 prefer / -1 reject)` 
 and preferred tokens always join the candidates. p_table is the accumulator's score normalized and smoothed
 (accumulator.table_distribution). Stop rules: max tokens, the end token, a repeated `repeat_stop`-gram, no
 candidate left, and the best table score below `min_score` (off at 0).
+
+Opt-in parts of the seed's loop (off by default; the default output and trace are unchanged):
+  --pos-filter            the syntactic filter (overlay/pos.py): after ranking, drop a candidate whose part of
+                          speech cannot follow the previous token's (share below `pos_min_share`), take the next.
+  --adaptive-temperature  sampling temperature from the flatness of the candidates' distribution:
+                          p = softmax(final), h = H(p) / log(n) in [0, 1] (1 = flat, 0 = one candidate),
+                          T = temperature · exp(gamma · (h0 − h)), h0 = 0.5, gamma = 1: a flat distribution
+                          (h → 1) is sampled cooler (T → 0.61·temperature), a sharp one (h → 0) warmer (1.65·).
+                          T is monotonically decreasing in h; each step's h and T are in the trace.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ import numpy as np
 
 from glassbox.errors import BadInput
 from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig, Feedback, table_distribution
+from glassbox.overlay.answers import AnswerLinks
 from glassbox.overlay.index import Index
+from glassbox.overlay.pos import PosTable
 
 MODES = ("mixture", "select", "table")
 
@@ -45,6 +56,9 @@ class GenerateConfig:
     seed: int = 0
     repeat_stop: int = 8
     min_score: float = 0.0  # stop when no candidate's table score reaches this (the notes' threshold)
+    pos_filter: bool = False  # the syntactic filter (allowed_next[pos]); needs the index's pos.npz
+    pos_min_share: float = 0.002  # a tag transition rarer than this share of the previous tag's is not allowed
+    adaptive_temperature: bool = False  # sampling temperature from the distribution's flatness (see above)
     accumulator: AccumulatorConfig = field(default_factory=AccumulatorConfig)
 
     def check(self) -> None:
@@ -57,6 +71,10 @@ class GenerateConfig:
             raise BadInput("lam and mu must lie in [0, 1]")
         if self.temperature < 0:
             raise BadInput("--temperature must be >= 0")
+        if self.adaptive_temperature and self.temperature <= 0:
+            raise BadInput("--adaptive-temperature needs a base --temperature > 0 (it only matters when sampling)")
+        if not 0.0 <= self.pos_min_share < 1.0:
+            raise BadInput("--pos-min-share must lie in [0, 1)")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,7 +122,7 @@ class LMRunner:
 
 
 def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int], cfg: GenerateConfig,
-               fallback_k: int = 8) -> dict:
+               fallback_k: int = 8, pos: PosTable | None = None) -> dict:
     """Candidates and their scores for the next token after `context`: a trace step without texts."""
     total = acc.total()
     ids = [int(t) for t in acc.candidates(cfg.n_candidates, total)]
@@ -150,8 +168,28 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
             "lm_logprob": None if lm_logp is None else float(lm_logp[t]), "feedback": float(fbv[i]),
             "final": float(final[i]),
         })
-    return {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
+    step = {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
             "match_length": acc.match_length}
+    if pos is not None:
+        pos_filter(step, context[-1], pos)
+    return step
+
+
+def pos_filter(step: dict, prev: int, pos: PosTable) -> None:
+    """Drop (in rank order) the candidates whose tag cannot follow `prev`'s; record them and why in step["pos"].
+    If every candidate would go, keep them all (the filter never ends a generation)."""
+    kept, dropped = [], []
+    for c in step["candidates"]:
+        c["pos"] = pos.tag(c["token"])
+        why = pos.check(prev, c["token"])
+        if why is None:
+            kept.append(c)
+        else:
+            dropped.append({"token": c["token"], "final": c["final"], "sources": c["sources"], **why})
+    step["pos"] = {"prev_tag": pos.tag(prev), "min_share": pos.min_share, "filtered": dropped,
+                   "kept_all": not kept and bool(dropped)}
+    if kept:
+        step["candidates"] = kept
 
 
 def _argmax(x: np.ndarray | None) -> int | None:
@@ -163,11 +201,26 @@ def _logsumexp(x: np.ndarray) -> float:
     return m + math.log(float(np.exp(x - m).sum()))
 
 
+def adaptive_temperature(final: np.ndarray, base: float, gamma: float = 1.0, h0: float = 0.5) -> tuple[float, float]:
+    """(T, h): h = normalized entropy of softmax(final) (0 sharp … 1 flat); T = base · exp(gamma · (h0 − h))."""
+    f = np.asarray(final, np.float64)
+    if len(f) < 2:
+        return base * math.exp(gamma * h0), 0.0
+    p = np.exp(f - f.max())
+    p /= p.sum()
+    h = float(-(p * np.log(np.clip(p, 1e-300, None))).sum() / math.log(len(f)))
+    return base * math.exp(gamma * (h0 - h)), h
+
+
 def _choose(step: dict, cfg: GenerateConfig, rng: np.random.Generator) -> int:
     cands = step["candidates"]
     if cfg.temperature <= 0:
         return 0
-    f = np.array([c["final"] for c in cands]) / cfg.temperature
+    temperature = cfg.temperature
+    if cfg.adaptive_temperature:
+        temperature, h = adaptive_temperature(np.array([c["final"] for c in cands]), cfg.temperature)
+        step["temperature"] = {"base": cfg.temperature, "flatness": h, "effective": temperature}
+    f = np.array([c["final"] for c in cands]) / temperature
     p = np.exp(f - f.max())
     return int(rng.choice(len(cands), p=p / p.sum()))
 
@@ -198,7 +251,8 @@ def _finish(step: dict, choice: int, t0: float) -> dict:
 
 
 def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: Any = None,
-             bos_id: int | None = None, feedback: Feedback | None = None, end_ids: set[int] | None = None) -> dict:
+             bos_id: int | None = None, feedback: Feedback | None = None, end_ids: set[int] | None = None,
+             answers: AnswerLinks | None = None) -> dict:
     """Generate from `prompt_ids`. Returns {"output_ids", "stop_reason", "steps"}; steps carry token ids only."""
     cfg.check()
     if not prompt_ids:
@@ -206,12 +260,13 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
     if cfg.mode != "table" and model is None:
         raise BadInput(f"mode {cfg.mode!r} needs a language model (use --no-lm for the table alone)")
     end_ids = end_ids if end_ids is not None else {index.sep}
-    acc = Accumulator(index, cfg.accumulator, feedback)
+    acc = Accumulator(index, cfg.accumulator, feedback, answers)
+    pos = PosTable.load(index.path, cfg.pos_min_share) if cfg.pos_filter else None
     for i in range(len(prompt_ids)):
         acc.observe(prompt_ids[: i + 1])
     runner = LMRunner(model, bos_id) if cfg.mode != "table" else None
     if cfg.beam > 1:
-        return _beam(acc, prompt_ids, cfg, runner, end_ids)
+        return _beam(acc, prompt_ids, cfg, runner, end_ids, pos)
     rng = np.random.default_rng(cfg.seed)
     context = list(prompt_ids)
     out: list[int] = []
@@ -222,7 +277,7 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
     lm_s += time.perf_counter() - t0
     reason = "max tokens"
     while True:
-        step = score_step(acc, lm_logp, context, cfg)
+        step = score_step(acc, lm_logp, context, cfg, pos=pos)
         if not step["candidates"]:
             reason = "no candidates"
             break
@@ -249,7 +304,7 @@ def generate(index: Index, prompt_ids: list[int], cfg: GenerateConfig, model: An
 
 
 def _beam(acc: Accumulator, prompt_ids: list[int], cfg: GenerateConfig, runner: LMRunner | None,
-          end_ids: set[int]) -> dict:
+          end_ids: set[int], pos: PosTable | None = None) -> dict:
     """Beam search: each beam carries its own accumulator; the score of a beam is the sum of its steps' final
     scores. Beams grow in lockstep, so one batched forward (no padding) scores them all."""
     beams = [{"context": list(prompt_ids), "acc": acc, "score": 0.0, "steps": [], "out": [], "stop": None}]
@@ -259,7 +314,7 @@ def _beam(acc: Accumulator, prompt_ids: list[int], cfg: GenerateConfig, runner: 
         logps = runner.batch([b["context"] for b in live]) if runner else [None] * len(live)
         grown = [(b["score"], b, None, None) for b in beams if b["stop"] is not None]
         for b, lp in zip(live, logps, strict=True):
-            step = score_step(b["acc"], lp, b["context"], cfg)
+            step = score_step(b["acc"], lp, b["context"], cfg, pos=pos)
             low = cfg.min_score > 0 and max((c["table"] for c in step["candidates"]), default=0.0) < cfg.min_score
             if not step["candidates"] or low:
                 b["stop"] = "low score" if step["candidates"] else "no candidates"

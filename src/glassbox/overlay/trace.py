@@ -12,6 +12,7 @@ from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.overlay import lm
+from glassbox.overlay.answers import answers_state
 from glassbox.overlay.feedback import feedback_state
 from glassbox.overlay.generate import GenerateConfig, generate
 from glassbox.overlay.index import Index
@@ -30,21 +31,24 @@ def tokenizer_for(index: Index, model_spec: str | None) -> tuple[Any, Any]:
 
 
 def run(index_path: str | Path, prompt: str, cfg: GenerateConfig, model_spec: str | None, store: Store,
-        feedback_upto: int | None = None, save: bool = True) -> dict:
+        feedback_upto: int | None = None, save: bool = True, answers_upto: int | None = None) -> dict:
     index = Index(index_path)
     model, tok = tokenizer_for(index, model_spec if cfg.mode != "table" else None)
     feedback, upto = feedback_state(index, store, feedback_upto)
+    answers, a_upto = answers_state(index.path, index.id, store, answers_upto)  # consolidated answers, if any
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     bos = tok.bos_token_id if (lm.needs_bos(model_spec) and model is not None) else None
     end_ids = {index.sep} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     t0 = time.perf_counter()
-    result = generate(index, prompt_ids, cfg, model, bos, feedback, end_ids)
+    result = generate(index, prompt_ids, cfg, model, bos, feedback, end_ids, answers)
     elapsed = time.perf_counter() - t0
     dec = _decoder(tok)
     for s in result["steps"]:
         for c in s["candidates"]:
             c["text"] = dec(c["token"])
         s["chosen_text"] = dec(s["chosen"])
+        for f in s.get("pos", {}).get("filtered", []):
+            f["text"] = dec(f["token"])
         s["lm_top_text"] = None if s["lm_top"] is None else dec(s["lm_top"])
         ctx = (prompt_ids + result["output_ids"])[: len(prompt_ids) + s["step"]]
         s["context_tail"] = tok.decode(ctx[-12:])
@@ -60,6 +64,9 @@ def run(index_path: str | Path, prompt: str, cfg: GenerateConfig, model_spec: st
         "output": tok.decode(out_ids), "stop_reason": result["stop_reason"],
         "ms_per_token": 1000.0 * elapsed / max(1, len(result["steps"])), "steps": result["steps"],
     }
+    if a_upto:
+        trace["answers_upto"] = a_upto
+        trace["answers_in_force"] = answers.traces
     if "beam_score" in result:
         trace["beam_score"] = result["beam_score"]
     if save:
@@ -81,6 +88,7 @@ def _decoder(tok: Any):  # type: ignore[no-untyped-def]
 def replay(trace: dict, store: Store) -> dict:
     """Regenerate a trace from its own record; {"identical": bool, "output_ids": [...]}."""
     cfg = GenerateConfig.from_json(trace["config"])
-    again = run(trace["index"], trace["prompt"], cfg, trace["model"], store, trace["feedback_upto"], save=False)
+    again = run(trace["index"], trace["prompt"], cfg, trace["model"], store, trace["feedback_upto"], save=False,
+                answers_upto=trace.get("answers_upto", 0))
     return {"trace": trace["id"], "identical": again["output_ids"] == trace["output_ids"],
             "output_ids": again["output_ids"], "output": again["output"]}
