@@ -13,9 +13,10 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
+from glassbox.heads import masks  # noqa: E402
 from glassbox.timeline import phases  # noqa: E402
-from glassbox.timeline.analyze import analyze  # noqa: E402
-from glassbox.timeline.probes import pattern_scores, probe_batch, role_mask  # noqa: E402
+from glassbox.timeline.analyze import analyze, read_declaration  # noqa: E402
+from glassbox.timeline.probes import ROLES, probe_batch  # noqa: E402
 from glassbox.timeline.writes import write_table  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 
@@ -41,7 +42,7 @@ def test_probe_scores_on_hand_made_patterns():
     tokens = probe_batch(32, 32, n=4)
     n = tokens.shape[1]
     assert torch.equal(tokens[:, : n // 2], tokens[:, n // 2 :])
-    induction = role_mask(tokens, "induction").float()
+    induction = masks.role_mask(tokens, "induction").float()
     ideal = induction / induction.sum(-1, keepdim=True).clamp(min=1)
     ideal[ideal.sum(-1) == 0] = torch.eye(n).expand(4, n, n)[ideal.sum(-1) == 0]
     previous = torch.zeros(4, n, n)
@@ -49,12 +50,44 @@ def test_probe_scores_on_hand_made_patterns():
     previous[:, torch.arange(1, n), torch.arange(n - 1)] = 1
     uniform = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1).view(n, 1)
     attentions = (torch.stack([previous, uniform.expand(4, n, n)], 1), torch.stack([ideal, uniform.expand(4, n, n)], 1))
-    s = pattern_scores(attentions, tokens)
+    s = {role: score.tolist() for role, score in masks.pattern_scores(attentions, masks.masks(tokens, ROLES)).items()}
     assert s["induction"][1][0] == pytest.approx(1.0)
     assert s["previous_token"][0][0] == pytest.approx(1.0)
     assert s["induction"][0][0] == pytest.approx(0.0)
     assert s["induction"][1][1] < 0.2 and s["previous_token"][1][1] < 0.2
     assert s["first_token"][1][1] < 0.2
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sink_mass_counts_only_for_the_sink_roles(causal: bool):
+    """A head parked on position 0 is a first-token head and nothing else, even where 0 is the previous token
+    or an earlier copy of the current one."""
+    tokens = torch.tensor([[5, 1, 2, 3, 5, 1, 2, 3, 9]])
+    n = tokens.shape[1]
+    sink = torch.zeros(1, 1, n, n)
+    sink[..., 0] = 1
+    roles = masks.CAUSAL_ROLES if causal else masks.ENCODER_ROLES
+    s = masks.pattern_scores([sink], masks.masks(tokens, roles, causal))
+    assert float(s["first_token"][0, 0]) == pytest.approx(1.0)
+    assert all(float(s[r][0, 0]) == 0.0 for r in roles if r != "first_token")
+
+
+def test_timeline_and_atlas_score_alike(runs):
+    """One definition: the atlas's probes, run on the timeline's batch through glassbox.run, give the
+    timeline's numbers for the last checkpoint."""
+    from glassbox.heads import data, probes
+    from glassbox.run import hooks, load_model
+
+    doc = analyze(runs["plain"])
+    last = doc["checkpoints"][-1]
+    loaded = load_model(str(runs["plain"] / "checkpoints" / f"step-{last['step']:06d}.safetensors"))
+    tokens = probe_batch(loaded.config.vocab_size, read_declaration(runs["plain"])["train"]["seq_len"])
+    _, cache = hooks.run_with_cache(loaded, tokens, names="blocks.*.attn.pattern")
+    atlas = probes.pattern_scores(loaded, data.Repeats(tokens, tokens.shape[1] // 2), cache)
+    for h in last["heads"]:
+        for role in ROLES:
+            assert float(atlas[role][h["layer"], h["head"]]) == pytest.approx(h["scores"][role], abs=1e-5), role
+    assert max(h["scores"]["induction"] for h in last["heads"]) > 0.5
 
 
 def test_phase_detection_on_series():

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from glassbox.heads import data
+from glassbox.heads import data, masks
 from glassbox.run import hooks
 from glassbox.run.layout import LAYOUTS, head_dim, layers, o_weight, submodule
 from glassbox.run.load import Loaded
@@ -49,37 +49,12 @@ def pad(rows: list[Any], pad_id: int = 0) -> tuple[Any, Any]:
 
 
 def pattern_scores(loaded: Loaded, rep: data.Repeats, cache: Any) -> dict[str, Any]:
-    """The attention probes from one cached forward over the repeated sequences → name → [layer, head]."""
-    import torch
+    """The attention probes from one cached forward over the repeated sequences → name → [layer, head].
 
-    t = rep.half
-    names = ["previous_token", "first_token", "self", "local", "duplicate_token"]
-    names += ["next_token", "last_token"] if loaded.is_encoder else ["induction"]
-    out = {n: torch.zeros(loaded.n_layers, loaded.n_heads) for n in names}
-    for layer in range(loaded.n_layers):
-        p = cache[f"blocks.{layer}.attn.pattern"].float()  # [batch, head, q, k]
-        s = p.shape[-1]
-        q = torch.arange(2, 1 + 2 * t)
-        out["previous_token"][layer] = p[:, :, q, q - 1].mean(dim=(0, 2))
-        q1 = torch.arange(1, s)
-        out["first_token"][layer] = p[:, :, q1, 0].mean(dim=(0, 2))
-        out["self"][layer] = p[:, :, q1, q1].mean(dim=(0, 2))
-        ql = torch.arange(4, 1 + 2 * t)
-        window = sum(p[:, :, ql, ql - d] for d in range(4))
-        out["local"][layer] = window.mean(dim=(0, 2))
-        second = torch.arange(t + 1, 1 + 2 * t)
-        if loaded.is_encoder:  # either occurrence may look at the other
-            first = second - t
-            dup = (p[:, :, second, second - t].mean(dim=(0, 2)) + p[:, :, first, first + t].mean(dim=(0, 2))) / 2
-            out["duplicate_token"][layer] = dup
-            qn = torch.arange(1, 2 * t)
-            out["next_token"][layer] = p[:, :, qn, qn + 1].mean(dim=(0, 2))
-            out["last_token"][layer] = p[:, :, q1[:-1], s - 1].mean(dim=(0, 2))
-        else:
-            out["duplicate_token"][layer] = p[:, :, second, second - t].mean(dim=(0, 2))
-            ind = second[:-1]
-            out["induction"][layer] = p[:, :, ind, ind - t + 1].mean(dim=(0, 2))
-    return out
+    Masks and scores are glassbox.heads.masks, the same definition the training timeline uses."""
+    roles = masks.ENCODER_ROLES if loaded.is_encoder else masks.CAUSAL_ROLES
+    patterns = [cache[f"blocks.{layer}.attn.pattern"] for layer in range(loaded.n_layers)]
+    return masks.pattern_scores(patterns, masks.masks(rep.tokens, roles, causal=not loaded.is_encoder))
 
 
 def _gain(norm: Any, width: int) -> Any:

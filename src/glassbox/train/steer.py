@@ -4,8 +4,8 @@
 
     aux = WEIGHT × mean over queries i with a target of  −log( Σ_j A[L,H][i, j] · mask_ROLE[i, j] + 1e-6 )
 
-where A is the head's attention pattern on the training batch and mask_ROLE is the same mask the timeline
-probe scores (glassbox.timeline.probes.role_mask). It rewards the head for putting its attention where the
+where A is the head's attention pattern on the training batch and mask_ROLE is the same mask the timeline and
+the atlas score (glassbox.heads.masks.role_mask). It rewards the head for putting its attention where the
 role says; it touches nothing else, so the rest of the model stays free. The cost is what it adds to the
 loss (logged as `aux_loss` in metrics.parquet) and the time of one masked sum per steered head.
 """
@@ -55,7 +55,7 @@ def aux_loss(steers: list[Steer], attentions, tokens):
     """The summed auxiliary loss of all steered heads (a 0-dim tensor)."""
     import torch
 
-    from glassbox.timeline.probes import mask_attention, role_mask
+    from glassbox.heads.masks import mask_attention, role_mask
 
     total = torch.zeros(())
     masks: dict[str, object] = {}
