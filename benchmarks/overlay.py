@@ -8,7 +8,8 @@ recall@N, the latency ratio against LM-alone greedy decoding, bytes per corpus t
 lookup p50/p99 on indexes of 1×, 10×, 100× a base. Then an ablation of the repeat ("fatigue") rule, and the
 feedback check (prefer a token at a step → chosen there on regeneration; an unrelated prompt unchanged).
 
-    .venv/bin/python benchmarks/overlay.py [--quick] [--out results.json]
+    .venv/bin/python benchmarks/overlay.py [--quick] [--out results.json] [--pos-filter [--pos-min-share S]]
+--pos-filter also scores the select mode with the syntactic filter (overlay/pos.py), with vs without, same run.
 Targets: latency ratio <= 1.1; lookup p99(100×) / p99(1×) <= 1.2; bytes/token <= 12.
 """
 
@@ -28,14 +29,18 @@ from glassbox.overlay import index as ix
 from glassbox.overlay.accumulator import AccumulatorConfig
 
 
-def ensure_index(path: Path, spec: str) -> Path:
+def ensure_index(path: Path, spec: str, pos: bool = False) -> Path:
     if (path / "meta.json").exists():
+        if pos and not (path / "pos.npz").exists():  # the syntactic filter's table, added to an existing index
+            from glassbox.overlay.pos import build_table
+
+            build_table(path, corpus.load_documents([spec]), lm.load_tokenizer(path / "tokenizer"))
         return path
     t0 = time.perf_counter()
     ix.build(corpus.load_documents([spec]), lm.load_tokenizer("smollm2-135m"), path,
              ix.BuildOptions(semantic_from="smollm2-135m"), source=spec, tokenizer_spec="smollm2-135m")
     print(f"built {path} from {spec} in {time.perf_counter() - t0:.1f} s")
-    return path
+    return ensure_index(path, spec, pos)
 
 
 def fatigue_ablation(index: ix.Index, seq: list[int], n: int) -> list[dict]:
@@ -91,17 +96,21 @@ def main() -> None:
     ap.add_argument("--scale-base", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="Small sizes, for a smoke run.")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--pos-filter", action="store_true",
+                    help="Also score select mode with the syntactic filter (learns the index's POS table first).")
+    ap.add_argument("--pos-min-share", type=float, default=0.002)
     args = ap.parse_args()
     torch.set_num_threads(1)
     opts = evaluate.EvalOptions(max_tokens=args.max_tokens, scale_base=args.scale_base, lookup_steps=400,
                                 lookup_rounds=5, latency_runs=5, gen_tokens=24)
     if args.quick:
         opts = evaluate.EvalOptions(max_tokens=600, scale_base=5_000, lookup_steps=200, gen_tokens=8)
+    opts.pos_filter, opts.pos_min_share = args.pos_filter, args.pos_min_share
     results = {"threads": torch.get_num_threads(), "runs": []}
     print(f"torch threads: {torch.get_num_threads()}")
     for pair in args.pairs:
         spec, held = pair.split("=", 1)
-        path = ensure_index(args.root / spec.replace(":", "_"), spec)
+        path = ensure_index(args.root / spec.replace(":", "_"), spec, args.pos_filter)
         index = ix.Index(path)
         t0 = time.perf_counter()
         res = evaluate.evaluate(path, "smollm2-135m", held, opts)

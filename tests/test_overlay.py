@@ -396,15 +396,16 @@ def test_consolidated_answer_adds_its_links_audited_and_reversible(built, home, 
     probe = run(copy, "And the waters", cfg, None, store)
     seq = trace["prompt_ids"][-2:] + trace["output_ids"]
     index = ix.Index(copy)
-    code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--answers", trace["id"], "--json")
+    code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--answers", trace["id"], "--answer-weight", "3",
+                         "--json")
     assert code == 0, err
     info = json.loads(out)
     change = info["answers"]["changes"][0]
     expected = [list(t) for t in zip(seq, seq[1:], seq[2:], strict=False)]
     assert change["trace"] == trace["id"] and change["action"] == "add" and change["triads"] == expected
     rows = store.answer_rows(index.id)
-    assert [(r["trace_id"], r["action"], r["tokens"]) for r in rows] == [(trace["id"], "add", seq)]
-    # the links: next P'(t | b) = (P(t | b)·count(b) + n(b → t)) / (count(b) + n(b → ·)), against brute force
+    assert [(r["trace_id"], r["action"], r["tokens"], r["weight"]) for r in rows] == [(trace["id"], "add", seq, 3.0)]
+    # the links: next P'(t | b) = (P(t | b)·count(b) + 3·n(b → t)) / (count(b) + 3·n(b → ·)), against brute force
     from glassbox.overlay.answers import answers_state
 
     answers, upto = answers_state(copy, index.id, store)
@@ -420,7 +421,7 @@ def test_consolidated_answer_adds_its_links_audited_and_reversible(built, home, 
         corpus = dict(zip(ids.tolist(), (w.astype(np.float64) * index.unigram[b]).tolist(), strict=True))
         n_ans = sum(1 for x, y in zip(seq[1:], seq[2:], strict=False) if x == b and y == t)
         n_all = sum(1 for x in seq[1:-1] if x == b)
-        want = (corpus.get(t, 0.0) + n_ans) / (index.unigram[b] + n_all)
+        want = (corpus.get(t, 0.0) + 3 * n_ans) / (index.unigram[b] + 3 * n_all)
         assert acc.scores[nxt, t] / acc._w[nxt] == pytest.approx(want, rel=1e-3, abs=1e-6)
         assert acc.scores[nxt, t] > acc0.scores[nxt, t]
     code, out, err = cli(capsys, "overlay", "consolidate", str(copy), "--answers", trace["id"])

@@ -3,8 +3,9 @@ are added"): opt-in, audited, reversible.
 
 `glassbox overlay consolidate IDX --answers TRACE_ID ...` folds traced generations into the index:
   an answer = the two context tokens before its first step + its emitted tokens (an end token excluded);
-  every emitted token t after (a, b) adds one count to the triad (a, b) → t and one to the next link b → t.
-At generation these counts join the corpus's own, as if the answer were one more corpus occurrence:
+  every emitted token t after (a, b) adds `weight` counts (default 1: one more corpus occurrence) to the
+  triad (a, b) → t and to the next link b → t.
+At generation these counts join the corpus's own:
   next   P'(t | b) = (P(t | b) · count(b) + n_answers(b → t)) / (count(b) + n_answers(b → ·))
   triad  the suffix array's continuation counts of (a, b) (scaled to the true number of matches when they were
          sampled) + n_answers(a, b → t), normalized
@@ -44,16 +45,16 @@ def increments(tokens: list[int]) -> tuple[list[tuple[int, int, int]], list[tupl
     return triads, [(b, t) for _, b, t in triads]
 
 
-def links_from(sequences: dict[str, list[int]]) -> AnswerLinks:
+def links_from(sequences: dict[str, tuple[list[int], float]]) -> AnswerLinks:
     out = AnswerLinks(traces=list(sequences))
-    for toks in sequences.values():
+    for toks, weight in sequences.values():
         triads, nxt = increments(toks)
         for a, b, t in triads:
             row = out.triad.setdefault((a, b), {})
-            row[t] = row.get(t, 0.0) + 1.0
+            row[t] = row.get(t, 0.0) + weight
         for b, t in nxt:
             row = out.next.setdefault(b, {})
-            row[t] = row.get(t, 0.0) + 1.0
+            row[t] = row.get(t, 0.0) + weight
     return out
 
 
@@ -65,34 +66,36 @@ def answer_tokens(trace: dict, end_ids: set[int]) -> list[int]:
     return [int(t) for t in ctx] + [int(t) for t in trace["output_ids"] if t not in end_ids]
 
 
-def _in_force(rows: list[dict]) -> dict[str, list[int]]:
-    """Replay the log: adds and forgets in order → {trace_id: tokens}."""
-    live: dict[str, list[int]] = {}
+def _in_force(rows: list[dict]) -> dict[str, tuple[list[int], float]]:
+    """Replay the log: adds and forgets in order → {trace_id: (tokens, weight)}."""
+    live: dict[str, tuple[list[int], float]] = {}
     for r in rows:
         if r["action"] == "add":
-            live[r["trace_id"]] = r["tokens"]
+            live[r["trace_id"]] = (r["tokens"], float(r["weight"]))
         else:
             live.pop(r["trace_id"], None)
     return live
 
 
-def read_file(index_path: str | Path) -> tuple[dict[str, list[int]], int]:
+def read_file(index_path: str | Path) -> tuple[dict[str, tuple[list[int], float]], int]:
     f = Path(index_path) / FILE
     if not f.exists():
         return {}, 0
     with np.load(f) as z:
-        seqs, offs, ids = z["tokens"].tolist(), z["offsets"].tolist(), z["traces"].tolist()
-        return {t: seqs[offs[i] : offs[i + 1]] for i, t in enumerate(ids)}, int(z["upto"])
+        seqs, offs, ids, ws = z["tokens"].tolist(), z["offsets"].tolist(), z["traces"].tolist(), z["weights"].tolist()
+        return {t: (seqs[offs[i] : offs[i + 1]], ws[i]) for i, t in enumerate(ids)}, int(z["upto"])
 
 
-def write_file(index_path: str | Path, live: dict[str, list[int]], upto: int) -> None:
+def write_file(index_path: str | Path, live: dict[str, tuple[list[int], float]], upto: int) -> None:
     from glassbox.fileio import atomic_write
 
-    seqs = [s for s in live.values()]
+    seqs = [s for s, _ in live.values()]
+    weights = np.array([w for _, w in live.values()], np.float64)
     offs = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
     toks = np.array([t for s in seqs for t in s], np.int64)
     with atomic_write(Path(index_path) / FILE) as f:
-        np.savez(f, tokens=toks, offsets=offs, traces=np.array(list(live), dtype=str), upto=np.int64(upto))
+        np.savez(f, tokens=toks, offsets=offs, traces=np.array(list(live), dtype=str), weights=weights,
+                 upto=np.int64(upto))
 
 
 def answers_state(index_path: str | Path, index_id: str, store: Store, upto: int | None = None
@@ -107,8 +110,10 @@ def answers_state(index_path: str | Path, index_id: str, store: Store, upto: int
 
 
 def consolidate_answers(index_path: str | Path, index_id: str, store: Store, add: list[str], forget: list[str],
-                        end_ids: set[int]) -> dict:
+                        end_ids: set[int], weight: float = 1.0) -> dict:
     """Fold the answers of traces `add` into the index, take those of `forget` out; log both; rewrite the file."""
+    if not weight > 0:
+        raise BadInput("--answer-weight must be > 0")
     log = store.answer_rows(index_id)
     live = _in_force(log)
     rows, report = [], []
@@ -122,16 +127,18 @@ def consolidate_answers(index_path: str | Path, index_id: str, store: Store, add
         triads, nxt = increments(toks)
         if not triads:
             raise BadInput(f"trace {tid} emitted no token to consolidate")
-        live[tid] = toks
-        rows.append((tid, "add", toks, len(triads), len(nxt)))
-        report.append({"trace": tid, "action": "add", "triads": [list(t) for t in triads], "next_links": len(nxt)})
+        live[tid] = (toks, weight)
+        rows.append((tid, "add", toks, weight, len(triads), len(nxt)))
+        report.append({"trace": tid, "action": "add", "weight": weight, "triads": [list(t) for t in triads],
+                       "next_links": len(nxt)})
     for tid in forget:
         if tid not in live:
             raise BadInput(f"trace {tid}'s answer is not consolidated in this index; nothing to forget")
-        toks = live.pop(tid)
+        toks, w = live.pop(tid)
         triads, nxt = increments(toks)
-        rows.append((tid, "forget", toks, len(triads), len(nxt)))
-        report.append({"trace": tid, "action": "forget", "triads": [list(t) for t in triads], "next_links": len(nxt)})
+        rows.append((tid, "forget", toks, w, len(triads), len(nxt)))
+        report.append({"trace": tid, "action": "forget", "weight": w, "triads": [list(t) for t in triads],
+                       "next_links": len(nxt)})
     ids = store.add_answer_rows(index_id, rows) if rows else []
     upto = ids[-1] if ids else (log[-1]["id"] if log else 0)
     write_file(index_path, live, upto)

@@ -202,6 +202,8 @@ def consolidate(
     answers: list[str] = typer.Option(None, "--answers", help="Also fold these traces' answers (new triads and "
                                       "next links) into the index; audited in the store."),
     forget: list[str] = typer.Option(None, "--forget", help="Take these traces' consolidated answers out again."),
+    answer_weight: float = typer.Option(1.0, "--answer-weight", help="Counts each answer's triad / next link adds "
+                                        "(1 = one more corpus occurrence)."),
     store: str | None = STORE,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -215,7 +217,8 @@ def consolidate(
     info = fold(idx, st)
     if answers or forget:
         end_ids = {idx.sep} | _eos(idx)
-        info["answers"] = consolidate_answers(index, idx.id, st, list(answers or []), list(forget or []), end_ids)
+        info["answers"] = consolidate_answers(index, idx.id, st, list(answers or []), list(forget or []), end_ids,
+                                             answer_weight)
     if as_json:
         _emit(info)
         return

@@ -124,6 +124,8 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     pos_lp = np.zeros((len(opts.betas), n_targets))
     pos_hit = np.zeros((len(opts.betas), n_targets))
     pos_recall, pos_dropped, pos_true_dropped = (np.zeros(n_targets) for _ in range(3))
+    sel_choice = np.zeros((len(opts.betas), n_targets), np.int64)  # select's pick, with and without the filter
+    pos_choice = np.zeros((len(opts.betas), n_targets), np.int64)
     bos = [tok.bos_token_id] if lm.needs_bos(model_spec) else []
     windows = lm_windows(len(seq), opts.window, opts.stride)
     for s, e, first in progress.track(windows, "LM windows"):
@@ -158,7 +160,8 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                 f = lc + beta * np.log(ptab[cands])
                 f = f - _lse(f)
                 hit = cands == true
-                sel_hit[i, p] = float(cands[int(np.argmax(f))] == true)
+                sel_choice[i, p] = cands[int(np.argmax(f))]
+                sel_hit[i, p] = float(sel_choice[i, p] == true)
                 p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
                 sel_lp[i, p] = math.log(p_true)
             if pos is not None:
@@ -174,7 +177,8 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                     f = lk + beta * np.log(ptab[kc])
                     f = f - _lse(f)
                     hit = kc == true
-                    pos_hit[i, p] = float(kc[int(np.argmax(f))] == true)
+                    pos_choice[i, p] = kc[int(np.argmax(f))]
+                    pos_hit[i, p] = float(pos_choice[i, p] == true)
                     p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
                     pos_lp[i, p] = math.log(p_true)
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
@@ -210,6 +214,10 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
             **fig(pos_lp[pos_beta], pos_hit[pos_beta]), "beta": opts.betas[pos_beta], "min_share": opts.pos_min_share,
             "recall_at_n": float(pos_recall[test].mean()), "dropped_per_step": float(pos_dropped[test].mean()),
             "true_token_dropped": float(pos_true_dropped[test].mean()),
+            # decisions the filter changed (same beta as plain select), and whether the change fixed or broke one
+            "decisions_changed": float((changed := (sel_choice[beta_i] != pos_choice[beta_i])[test]).mean()),
+            "changed_now_right": float((changed & (pos_hit[beta_i][test] > 0)).mean()),
+            "changed_was_right": float((changed & (sel_hit[beta_i][test] > 0)).mean()),
             "by_beta": {str(b): fig(pos_lp[i], pos_hit[i]) for i, b in enumerate(opts.betas)},
         }
     return {"contract": contract, "extra": extra}
@@ -307,7 +315,9 @@ def render(res: dict) -> str:
         *([f"{'select + syntactic filter (beta=' + str(x['select_pos']['beta']) + ')':34} "
            f"{x['select_pos']['top1']:8.4f} {x['select_pos']['ppl']:10.2f}   recall@N after the filter "
            f"{x['select_pos']['recall_at_n']:.4f}; {x['select_pos']['dropped_per_step']:.2f} candidates dropped/step; "
-           f"true token dropped {x['select_pos']['true_token_dropped']:.4f} (min share {x['select_pos']['min_share']})"]
+           f"true token dropped {x['select_pos']['true_token_dropped']:.4f} (min share {x['select_pos']['min_share']}); "
+           f"decisions changed {x['select_pos']['decisions_changed']:.4f} (now right "
+           f"{x['select_pos']['changed_now_right']:.4f}, was right {x['select_pos']['changed_was_right']:.4f})"]
           if "select_pos" in x else []),
         f"recall@{c['n_candidates']}: {c['recall_at_n']:.4f}  (with the LM's top-8 added: "
         f"{x['recall_mixture_candidates']:.4f}); the LM's own top-1 was a table candidate "

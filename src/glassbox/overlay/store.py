@@ -8,7 +8,7 @@ Tables (triggers refuse UPDATE and DELETE, so nothing recorded is ever rewritten
   traces    id, created, index_path, index_id, body (the whole trace as zlib-compressed JSON)
   feedback  id (increasing), created, index_id, trace_id, step, a, b, token, delta (+1 prefer, -1 reject)
   answers   id (increasing), created, index_id, trace_id, action ('add' | 'forget'), tokens (JSON: the answer's
-            two context tokens + its emitted tokens), triads, next_links: the audit log of answers folded into
+            two context tokens + its emitted tokens), weight (counts per occurrence), triads, next_links: the audit log of answers folded into
             (or taken out of) an index by `consolidate --answers / --forget` (overlay/answers.py)
 Every write is one `BEGIN IMMEDIATE` transaction with a long busy timeout, so concurrent writers queue
 instead of losing updates.
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_by_index ON feedback(index_id, id);
 CREATE TABLE IF NOT EXISTS answers (
   id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, index_id TEXT NOT NULL, trace_id TEXT NOT NULL,
-  action TEXT NOT NULL, tokens TEXT NOT NULL, triads INTEGER NOT NULL, next_links INTEGER NOT NULL);
+  action TEXT NOT NULL, tokens TEXT NOT NULL, weight REAL NOT NULL, triads INTEGER NOT NULL,
+  next_links INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS answers_append_only_u BEFORE UPDATE ON answers
   BEGIN SELECT RAISE(ABORT, 'answers are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS answers_append_only_d BEFORE DELETE ON answers
@@ -123,27 +124,27 @@ class Store:
         return list(self.db.execute(q + " ORDER BY id", args))
 
     # -- consolidated answers (audit log) ----------------------------------------------------------
-    def add_answer_rows(self, index_id: str, rows: list[tuple[str, str, list[int], int, int]]) -> list[int]:
-        """Append (trace_id, action, tokens, triads, next_links) rows in one transaction; their ids."""
+    def add_answer_rows(self, index_id: str, rows: list[tuple[str, str, list[int], float, int, int]]) -> list[int]:
+        """Append (trace_id, action, tokens, weight, triads, next_links) rows in one transaction; their ids."""
         def write() -> list[int]:
             ids = []
-            for trace_id, action, tokens, triads, nxt in rows:
+            for trace_id, action, tokens, weight, triads, nxt in rows:
                 cur = self.db.execute(
-                    "INSERT INTO answers (created, index_id, trace_id, action, tokens, triads, next_links) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (time.time(), index_id, trace_id, action, json.dumps(tokens),
-                                                      triads, nxt))
+                    "INSERT INTO answers (created, index_id, trace_id, action, tokens, weight, triads, next_links) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (time.time(), index_id, trace_id, action, json.dumps(tokens),
+                                                         weight, triads, nxt))
                 ids.append(int(cur.lastrowid))
             return ids
         return self._write(write)
 
     def answer_rows(self, index_id: str, upto: int | None = None) -> list[dict]:
         """The answers log of an index (oldest first), rows with id <= upto."""
-        q = "SELECT id, created, trace_id, action, tokens, triads, next_links FROM answers WHERE index_id = ?"
+        q = "SELECT id, created, trace_id, action, tokens, weight, triads, next_links FROM answers WHERE index_id = ?"
         args: list = [index_id]
         if upto is not None:
             q += " AND id <= ?"
             args.append(upto)
-        keys = ("id", "created", "trace_id", "action", "tokens", "triads", "next_links")
+        keys = ("id", "created", "trace_id", "action", "tokens", "weight", "triads", "next_links")
         rows = [dict(zip(keys, r, strict=True)) for r in self.db.execute(q + " ORDER BY id", args)]
         for r in rows:
             r["tokens"] = json.loads(r["tokens"])
