@@ -171,7 +171,7 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                 pos_dropped[p] = float((~keep).sum())
                 pos_true_dropped[p] = float(bool((cands[~keep] == true).any()))
                 kc = cands[keep]
-                pos_recall[p] = float(true in set(kc.tolist()))
+                pos_recall[p] = float(len(r["cands"]) > 0 and true in set(kc.tolist()))  # as recall: table ones only
                 lk = lp[kc] - _lse(lp[kc])
                 for i, beta in enumerate(opts.betas):
                     f = lk + beta * np.log(ptab[kc])
