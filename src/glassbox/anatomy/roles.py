@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 LEVELS = (
@@ -40,10 +40,11 @@ class Architecture:
     # config keys: (n_layers, n_heads, n_kv_heads or None, d_model)
     config_keys: tuple[str, str, str | None, str] = (
         "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size")
-    compiled: tuple[tuple[re.Pattern[str], Rule], ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", tuple((re.compile(r.pattern), r) for r in self.rules))
+    @functools.cached_property
+    def compiled(self) -> tuple[tuple[re.Pattern[str], Rule], ...]:
+        # compiled on first use: `glassbox` starts without paying for every architecture's regexes
+        return tuple((re.compile(r.pattern), r) for r in self.rules)
 
 
 L = r"(?P<layer>\d+)"
