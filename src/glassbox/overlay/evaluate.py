@@ -155,15 +155,9 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
             lm_top_in[p] = float(int(np.argmax(lp)) in set(r["cands"].tolist()))
             topk = set(np.argpartition(-lp, 8)[:8].tolist())
             recall_mix[p] = float(recall[p] > 0 or true in topk)
-            lc = lp[cands] - _lse(lp[cands])
             for i, beta in enumerate(opts.betas):
-                f = lc + beta * np.log(ptab[cands])
-                f = f - _lse(f)
-                hit = cands == true
-                sel_choice[i, p] = cands[int(np.argmax(f))]
+                sel_choice[i, p], sel_lp[i, p] = _select(cands, lp, ptab, true, beta, opts.select_floor, V)
                 sel_hit[i, p] = float(sel_choice[i, p] == true)
-                p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
-                sel_lp[i, p] = math.log(p_true)
             if pos is not None:
                 keep = np.array([pos.check(seq[p], int(c)) is None for c in cands])
                 if not keep.any():
@@ -172,15 +166,9 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                 pos_true_dropped[p] = float(bool((cands[~keep] == true).any()))
                 kc = cands[keep]
                 pos_recall[p] = float(len(r["cands"]) > 0 and true in set(kc.tolist()))  # as recall: table ones only
-                lk = lp[kc] - _lse(lp[kc])
                 for i, beta in enumerate(opts.betas):
-                    f = lk + beta * np.log(ptab[kc])
-                    f = f - _lse(f)
-                    hit = kc == true
-                    pos_choice[i, p] = kc[int(np.argmax(f))]
+                    pos_choice[i, p], pos_lp[i, p] = _select(kc, lp, ptab, true, beta, opts.select_floor, V)
                     pos_hit[i, p] = float(pos_choice[i, p] == true)
-                    p_true = (1 - opts.select_floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + opts.select_floor / V
-                    pos_lp[i, p] = math.log(p_true)
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
     lam_i = int(np.argmax([m[dev].mean() for m in mix_lp]))
     beta_i = int(np.argmax([h[dev].mean() for h in sel_hit]))
@@ -221,6 +209,18 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
             "by_beta": {str(b): fig(pos_lp[i], pos_hit[i]) for i, b in enumerate(opts.betas)},
         }
     return {"contract": contract, "extra": extra}
+
+
+def _select(cands: np.ndarray, lp: np.ndarray, ptab: np.ndarray, true: int, beta: float, floor: float,
+            vocab: int) -> tuple[int, float]:
+    """Select mode at one position: the LM's log-probs renormalized over the candidates plus β·log p_table →
+    (the pick, log-prob of the true token, with `floor` spread over the vocabulary for a missed one)."""
+    lc = lp[cands] - _lse(lp[cands])
+    f = lc + beta * np.log(ptab[cands])
+    f = f - _lse(f)
+    hit = cands == true
+    p_true = (1 - floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + floor / vocab
+    return int(cands[int(np.argmax(f))]), math.log(p_true)
 
 
 def _lse(x: np.ndarray) -> float:
