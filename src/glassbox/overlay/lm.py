@@ -11,6 +11,7 @@ from typing import Any
 
 from glassbox import bundled
 from glassbox.errors import BadInput
+from glassbox.run.load import set_threads
 
 _models: dict[str, tuple[Any, Any]] = {}
 
@@ -45,7 +46,7 @@ def load_lm(spec: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer); float32, one torch thread."""
     import torch
 
-    torch.set_num_threads(1)
+    set_threads()
     if spec in _models:
         return _models[spec]
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.run.load import set_threads
 from glassbox.timeline import phases
 from glassbox.timeline.probes import ROLES, copy_losses, probe_batch
 
@@ -80,7 +81,7 @@ def probe_checkpoints(run: Path, decl: dict, ablate: bool = True) -> list[dict]:
     from glassbox.train import checkpoints as ck
     from glassbox.train.model import build_model
 
-    torch.set_num_threads(1)
+    set_threads()
     found = ck.list_checkpoints(run)
     if not found:
         raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)

@@ -18,6 +18,7 @@ from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
+from glassbox.run.load import set_threads
 from glassbox.train import checkpoints as ck
 
 DEFAULT_TRAIN = {"steps": 1000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "grad_clip": 1.0}
@@ -104,7 +105,7 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     elif (out / "config.json").exists() or (out / "checkpoints").exists():
         raise BadInput("already holds a run; use --resume to continue it, or another --out", out)
 
-    torch.set_num_threads(1)  # faster than two on these small models (shared/models.md)
+    set_threads()  # one thread unless GLASSBOX_THREADS says otherwise: faster here (shared/models.md)
     tr, seed = decl["train"], decl["seed"]
     model = M.build_model(decl["model_config"], decl["attention_only"])
     init_record = M.initialize(model, decl["init"], seed, decl["attention_only"])
