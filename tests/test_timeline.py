@@ -14,9 +14,10 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 
 from glassbox.heads import masks  # noqa: E402
+from glassbox.heads.masks import TRAINING_ROLES as ROLES  # noqa: E402
 from glassbox.timeline import phases  # noqa: E402
 from glassbox.timeline.analyze import analyze, read_declaration  # noqa: E402
-from glassbox.timeline.probes import ROLES, probe_batch  # noqa: E402
+from glassbox.timeline.probes import probe_batch  # noqa: E402
 from glassbox.timeline.writes import write_table  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 

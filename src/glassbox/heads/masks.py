@@ -25,6 +25,8 @@ from typing import Any
 CAUSAL_ROLES = ("previous_token", "first_token", "self", "local", "duplicate_token", "induction")
 ENCODER_ROLES = ("previous_token", "first_token", "self", "local", "duplicate_token", "next_token", "last_token")
 SINK_ROLES = ("first_token", "last_token")
+# what the training timeline tracks and `train --steer` accepts: roles a random repeated block shows alone
+TRAINING_ROLES = ("induction", "previous_token", "duplicate_token", "first_token", "self")
 WINDOW = 4  # local: the current position and the three before it
 
 

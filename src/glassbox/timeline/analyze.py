@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.heads.masks import TRAINING_ROLES as ROLES
 from glassbox.run.load import set_threads
 from glassbox.timeline import phases
-from glassbox.timeline.probes import ROLES, copy_losses, probe_batch
+from glassbox.timeline.probes import copy_losses, probe_batch
 
 ROLE_THRESHOLD = 0.4  # a head "has" a role when its score is at least this
 VALIDATED_EFFECT = 0.1  # nats of second-copy loss lost when the head is zeroed

@@ -4,12 +4,10 @@ The scores come from glassbox.heads.masks, the definitions the atlas uses too (i
 duplicate_token, first_token, self: a head's attention mass where the role says to look). Only the batch is
 the timeline's own: one forward of [16, seq_len] tokens per checkpoint, where the atlas's inputs (a prefix
 token, text probes, ablations) would cost many. The same masks drive steering (glassbox.train.steer), so what
-is steered is exactly what is measured.
+is steered is exactly what is measured; the role list is masks.TRAINING_ROLES.
 """
 
 from __future__ import annotations
-
-ROLES = ("induction", "previous_token", "duplicate_token", "first_token", "self")
 
 
 def probe_batch(vocab_size: int, seq_len: int, n: int = 16, seed: int = 1234):

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from glassbox.errors import BadInput
-from glassbox.timeline.probes import ROLES
+from glassbox.heads.masks import TRAINING_ROLES as ROLES
 
 DEFAULT_WEIGHT = 0.3
 _SPEC = re.compile(r"(\d+)\.(\d+)=([a-z_]+)(?::([0-9.eE+-]+))?")
