@@ -172,8 +172,8 @@ def test_not_a_run_exits_2(tmp_path: Path, cmd: list[str]):
 
 
 def test_demo_summary_names_the_phase_change(runs):
-    from glassbox.train import demo_summary
+    from glassbox.demo import training_summary
 
-    text = demo_summary(runs["plain"])  # the run is there already: only the timeline is computed
+    text = training_summary(runs["plain"])  # the run is there already: only the timeline is computed
     assert "phase change" in text and "induction head at step" in text
     assert (runs["plain"] / "timeline.png").is_file()

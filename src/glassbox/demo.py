@@ -31,7 +31,6 @@ def demo(
     from glassbox.checkpoint import open_checkpoint
     from glassbox.heads.atlas import run_atlas
     from glassbox.heads.render import table as atlas_table
-    from glassbox.train import demo_summary
 
     console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
     console.rule(f"1. Anatomy of {model}: from the mathematics to the bytes")
@@ -44,4 +43,38 @@ def demo(
     console.print(f"atlas JSON: {Path(out) / 'atlas' / 'atlas.json'}   heatmap: {png}")
 
     console.rule("3. Training writes knowledge: a head specializes")
-    console.print(demo_summary(Path(out) / "train", seed=seed))
+    console.print(training_summary(Path(out) / "train", seed=seed))
+
+
+def training_summary(out_dir: str | Path, seed: int = 0) -> str:
+    """Train the induction preset into out_dir (unless it is there), run its timeline → lines naming the phase change."""
+    import time
+
+    from glassbox.timeline.analyze import analyze
+    from glassbox.timeline.plots import plot_runs
+    from glassbox.train.loop import declare, train
+    from glassbox.train.store import read_table
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    if not (out / "summary.json").is_file():
+        train(out, declare(preset="induction-2l", seed=seed))
+    doc = analyze(out)
+    png = plot_runs([doc], [read_table(out, "metrics")], out / "timeline.png")
+    seconds = time.perf_counter() - t0
+    lines = [f"trained GPT-2 (2 layers × 2 heads, attention only) on repeated random tokens, seed {seed}: "
+             f"{doc['steps']} steps, {seconds:.1f} s with the timeline"]
+    ind = [c for c in doc["phase_changes"] if c["role"] == "induction"]
+    for c in ind:
+        lines.append(f"  phase change: L{c['layer']}H{c['head']} becomes an induction head at step {c['step']} "
+                     f"(score {c['before']:.2f} → {c['after']:.2f})")
+    for lc in doc["loss_changes"]:
+        if lc["metric"] == "loss_repeated":
+            lines.append(f"  loss on the repeated part: {lc['before']:.2f} → {lc['after']:.2f} nats, "
+                         f"dropping at step {lc['step']}")
+    if not ind:
+        lines.append("  no induction phase change detected")
+    prev = doc["final"]["top_heads"]["previous_token"]
+    lines.append(f"  top previous-token head: L{prev['layer']}H{prev['head']} (score {prev['score']:.2f})")
+    lines.append(f"  plot: {png}")
+    return "\n".join(lines)
