@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 _quiet = False
+# A listener per thread (the web server's jobs): told (description, done, total) as work advances.
+_listeners = threading.local()
 
 
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
+
+
+def listen(fn: Callable[[str, int, int | None], None] | None) -> None:
+    """Report this thread's progress to `fn` (None stops); used where no terminal shows a bar."""
+    _listeners.fn = fn
 
 
 def enabled() -> bool:
@@ -22,6 +30,15 @@ def enabled() -> bool:
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate `items`, drawing a bar on stderr when that is wanted; a plain pass-through otherwise."""
+    listener = getattr(_listeners, "fn", None)
+    if listener is not None:
+        if total is None and hasattr(items, "__len__"):
+            total = len(items)  # type: ignore[arg-type]
+        listener(description, 0, total)
+        for done, item in enumerate(items, 1):
+            yield item
+            listener(description, done, total)
+        return
     if not enabled():
         yield from items
         return
