@@ -1,11 +1,14 @@
 """What every checkpoint reader hands back: an index of named tensors with their exact place in the
-file, read from headers alone, and values on demand."""
+file, read from headers alone, and values on demand; `find_config`, the config.json beside a checkpoint."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from glassbox.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,17 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def find_config(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """config.json beside the checkpoint, if it is there and is a JSON object."""
+    candidate = path.parent / "config.json"
+    if not candidate.is_file():
+        return None, "none"
+    try:
+        config = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"config.json is not valid JSON: {exc}", candidate) from None
+    if not isinstance(config, dict):
+        raise BadInput("config.json is not a JSON object", candidate)
+    return config, "config.json"

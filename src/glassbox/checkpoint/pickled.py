@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glassbox.checkpoint.base import Checkpoint, TensorEntry
+from glassbox.checkpoint.base import Checkpoint, TensorEntry, find_config
 from glassbox.errors import BadInput
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -536,7 +536,6 @@ def open_pickle(path: Path, allow_pickle: bool = False) -> PickleCheckpoint:
                 layout, root, records, warnings = _read_legacy(f, path, size)
         except Refused as e:
             raise BadInput(f"pickle checkpoint refused: {e}", path) from None
-    from glassbox.checkpoint.safetensors import find_config
 
     tensors, paths, metadata = _collect(root, records, path, warnings)
     metadata["pickle.layout"] = layout

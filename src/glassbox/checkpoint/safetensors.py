@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from glassbox.checkpoint.base import Checkpoint, TensorEntry
+from glassbox.checkpoint.base import Checkpoint, TensorEntry, find_config
 from glassbox.errors import BadInput
 
 MAX_HEADER = 100_000_000  # the reference library's limit
@@ -204,20 +204,6 @@ def _mmap_tensor(np, torch, entry: TensorEntry):
         warnings.simplefilter("ignore", UserWarning)
         tensor = torch.from_numpy(array)
     return tensor.view(getattr(torch, view)) if view else tensor
-
-
-def find_config(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """config.json beside the checkpoint, if it is there and is a JSON object."""
-    candidate = path.parent / "config.json"
-    if not candidate.is_file():
-        return None, "none"
-    try:
-        config = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"config.json is not valid JSON: {exc}", candidate) from None
-    if not isinstance(config, dict):
-        raise BadInput("config.json is not a JSON object", candidate)
-    return config, "config.json"
 
 
 def open_safetensors(path: Path) -> SafetensorsCheckpoint:

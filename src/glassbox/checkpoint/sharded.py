@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glassbox.checkpoint.base import Checkpoint, TensorEntry
-from glassbox.checkpoint.safetensors import (
-    SafetensorsCheckpoint,
-    find_config,
-    open_safetensors,
-)
+from glassbox.checkpoint.base import Checkpoint, TensorEntry, find_config
+from glassbox.checkpoint.safetensors import SafetensorsCheckpoint, open_safetensors
 from glassbox.errors import BadInput
 
 MAX_INDEX = 50_000_000
