@@ -12,7 +12,8 @@ import transformers
 def tiny_config(arch: str, hidden: int = 32, vocab: int = 96, sliding_window: int = 4
                 ) -> transformers.PretrainedConfig:
     """2 layers, 4 heads of hidden // 4. llama and qwen2: GQA with 2 kv heads; gemma3: one kv head,
-    q/k norms, a sliding and a global layer; gpt_neox: interleaved fused QKV with partial rotary."""
+    q/k norms, a sliding and a global layer; qwen3: GQA and q/k norms; phi3: GQA, fused QKV and gate/up;
+    gpt_neox: interleaved fused QKV with partial rotary."""
     common = dict(vocab_size=vocab, num_hidden_layers=2, hidden_size=hidden, num_attention_heads=4,
                   intermediate_size=2 * hidden, max_position_embeddings=128)
     if arch == "llama":
@@ -20,6 +21,11 @@ def tiny_config(arch: str, hidden: int = 32, vocab: int = 96, sliding_window: in
                                         tie_word_embeddings=False)
     if arch == "qwen2":  # llama family with q/k/v biases
         return transformers.Qwen2Config(**common, num_key_value_heads=2)
+    if arch == "qwen3":  # llama family with an RMSNorm on each head's query and key
+        return transformers.Qwen3Config(**common, num_key_value_heads=2, head_dim=hidden // 4)
+    if arch == "phi3":  # fused qkv_proj rows [Q | K | V] and fused gate_up_proj; partial rotary
+        return transformers.Phi3Config(**common, num_key_value_heads=2, partial_rotary_factor=0.5,
+                                       pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if arch == "gemma3":
         return transformers.Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=hidden // 4,
                                              query_pre_attn_scalar=hidden // 4, sliding_window=sliding_window,

@@ -24,6 +24,7 @@ FORMULAS: dict[str, str] = {
     "mlp.norm": "x̂ = norm(x) ⊙ γ",
     "mlp.in": "u = W_in · x̂",
     "mlp.gate": "g = act(W_gate · x̂)   (gated MLP: u ⊙ g)",
+    "mlp.gate_up": "[g | u] = W_gate_up · x̂   (fused; gated MLP: u ⊙ act(g))",
     "mlp.out": "x ← x + W_out · act(u)",
     "final_norm": "x̂_L = norm(x_L) ⊙ γ",
     "unembedding": "logits = W_U · x̂_L",

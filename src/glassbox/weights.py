@@ -1,0 +1,281 @@
+"""Per-head weights: W_Q, W_K, W_V, W_O of any head of any supported family, in one layout.
+
+Every later analysis (composition scores, OV/QK circuits, the web app's head view) needs each head's four
+matrices, and each family stores them differently: separate projections (Llama, Qwen, Gemma, BERT), GPT-2's
+fused Conv1D columns [Q | K | V] stored [in, out], Phi-3's fused rows, GPT-NeoX's per-head interleave, GQA's
+shared key/value groups. This module resolves all of it once, from the same head slices `glassbox anatomy`
+reports, so a matrix here is the bytes that anatomy points at.
+
+    hw = weights.head(src, layer, head)   # src: a Checkpoint, a run.Loaded, an HF model, or a path / bundled name
+    hw.W_Q, hw.W_K, hw.W_V                # float32 [d_head, d_model] (out × in); K and V are the head's kv group
+    hw.W_O                                # float32 [d_model, d_head]
+    hw.b_Q, hw.b_K, hw.b_V                # [d_head] or None
+    hw.bytes                              # {"q"|"k"|"v"|"o": [{"tensor", "slice", "offset", ...}]} (files only)
+    aw = weights.all_heads(src)           # stacked [L, H, ...], plus norm_in, q_norm/k_norm, rotary, aw.bytes(l, h)
+
+Norm scales are the *effective* ones: Gemma's RMSNorm multiplies by 1 + w, so its 1 + w is what comes back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from glassbox import registry
+from glassbox.anatomy.roles import Dims, HeadSlice, classify, head_slices
+from glassbox.errors import BadInput
+
+__all__ = ["AllHeads", "HeadWeights", "all_heads", "head"]
+
+
+@dataclass
+class HeadWeights:
+    layer: int
+    head: int
+    kv_group: int
+    W_Q: Any  # [d_head, d_model]
+    W_K: Any
+    W_V: Any
+    W_O: Any  # [d_model, d_head]
+    b_Q: Any | None = None
+    b_K: Any | None = None
+    b_V: Any | None = None
+    bytes: dict[str, list[dict[str, Any]]] | None = None  # only when the source is a file
+
+
+@dataclass
+class AllHeads:
+    family: str
+    dims: Dims
+    W_Q: Any  # [L, H, d_head, d_model]; K and V repeated over each kv group's query heads
+    W_K: Any
+    W_V: Any
+    W_O: Any  # [L, H, d_model, d_head]
+    b_Q: Any | None  # [L, H, d_head] or None
+    b_K: Any | None
+    b_V: Any | None
+    b_O: Any | None  # [L, d_model] or None
+    norm_in: Any | None  # [L, d_model]: effective scale of each layer's attention input norm (None: no input norm)
+    norm_in_bias: Any | None  # [L, d_model]: a LayerNorm's bias, None for RMSNorm
+    q_norm: Any | None  # [L, d_head] effective scale of a per-head query norm (Qwen3, Gemma 3) or None
+    k_norm: Any | None
+    rotary: bool
+    causal: bool
+    _source: _Source | None = field(default=None, repr=False)
+
+    def bytes(self, layer: int, head: int) -> dict[str, list[dict[str, Any]]] | None:
+        """Where head `head` of `layer` lies in the file (None when the source is a model in memory)."""
+        return _head_bytes(self._source, layer, head) if self._source is not None else None
+
+    @property
+    def kv_group(self) -> list[int]:
+        return [h // self.dims.group_size for h in range(self.dims.n_heads)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources: a checkpoint file or a model in memory, both seen as named tensors in Hugging Face layout
+
+
+@dataclass
+class _Source:
+    family: str
+    dims: Dims
+    shapes: dict[str, tuple[int, ...]]
+    by_layer: dict[int, list[tuple[str, str]]]  # layer → [(tensor name, level)]
+    read: Any  # name → tensor
+    entries: dict[str, Any] | None = None  # TensorEntry per name, for byte ranges (files only)
+
+
+def _source(src: Any) -> tuple[_Source, Any]:
+    """(source, checkpoint to close or None)."""
+    from glassbox.checkpoint import Checkpoint, open_checkpoint
+
+    if isinstance(src, (str, os.PathLike)):
+        ckpt = open_checkpoint(src)
+        return _from_checkpoint(ckpt), ckpt
+    if isinstance(src, Checkpoint):
+        return _from_checkpoint(src), None
+    model = getattr(src, "model", src)  # a run.Loaded, or a bare HF model
+    if hasattr(model, "state_dict") and hasattr(model, "config"):
+        return _from_model(model), None
+    raise TypeError(f"weights: cannot read heads from {type(src).__name__}")
+
+
+def _from_checkpoint(ckpt: Any) -> _Source:
+    from glassbox.anatomy.roles import detect_from_config, detect_from_names
+
+    family = detect_from_config(ckpt.config) or detect_from_names(list(ckpt.tensors))
+    if family is None or not ckpt.config:
+        raise BadInput("per-head weights need a known architecture and its config", ckpt.path)
+    dims = Dims.from_config(family, ckpt.config)
+    if dims is None:
+        raise BadInput("per-head weights need layers, heads and hidden size in the config", ckpt.path)
+    shapes = {n: tuple(e.shape) for n, e in ckpt.tensors.items()}
+    return _Source(family, dims, shapes, _group(family, shapes), ckpt.tensor, dict(ckpt.tensors))
+
+
+def _from_model(model: Any) -> _Source:
+    from glassbox.anatomy.roles import detect_from_config
+
+    config = model.config.to_dict()
+    family = detect_from_config(config)
+    dims = Dims.from_config(family, config) if family else None
+    if family is None or dims is None:
+        raise TypeError(f"weights: unsupported model type {config.get('model_type')!r}")
+    state = model.state_dict()
+    shapes = {n: tuple(t.shape) for n, t in state.items()}
+    return _Source(family, dims, shapes, _group(family, shapes), state.__getitem__)
+
+
+def _group(family: str, shapes: dict[str, tuple[int, ...]]) -> dict[int, list[tuple[str, str]]]:
+    out: dict[int, list[tuple[str, str]]] = {}
+    for name in shapes:
+        level, layer = classify(family, name)
+        if layer is not None and level.startswith("attention."):
+            out.setdefault(layer, []).append((name, level))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One layer's heads from the slices
+
+
+def _block(values: Any, s: HeadSlice, kind: str) -> Any:
+    """Head s's block in HF layout: Q/K/V as [d_head, d_model] (out × in), O as [d_model, d_head]."""
+    block = values[s.index(values.ndim)]
+    if block.ndim == 1:
+        return block
+    if kind == "o":
+        return block if s.axis == values.ndim - 1 else block.T
+    return block if s.axis == 0 else block.T  # GPT-2 Conv1D stores [in, out]: its heads are column blocks
+
+
+def _layer(src: _Source, layer: int) -> dict[str, Any]:
+    """{"q"|"k"|"v"|"o": {head: weight block}, "bq"|"bk"|"bv": {head: bias block}, "bo": bias or None}."""
+    import torch
+
+    if layer not in src.by_layer:
+        raise IndexError(f"layer {layer} out of range (the model has {src.dims.n_layers})")
+    out: dict[str, Any] = {k: {} for k in ("q", "k", "v", "o", "bq", "bk", "bv")}
+    out["bo"] = None
+    for name, level in src.by_layer[layer]:
+        slices = head_slices(src.family, name, src.shapes[name], src.dims)
+        if not slices:
+            if level == "attention.o" and len(src.shapes[name]) == 1:
+                out["bo"] = src.read(name).to(torch.float32)
+            continue
+        values = src.read(name).to(torch.float32)
+        bias = values.ndim == 1
+        for s in slices:
+            out[("b" if bias else "") + s.kind][s.head] = _block(values, s, s.kind)
+    return out
+
+
+def _check(src: _Source, parts: dict[str, Any], layer: int) -> None:
+    d = src.dims
+    for kind, count in (("q", d.n_heads), ("k", d.n_kv_heads), ("v", d.n_kv_heads), ("o", d.n_heads)):
+        if len(parts[kind]) != count:
+            raise ValueError(f"layer {layer}: found {len(parts[kind])} {kind} heads of {count}; the tensor "
+                             "shapes do not fit the config's heads")
+
+
+def head(src: Any, layer: int, head: int) -> HeadWeights:
+    """One head's W_Q, W_K, W_V (its kv group's), W_O and biases, float32 copies in HF layout."""
+    source, opened = _source(src)
+    try:
+        d = source.dims
+        if not 0 <= head < d.n_heads:
+            raise IndexError(f"head {head} out of range (the model has {d.n_heads} per layer)")
+        parts = _layer(source, layer)
+        _check(source, parts, layer)
+        g = head // d.group_size
+
+        def take(key: str, index: int) -> Any | None:
+            block = parts[key].get(index)
+            return None if block is None else block.detach().clone().contiguous()
+
+        return HeadWeights(
+            layer, head, g, take("q", head), take("k", g), take("v", g), take("o", head),
+            take("bq", head), take("bk", g), take("bv", g),
+            _head_bytes(source, layer, head) if source.entries is not None else None)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def all_heads(src: Any) -> AllHeads:
+    """Every head of every layer, stacked; K/V repeated so index [l, h] is query head h's kv group."""
+    source, opened = _source(src)
+    try:
+        d = source.dims
+        spec = registry.get(source.family)
+        idx = [h // d.group_size for h in range(d.n_heads)]
+        stacks: dict[str, list[Any]] = {k: [] for k in ("q", "k", "v", "o", "bq", "bk", "bv", "bo")}
+        for layer in range(d.n_layers):
+            parts = _layer(source, layer)
+            _check(source, parts, layer)
+            for key in ("q", "o", "bq"):
+                stacks[key].append(_stack([parts[key].get(h) for h in range(d.n_heads)]))
+            for key in ("k", "v", "bk", "bv"):
+                stacks[key].append(_stack([parts[key].get(g) for g in idx]))
+            stacks["bo"].append(parts["bo"])
+        final = {k: _stack(v) for k, v in stacks.items()}
+        norm_in, norm_bias = _norms(source, spec.attn_input_norm, d.n_layers, spec.norm_plus_one)
+        q_norm, _ = _norms(source, spec.q_norm, d.n_layers, spec.norm_plus_one)
+        k_norm, _ = _norms(source, spec.k_norm, d.n_layers, spec.norm_plus_one)
+        return AllHeads(
+            source.family, d, final["q"], final["k"], final["v"], final["o"], final["bq"], final["bk"],
+            final["bv"], final["bo"], norm_in, norm_bias, q_norm, k_norm, spec.rotary, spec.causal,
+            _source=_detach_source(source))
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _stack(blocks: list[Any]) -> Any | None:
+    import torch
+
+    if not blocks or any(b is None for b in blocks):
+        return None
+    return torch.stack([b.detach().to(torch.float32) for b in blocks]).clone()
+
+
+def _norms(src: _Source, module: str | None, n_layers: int, plus_one: bool) -> tuple[Any | None, Any | None]:
+    """Each layer's norm scale (and bias) for the norm module `module` (relative to the layer), or None."""
+    import torch
+
+    if module is None:
+        return None, None
+    scales, biases = [], []
+    for layer in range(n_layers):
+        names = {n.rsplit(".", 1)[1]: n for n, _ in src.by_layer.get(layer, ())
+                 if n.rsplit(".", 1)[0].endswith(f".{layer}.{module}")}
+        if "weight" not in names:
+            return None, None
+        w = src.read(names["weight"]).to(torch.float32)
+        scales.append(w + 1 if plus_one else w)
+        biases.append(src.read(names["bias"]).to(torch.float32) if "bias" in names else None)
+    bias = torch.stack(biases).clone() if all(b is not None for b in biases) else None
+    return torch.stack(scales).clone(), bias
+
+
+def _detach_source(src: _Source) -> _Source:
+    """Byte ranges need only names, shapes and entries: drop the reader (the file may be closed)."""
+    return _Source(src.family, src.dims, src.shapes, src.by_layer, None, src.entries)
+
+
+def _head_bytes(src: _Source, layer: int, head: int) -> dict[str, list[dict[str, Any]]] | None:
+    from glassbox.anatomy import head_bytes
+
+    if src.entries is None:
+        return None
+    g = head // src.dims.group_size
+    out: dict[str, list[dict[str, Any]]] = {"q": [], "k": [], "v": [], "o": []}
+    for name, _ in src.by_layer.get(layer, ()):
+        entry = src.entries[name]
+        for s in head_slices(src.family, name, src.shapes[name], src.dims):
+            if s.head == (head if s.kind in ("q", "o") else g):
+                run = head_bytes(entry, s)
+                out[s.kind].append({"tensor": name, "slice": s.slice_str(len(entry.shape)), **run})
+    return out
