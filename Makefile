@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(PY) -m glassbox demo
 
 test: $(STAMP)
+	$(PY) -c "import ray" 2>/dev/null || $(PIP) install -q -e '.[dev,ray]'
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
 

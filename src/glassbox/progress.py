@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,17 @@ def set_quiet(quiet: bool) -> None:
 def listen(fn: Callable[[str, int, int | None], None] | None) -> None:
     """Report this thread's progress to `fn` (None stops); used where no terminal shows a bar."""
     _listeners.fn = fn
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No bars inside: work run under another bar (a fanned-out item) must not start a second live display."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def enabled() -> bool:

@@ -74,24 +74,29 @@ def _ablated_second_copy_loss(model, probe, module, hs) -> float:
         handle.remove()
 
 
-def probe_checkpoints(run: Path, decl: dict, ablate: bool = True) -> list[dict]:
-    import torch
+class CheckpointProber:
+    """Builds the model, the probe batch and its masks once; then probes one checkpoint per call.
 
-    from glassbox.heads import masks
-    from glassbox.progress import track
-    from glassbox.train import checkpoints as ck
-    from glassbox.train.model import build_model
+    The unit the scale seam fans out (glassbox.scale.seam): one per worker, called with (step, path).
+    """
 
-    set_threads()
-    found = ck.list_checkpoints(run)
-    if not found:
-        raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
-    model = build_model(decl["model_config"], decl["attention_only"]).eval()
-    probe = probe_batch(model.config.vocab_size, decl["train"]["seq_len"])
-    role_masks = masks.masks(probe, ROLES)  # built once, scored on every checkpoint
-    outs = _head_out_modules(model, decl["architecture"], decl["model_config"]) if ablate else {}
-    entries = []
-    for step, path in track(found, "probing checkpoints"):
+    def __init__(self, decl: dict, ablate: bool = True):
+        from glassbox.heads import masks
+        from glassbox.train.model import build_model
+
+        set_threads()
+        self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
+        self.probe = probe_batch(self.model.config.vocab_size, decl["train"]["seq_len"])
+        self.role_masks = masks.masks(self.probe, ROLES)  # built once, scored on every checkpoint
+        self.outs = _head_out_modules(self.model, decl["architecture"], decl["model_config"]) if ablate else {}
+
+    def __call__(self, step: int, path: str | Path) -> dict:
+        import torch
+
+        from glassbox.heads import masks
+        from glassbox.train import checkpoints as ck
+
+        model, probe, role_masks, outs = self.model, self.probe, self.role_masks, self.outs
         meta = ck.load_weights(model, path)
         with torch.no_grad():
             out = model(probe, output_attentions=True)
@@ -115,9 +120,29 @@ def probe_checkpoints(run: Path, decl: dict, ablate: bool = True) -> list[dict]:
             loss = float(meta.get("loss", "nan"))
         except ValueError:
             loss = float("nan")
-        entries.append({"step": step, "loss": loss, "icl_score": first - second,
-                        "probe_loss_first_copy": first, "probe_loss_second_copy": second, "heads": heads})
-    return entries
+        return {"step": step, "loss": loss, "icl_score": first - second,
+                "probe_loss_first_copy": first, "probe_loss_second_copy": second, "heads": heads}
+
+
+def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) -> list[dict]:
+    """Every checkpoint probed, in step order, wherever `backend` (glassbox.scale.seam) says; each result is
+    saved under RUN/.glassbox-parts/ as it arrives, so an interrupted timeline resumes."""
+    from glassbox.scale import seam
+    from glassbox.train import checkpoints as ck
+
+    set_threads()
+    found = ck.list_checkpoints(run)
+    if not found:
+        raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
+    items = [seam.Item(f"step-{step:06d}", (step, str(path)), seam.file_stamp(path)) for step, path in found]
+    return seam.run_items(CheckpointProber, (decl, ablate), items, backend, _parts(run, decl, ablate),
+                          "probing checkpoints")
+
+
+def _parts(run: Path, decl: dict, ablate: bool):
+    from glassbox.scale import seam
+
+    return seam.Parts(run / ".glassbox-parts" / "timeline", {"version": VERSION, "ablate": ablate, "decl": decl})
 
 
 def detect_phase_changes(checkpoints: list[dict], metrics) -> tuple[list[dict], list[dict]]:
@@ -206,8 +231,10 @@ def why_this_head(checkpoints: list[dict], changes: list[dict], ledger, last_ste
     return out
 
 
-def analyze(run: str | Path, ablate: bool = True) -> dict[str, Any]:
-    """The timeline document of one run (the contract's keys plus details); also saved as timeline.json."""
+def analyze(run: str | Path, ablate: bool = True, backend=None) -> dict[str, Any]:
+    """The timeline document of one run (the contract's keys plus details); also saved as timeline.json.
+
+    `backend` (glassbox.scale.seam.Backend) says where the checkpoints are probed; the document is the same."""
     from glassbox.fileio import write_json
     from glassbox.train.store import read_table
 
@@ -216,7 +243,7 @@ def analyze(run: str | Path, ablate: bool = True) -> dict[str, Any]:
     cached = _cached(run, ablate)
     if cached is not None:
         return cached
-    checkpoints = probe_checkpoints(run, decl, ablate)
+    checkpoints = probe_checkpoints(run, decl, ablate, backend)
     metrics = read_table(run, "metrics")
     ledger = read_table(run, "ledger")
     changes, loss_changes = detect_phase_changes(checkpoints, metrics)
@@ -230,6 +257,7 @@ def analyze(run: str | Path, ablate: bool = True) -> dict[str, Any]:
     }
     doc = _finite(doc)
     write_json(run / "timeline.json", doc)
+    _parts(run, decl, ablate).clear()  # merged: the per-checkpoint parts are no longer needed
     return doc
 
 

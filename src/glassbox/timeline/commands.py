@@ -18,13 +18,18 @@ def register(app: typer.Typer) -> None:
                                          "compare.png next to the first run with --compare)."),
         no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG."),
         no_ablation: bool = typer.Option(False, "--no-ablation", help="Skip the per-head ablations (faster)."),
+        ray: str | None = typer.Option(None, "--ray", help="Probe the checkpoints on Ray: auto (this machine's "
+                                       "cluster, else a local instance) or ray://HOST:PORT. Same output."),
+        workers: int = typer.Option(1, "--workers", help="Local worker processes (without --ray)."),
     ) -> None:
         """The cheap atlas probes on every checkpoint, phase changes, why this head; plots (PNG)."""
+        from glassbox.scale import seam
         from glassbox.timeline import render as R
         from glassbox.timeline.analyze import analyze
         from glassbox.train.store import read_table
 
-        docs = [analyze(r, ablate=not no_ablation) for r in runs]
+        backend = seam.backend(ray, workers)
+        docs = [analyze(r, ablate=not no_ablation, backend=backend) for r in runs]
         plots: list[str] = []
         if not no_plot:
             from glassbox.timeline.plots import plot_runs
