@@ -36,8 +36,11 @@ COMMAND_MODULES = [
     "glassbox.demo",
     "glassbox.train.commands",
     "glassbox.timeline.commands",
+    "glassbox.scale.commands",
     "glassbox.lens.commands",
     "glassbox.overlay.commands",
+    "glassbox.web.commands",
+    "glassbox.report.commands",
 ]
 
 

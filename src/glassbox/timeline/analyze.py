@@ -134,7 +134,8 @@ def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) 
     found = ck.list_checkpoints(run)
     if not found:
         raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
-    items = [seam.Item(f"step-{step:06d}", (step, str(path)), seam.file_stamp(path)) for step, path in found]
+    items = [seam.Item(f"step-{step:06d}", (step, str(path.resolve())), seam.file_stamp(path))
+             for step, path in found]
     return seam.run_items(CheckpointProber, (decl, ablate), items, backend, _parts(run, decl, ablate),
                           "probing checkpoints")
 
