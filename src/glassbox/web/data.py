@@ -1,0 +1,301 @@
+"""The documents the views draw, from the existing contracts and library calls, cached where it pays.
+
+- `anatomy_doc(path)`: `anatomy.describe(...).to_json()` plus the formulas, file sizes and each tensor's module;
+- `cached_atlas(path)` / `compute_atlas(path)`: the `glassbox atlas` document, kept on disk under
+  `bundled.cache_dir()/web/atlas/<key>.json` (key: real path, size, mtime, seed), so an atlas computed once
+  opens at once; an atlas written into the file by `glassbox annotate` counts too;
+- `pattern(loaded, layer, head, text)`: one head's attention on a text (from the activation cache) and the
+  lens of its output (its direct contribution read through the final norm and the unembedding);
+- `ov_tokens(loaded, layer, head)`: what the head's OV circuit reads and writes (top singular direction);
+- `head_bytes(anatomy, layer, head)`: the head's Q/K/V/O slices with their byte runs (K/V by kv group);
+- `timeline_doc(run)`: `timeline.analyze` plus the write-share table of `glassbox writes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from glassbox import bundled
+
+ATLAS_SEED = 0
+MAX_TOKENS = 1024  # a typed text is cut here (the page says so): patterns are T² floats
+LENS_TOP = 3
+OV_TOP = 12
+
+# One lock for every forward: hooks are installed on the shared modules, so two at once would mix.
+model_lock = threading.RLock()
+_models: OrderedDict[str, Any] = OrderedDict()
+MAX_MODELS = 2  # loaded models kept in memory (SmolLM2 is ~0.6 GB as float32)
+
+
+def file_key(path: Path, extra: str = "") -> str:
+    """A cache key that changes when the file does: real path, size and mtime (of every file in a folder)."""
+    real = path.resolve()
+    parts = [str(real), extra]
+    files = sorted(p for p in real.rglob("*") if p.is_file()) if real.is_dir() else [real]
+    for f in files[:200]:
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
+def cache_folder(kind: str) -> Path:
+    folder = bundled.cache_dir() / "web" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def checkpoint_path(path: Path) -> Path:
+    """A run's last checkpoint stands for the run in the file map; anything else is itself."""
+    from glassbox.web.paths import is_run
+
+    if is_run(path):
+        steps = sorted((path / "checkpoints").glob("step-*.safetensors"))
+        if steps:
+            return steps[-1]
+    return path
+
+
+def anatomy_doc(path: Path) -> dict[str, Any]:
+    from glassbox.anatomy import describe
+    from glassbox.anatomy.render import FORMULAS
+    from glassbox.checkpoint import open_checkpoint
+
+    with open_checkpoint(checkpoint_path(path)) as ck:
+        doc = describe(ck).to_json()
+    files = sorted({t["file"] for t in doc["tensors"]})
+    doc["files"] = [{"file": f, "size": Path(f).stat().st_size} for f in files]
+    doc["formulas"] = FORMULAS
+    for t in doc["tensors"]:
+        t["module"] = t["name"].rsplit(".", 1)[0]
+    return doc
+
+
+def atlas_cache_file(path: Path) -> Path:
+    return cache_folder("atlas") / f"{file_key(path, f'seed={ATLAS_SEED}')}.json"
+
+
+def cached_atlas(path: Path, anatomy: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The atlas if one exists already: on disk in our cache, or written into the checkpoint by annotate."""
+    f = atlas_cache_file(path)
+    if f.exists():
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            f.unlink(missing_ok=True)  # a broken cache entry is recomputed, never shown
+    labels = (anatomy or {}).get("labels")
+    if isinstance(labels, dict) and isinstance(labels.get("heads"), list) and labels["heads"] \
+            and "scores" in labels["heads"][0]:
+        return labels
+    return None
+
+
+def store_atlas(path: Path, atlas: dict[str, Any]) -> Path:
+    """Put an atlas computed elsewhere (the demo) into the cache, so serve and report open it at once."""
+    from glassbox.fileio import write_json
+
+    f = atlas_cache_file(path)
+    write_json(f, atlas)
+    return f
+
+
+def load(path: Path, name: str | None = None) -> Any:
+    """A loaded model, kept in a small LRU. A bundled `name` loads by name (its GGUF cache and start-token
+    rule come with it); never a pickle: paths.resolve refused those already, and allow_pickle stays off."""
+    from glassbox.run import load_model
+
+    key = str(path.resolve())
+    with model_lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        spec = name if name and bundled.is_bundled_name(name) else str(checkpoint_path(path))
+        _models[key] = load_model(spec, allow_pickle=False)
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return _models[key]
+
+
+def is_loaded(path: Path) -> bool:
+    return str(path.resolve()) in _models
+
+
+def compute_atlas(path: Path, name: str | None = None) -> dict[str, Any]:
+    from glassbox.heads.atlas import Settings, build_atlas
+
+    loaded = load(path, name)
+    with model_lock:
+        atlas = build_atlas(loaded, Settings(seed=ATLAS_SEED))
+    store_atlas(path, atlas)
+    return atlas
+
+
+def tokenize(loaded: Any, text: str) -> list[int]:
+    """The text's token ids as the atlas reads text (with the model's start token); ids if no tokenizer."""
+    from glassbox.errors import BadInput
+    from glassbox.heads import data
+
+    if loaded.tokenizer is None:  # a checkpoint without a tokenizer: the user types token ids
+        try:
+            ids = [int(t) for t in text.replace(",", " ").split()]
+        except ValueError:
+            raise BadInput("this checkpoint has no tokenizer: type token ids separated by spaces") from None
+        vocab = loaded.model.get_input_embeddings().weight.shape[0]
+        if any(not 0 <= i < vocab for i in ids):
+            raise BadInput(f"token ids must be in 0..{vocab - 1}")
+        return ids
+    ids, _ = data._text_tokens(loaded, text)
+    return ids
+
+
+def token_strings(loaded: Any, ids: list[int]) -> list[str]:
+    if loaded.tokenizer is None:
+        return [str(i) for i in ids]
+    # a token that decodes to nothing (an id past a small vocab, a partial byte) is shown by its id
+    return [loaded.tokenizer.decode([i]) or f"<{i}>" for i in ids]
+
+
+def pattern(loaded: Any, layer: int, head: int, text: str) -> dict[str, Any]:
+    """One head's attention [q, k] on `text` from the activation cache, and the lens of its output."""
+    import torch
+
+    from glassbox.errors import BadInput
+    from glassbox.run import hooks, layout
+
+    if not (0 <= layer < loaded.n_layers and 0 <= head < loaded.n_heads):
+        raise BadInput(f"no head {layer}.{head} in this model ({loaded.n_layers} layers × {loaded.n_heads} heads)")
+    ids = tokenize(loaded, text)
+    cut = len(ids) > MAX_TOKENS
+    ids = ids[:MAX_TOKENS]
+    if len(ids) < 1:
+        raise BadInput("the text has no tokens")
+    names = [f"blocks.{layer}.attn.pattern"] + ([] if loaded.is_encoder else [f"blocks.{layer}.attn.head_out"])
+    with model_lock, torch.inference_mode():
+        _, cache = hooks.run_with_cache(loaded, torch.tensor([ids]), names=names)
+        pat = cache[f"blocks.{layer}.attn.pattern"][0, head].float().contiguous()  # [q, k]
+        lens: list[list[list[Any]]] = []
+        if not loaded.is_encoder:
+            out = cache[f"blocks.{layer}.attn.head_out"][0, :, head]  # [pos, d_model]: its direct write
+            norm = layout.final_norm(loaded.model, loaded.architecture)
+            logits = loaded.model.get_output_embeddings()(norm(out) if norm is not None else out)
+            top = logits.float().topk(LENS_TOP, dim=-1)
+            for vals, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                lens.append([[s, round(v, 3)] for s, v in zip(token_strings(loaded, idx), vals, strict=True)])
+    groups = _kv_groups(loaded)
+    return {"layer": layer, "head": head, "tokens": token_strings(loaded, ids), "ids": ids, "truncated": cut,
+            "kv_group": groups[head], "heads_in_group": [h for h in range(loaded.n_heads) if groups[h] == groups[head]],
+            "pattern": pat.numpy(), "lens": lens, "causal": not loaded.is_encoder}
+
+
+def _kv_groups(loaded: Any) -> list[int]:
+    cfg = loaded.config
+    n_kv = getattr(cfg, "num_key_value_heads", None) or loaded.n_heads
+    size = max(1, loaded.n_heads // n_kv)
+    return [h // size for h in range(loaded.n_heads)]
+
+
+def _head_weights(loaded: Any, layer: int, head: int) -> tuple[Any, Any]:
+    """(W_V [d_head, d_model], W_O [d_model, d_head]) of one head: glassbox.weights when present."""
+    try:
+        from glassbox import weights  # A's per-head accessor (issue 9)
+
+        hw = weights.head(loaded, layer, head)
+        return hw.W_V, hw.W_O
+    except ImportError:
+        from glassbox.heads.probes import value_weight
+        from glassbox.run.layout import o_weight
+
+        v = value_weight(loaded, layer)[head]  # [d, m]: the head's kv group's value rows
+        o = o_weight(loaded.model, loaded.architecture, layer)
+        o = o.reshape(o.shape[0], loaded.n_heads, -1)[:, head]  # [m, d]
+        return v, o
+
+
+def ov_tokens(loaded: Any, layer: int, head: int, top: int = OV_TOP) -> dict[str, Any]:
+    """The head's OV circuit W_O·W_V, by its strongest singular direction: which tokens (through the
+    embedding) it reads most along v₁, and which it writes most along u₁ (through the unembedding)."""
+    import torch
+
+    from glassbox.heads.probes import ov_readout
+
+    with model_lock, torch.inference_mode():
+        w_v, w_o = _head_weights(loaded, layer, head)
+        ov = w_o.float() @ w_v.float()  # [m, m]
+        u, s, vh = torch.linalg.svd(ov)
+        u1, v1 = u[:, 0], vh[0]
+        w_u, _ = ov_readout(loaded)  # [vocab, m]
+        w_e = loaded.model.get_input_embeddings().weight.detach().float()
+        reads = w_e @ v1
+        writes = w_u.float() @ u1
+        # the SVD's sign is arbitrary: orient so that the tokens read most positively are the reads
+        if reads.max() < -reads.min():
+            reads, writes = -reads, -writes
+        r, w = reads.topk(top), writes.topk(top)
+        share = float(s[0] ** 2 / (s**2).sum().clamp_min(1e-12))
+    return {"layer": layer, "head": head, "share_of_first_direction": round(share, 4),
+            "reads": [[t, round(v, 3)] for t, v in zip(token_strings(loaded, r.indices.tolist()), r.values.tolist(), strict=True)],
+            "writes": [[t, round(v, 3)] for t, v in zip(token_strings(loaded, w.indices.tolist()), w.values.tolist(), strict=True)]}
+
+
+def head_bytes(anatomy: dict[str, Any], layer: int, head: int) -> list[dict[str, Any]]:
+    """Every slice of one head in the file: its Q and O slices, and the K/V slices of its kv group."""
+    rows = [t for t in anatomy["tensors"] if t["layer"] == layer and t["heads"]]
+    group = head
+    for t in rows:
+        for h in t["heads"]:
+            if h["kind"] == "q" and h["head"] == head and h["kv_group"] is not None:
+                group = h["kv_group"]
+    out = []
+    for t in rows:
+        for h in t["heads"]:
+            want = group if h["kind"] in ("k", "v") else head
+            if h["head"] == want:
+                out.append({"tensor": t["name"], "module": t["module"], "level": t["level"], "kind": h["kind"],
+                            "kv_group": h["kv_group"], "slice": h["slice"], "dtype": t["dtype"],
+                            "shape": t["shape"], "file": t["file"], **h["bytes"]})
+    return out
+
+
+def timeline_doc(run: Path) -> dict[str, Any]:
+    """`glassbox timeline RUN --json` (its own cache makes a second call cheap) and `glassbox writes RUN`."""
+    from glassbox.timeline.analyze import analyze
+    from glassbox.timeline.writes import write_table
+
+    doc = analyze(run)
+    doc["writes"] = write_table(run)
+    try:
+        from glassbox.train.store import read_table
+
+        metrics = read_table(run, "metrics")
+        cols = [c for c in ("step", "loss") if c in metrics.column_names]
+        doc["metrics"] = {c: metrics.column(c).to_pylist() for c in cols}
+    except Exception:  # the loss curve is a nicety; the probes above already need the run to be whole
+        doc["metrics"] = {}
+    return doc
+
+
+def all_patterns(loaded: Any, text: str, lens_heads: set[tuple[int, int]]) -> dict[str, Any]:
+    """Every head's pattern on `text` from one cached forward (the report), and the lens of `lens_heads`."""
+    import torch
+
+    from glassbox.run import hooks, layout
+
+    ids = tokenize(loaded, text)[:MAX_TOKENS]
+    names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
+    with model_lock, torch.inference_mode():
+        _, cache = hooks.run_with_cache(loaded, torch.tensor([ids]), names=names)
+        patterns = {(la, he): cache[f"blocks.{la}.attn.pattern"][0, he].float().numpy()
+                    for la in range(loaded.n_layers) for he in range(loaded.n_heads)}
+        lens: dict[tuple[int, int], Any] = {}
+        norm = None if loaded.is_encoder else layout.final_norm(loaded.model, loaded.architecture)
+        for la, he in sorted(lens_heads) if not loaded.is_encoder else []:
+            out = cache[f"blocks.{la}.attn.head_out"][0, :, he]
+            top = loaded.model.get_output_embeddings()(norm(out) if norm is not None else out).float().topk(LENS_TOP, -1)
+            lens[(la, he)] = [[[s, round(v, 3)] for s, v in zip(token_strings(loaded, i), vals, strict=True)]
+                              for vals, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    return {"tokens": token_strings(loaded, ids), "patterns": patterns, "lens": lens}

@@ -1,0 +1,681 @@
+/* glassbox: the page of `glassbox serve` and of `glassbox report` (the same code, inlined there).
+   Hand-written, no library. Data come from the JSON API (mode "api") or from the deflated JSON the
+   report embeds (mode "report"). Text from models and files is only ever set with textContent.
+   Big grids (atlas, attention patterns, byte maps) are canvases with one colour lookup table. */
+(function () {
+  'use strict';
+  const CONF = JSON.parse(document.getElementById('glassbox-config').textContent);
+  const REPORT = CONF.mode === 'report';
+  const DEFAULT_TEXT = CONF.sample_text ||
+    'When Mary and John went to the store, John gave a drink to Mary. When Mary and John went to the store, John gave a drink to Mary.';
+  let PAYLOAD = null; // report data
+  const S = { src: null, view: 'map', tensor: null, head: null, role: null, text: DEFAULT_TEXT };
+  const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {} };
+  window.glassbox = { state: S, cache: cache, last: {} }; // read by the browser tests
+
+  // ---------- small DOM helpers (textContent only) ----------
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const kid of kids.flat()) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      el.appendChild(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return el;
+  }
+  const fmt = (x, d = 3) => (x === null || x === undefined || Number.isNaN(x)) ? '–' : (typeof x === 'number' ? (Math.abs(x) >= 1e4 ? x.toLocaleString('en') : (+x.toFixed(d)).toString()) : String(x));
+  const signed = (x, d = 3) => (x === null || x === undefined) ? '–' : (x >= 0 ? '+' : '') + (+x.toFixed(d));
+  const bytes = (n) => n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + ' MiB' : n >= 1024 ? (n / 1024).toFixed(1) + ' KiB' : n + ' B';
+  const visible = (t) => t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥');
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // ---------- colour: viridis LUT (sequential), PuOr-like diverging ----------
+  const VIRIDIS = ['#440154', '#482878', '#3e4989', '#31688e', '#26828e', '#1f9e89', '#35b779', '#6ece58', '#b5de2b', '#fde725'];
+  function lut(stops) {
+    const rgb = stops.map((c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16)));
+    const out = new Uint8Array(256 * 3);
+    for (let i = 0; i < 256; i++) {
+      const x = i / 255 * (rgb.length - 1), j = Math.min(Math.floor(x), rgb.length - 2), f = x - j;
+      for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.round(rgb[j][c] * (1 - f) + rgb[j + 1][c] * f);
+    }
+    return out;
+  }
+  const SEQ = lut(VIRIDIS);
+  const DIV = lut(['#2d004b', '#8073ac', '#d8daeb', '#f7f7f7', '#fee0b6', '#e08214', '#7f3b08']);
+  function colour(v, table = SEQ) {
+    const i = Math.max(0, Math.min(255, Math.round(v * 255)));
+    return `rgb(${table[i * 3]},${table[i * 3 + 1]},${table[i * 3 + 2]})`;
+  }
+  const LEVEL_COLOURS = { // Okabe-Ito
+    'embedding': '#E69F00', 'position_embedding': '#F0E442', 'attention.q': '#0072B2', 'attention.k': '#56B4E9',
+    'attention.v': '#009E73', 'attention.o': '#CC79A7', 'attention.qkv': '#0072B2', 'attention.qk_norm': '#999999',
+    'attention.norm': '#bbbbbb', 'mlp.in': '#D55E00', 'mlp.gate': '#e8a27a', 'mlp.out': '#8c3b00', 'mlp.norm': '#bbbbbb',
+    'final_norm': '#bbbbbb', 'unembedding': '#E69F00', 'buffer': '#eeeeee', 'unknown': '#dddddd',
+  };
+  const KIND_COLOURS = { q: '#0072B2', k: '#56B4E9', v: '#009E73', o: '#CC79A7' };
+
+  // ---------- data access: API or embedded report ----------
+  async function api(path, opts) {
+    const r = await fetch(path, opts);
+    const body = await r.json().catch(() => ({ error: r.statusText }));
+    if (!r.ok && r.status !== 202) throw new Error(body.error || r.statusText);
+    return { status: r.status, body };
+  }
+  async function waitJob(job) {
+    while (job && (job.state === 'queued' || job.state === 'running')) {
+      const tot = job.total ? ` ${job.done}/${job.total}` : '';
+      status(`${job.title}: ${job.step || job.state}${tot} (${job.elapsed_s}s)`, job.total ? job.done / job.total : null);
+      await sleep(400);
+      job = (await api('/api/jobs/' + job.id)).body;
+    }
+    status('');
+    if (job && job.state === 'error') throw new Error(job.error);
+  }
+  const enc = encodeURIComponent;
+  const Data = {
+    src(src) { return PAYLOAD.sources.find((s) => s.src === src); },
+    async sources() {
+      if (REPORT) return { sources: PAYLOAD.sources.map((s) => ({ src: s.src, kind: s.kind })), bundled: [] };
+      return (await api('/api/sources')).body;
+    },
+    async anatomy(src) {
+      if (!cache.anatomy[src]) cache.anatomy[src] = REPORT ? this.src(src).anatomy : (await api('/api/anatomy?src=' + enc(src))).body;
+      return cache.anatomy[src];
+    },
+    async atlas(src, compute) {
+      if (cache.atlas[src]) return cache.atlas[src];
+      if (REPORT) return (cache.atlas[src] = this.src(src).atlas || null);
+      let r = (await api('/api/atlas?src=' + enc(src))).body;
+      if (!r.atlas && (r.job || compute)) {
+        const job = r.job || (await api('/api/atlas?src=' + enc(src), { method: 'POST' })).body.job;
+        await waitJob(job);
+        r = (await api('/api/atlas?src=' + enc(src))).body;
+      }
+      return (cache.atlas[src] = r.atlas || null);
+    },
+    async pattern(src, layer, head, text) {
+      if (REPORT) {
+        const s = this.src(src).sample;
+        if (!s || !s.patterns[layer + '.' + head]) return null;
+        const T = s.tokens.length, raw = atob(s.patterns[layer + '.' + head]);
+        const pat = new Float32Array(T * T);
+        for (let i = 0; i < T * T; i++) pat[i] = raw.charCodeAt(i) / 255;
+        return { tokens: s.tokens, shape: [T, T], pattern: pat, lens: (s.lens || {})[layer + '.' + head] || [],
+          kv_group: s.kv_groups[head], heads_in_group: s.kv_groups.map((g, i) => g === s.kv_groups[head] ? i : -1).filter((i) => i >= 0),
+          quantized: true, text: s.text, causal: s.causal };
+      }
+      const body = JSON.stringify({ src, layer, head, text });
+      for (;;) {
+        const r = await api('/api/pattern', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        if (r.status === 202) { await waitJob(r.body.job); continue; }
+        const raw = atob(r.body.pattern_f32), buf = new Uint8Array(raw.length);
+        for (let i = 0; i < raw.length; i++) buf[i] = raw.charCodeAt(i);
+        r.body.pattern = new Float32Array(buf.buffer);
+        return r.body;
+      }
+    },
+    async ov(src, layer, head) {
+      const key = src + '|' + layer + '.' + head;
+      if (key in cache.ov) return cache.ov[key];
+      if (REPORT) return (cache.ov[key] = (this.src(src).ov || {})[layer + '.' + head] || null);
+      for (;;) {
+        const r = await api(`/api/ov?src=${enc(src)}&layer=${layer}&head=${head}`);
+        if (r.status === 202) { await waitJob(r.body.job); continue; }
+        return (cache.ov[key] = r.body);
+      }
+    },
+    async timeline(src) {
+      if (cache.timeline[src]) return cache.timeline[src];
+      if (REPORT) return (cache.timeline[src] = this.src(src).timeline || null);
+      for (;;) {
+        const r = await api('/api/timeline?src=' + enc(src));
+        if (r.status === 202) { await waitJob(r.body.job); continue; }
+        return (cache.timeline[src] = r.body.timeline);
+      }
+    },
+  };
+
+  // ---------- state in the URL hash ----------
+  function readHash() {
+    const p = new URLSearchParams(location.hash.slice(1));
+    for (const k of ['src', 'view', 'tensor', 'head', 'role']) if (p.get(k)) S[k] = p.get(k);
+  }
+  function writeHash() {
+    const p = new URLSearchParams();
+    for (const k of ['src', 'view', 'tensor', 'head', 'role']) if (S[k]) p.set(k, S[k]);
+    history.replaceState(null, '', '#' + p.toString());
+  }
+  const headOf = () => S.head ? S.head.split('.').map(Number) : null;
+
+  // ---------- frame ----------
+  const root = document.getElementById('app');
+  let statusEl, mainEl, tabsEl, srcSel, tipEl, barEl;
+  function status(text, frac) {
+    statusEl.textContent = text;
+    barEl.style.width = frac === null || frac === undefined ? (text ? '100%' : '0') : (100 * frac).toFixed(0) + '%';
+    barEl.className = frac === null || frac === undefined ? 'bar indeterminate' : 'bar';
+  }
+  function tip(ev, lines) {
+    if (!lines) { tipEl.style.display = 'none'; return; }
+    tipEl.replaceChildren(...lines.map((l) => h('div', {}, l)));
+    tipEl.style.display = 'block';
+    const x = Math.min(ev.clientX + 14, window.innerWidth - tipEl.offsetWidth - 8);
+    tipEl.style.left = x + 'px'; tipEl.style.top = (ev.clientY + 14) + 'px';
+  }
+  function fail(err) { status(''); mainEl.replaceChildren(h('div', { class: 'error', role: 'alert' }, 'error: ' + err.message)); }
+
+  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', timeline: 'Timeline' };
+  async function boot() {
+    if (REPORT) {
+      const raw = atob(document.getElementById('glassbox-data').textContent.trim());
+      const buf = new Uint8Array(raw.length);
+      for (let i = 0; i < raw.length; i++) buf[i] = raw.charCodeAt(i);
+      const stream = new Blob([buf]).stream().pipeThrough(new DecompressionStream('deflate'));
+      PAYLOAD = JSON.parse(await new Response(stream).text());
+    }
+    srcSel = h('select', { id: 'src', 'aria-label': 'model or run', onchange: () => { S.src = srcSel.value; S.tensor = null; S.head = null; render(); } });
+    tabsEl = h('nav', { class: 'tabs', role: 'tablist' });
+    statusEl = h('span', { class: 'status', role: 'status' });
+    barEl = h('div', { class: 'bar' });
+    tipEl = h('div', { class: 'tip', role: 'tooltip' });
+    mainEl = h('main', { id: 'main' });
+    const head = h('header', {}, h('b', { class: 'logo' }, 'glassbox'), srcSel, tabsEl,
+      REPORT ? h('span', { class: 'badge' }, 'offline report') : h('a', { href: '/api/openapi.json', class: 'api' }, 'API schema'),
+      h('div', { class: 'progress' }, barEl), statusEl);
+    root.replaceChildren(head, mainEl, tipEl);
+    readHash();
+    try {
+      const srcs = await Data.sources();
+      const names = srcs.sources.filter((s) => s.kind !== 'missing').map((s) => s.src);
+      for (const b of srcs.bundled || []) if (!names.includes(b)) names.push(b);
+      window.glassbox.sources = srcs;
+      for (const n of names) {
+        const kind = (srcs.sources.find((s) => s.src === n) || { kind: 'model' }).kind;
+        srcSel.appendChild(h('option', { value: n, title: n }, label(n) + (kind === 'run' ? ' (run)' : '')));
+      }
+      if (!S.src || !names.includes(S.src)) S.src = names[0];
+      srcSel.value = S.src;
+    } catch (e) { fail(e); return; }
+    window.addEventListener('hashchange', () => { readHash(); render(); });
+    render();
+  }
+
+  function label(src) { return src.replace(/\/+$/, '').split('/').pop(); }
+  function kindOf(src) {
+    const s = (window.glassbox.sources.sources || []).find((x) => x.src === src);
+    return s ? s.kind : 'model';
+  }
+
+  let renderSeq = 0;
+  async function render() {
+    const seq = ++renderSeq;
+    const views = kindOf(S.src) === 'run' ? ['map', 'timeline'] : ['map', 'atlas', 'head'];
+    if (!views.includes(S.view)) S.view = views[0];
+    tabsEl.replaceChildren(...views.map((v) => h('button', { role: 'tab', 'aria-selected': S.view === v ? 'true' : 'false', 'data-view': v,
+      class: S.view === v ? 'on' : '', onclick: () => { S.view = v; render(); } }, VIEWS[v])));
+    writeHash();
+    mainEl.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
+    try {
+      const t0 = performance.now();
+      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, timeline: viewTimeline })[S.view]();
+      if (seq !== renderSeq) return;
+      mainEl.replaceChildren(el);
+      window.glassbox.last.render_ms = performance.now() - t0;
+      document.body.dataset.ready = S.view;
+    } catch (e) { if (seq === renderSeq) fail(e); }
+  }
+
+  // ---------- File map ----------
+  function headSlices(an, layer, head) {
+    const rows = an.tensors.filter((t) => t.layer === layer && t.heads.length);
+    let group = head;
+    for (const t of rows) for (const x of t.heads) if (x.kind === 'q' && x.head === head && x.kv_group !== null) group = x.kv_group;
+    const out = [];
+    for (const t of rows) for (const x of t.heads) {
+      if (x.head === ((x.kind === 'k' || x.kind === 'v') ? group : head)) out.push(Object.assign({ tensor: t.name, module: t.module, level: t.level, kind: x.kind, kv_group: x.kv_group, slice: x.slice, shape: t.shape, dtype: t.dtype, file: t.file }, x.bytes));
+    }
+    return { group, slices: out };
+  }
+  function configLine(an) {
+    const c = an.config || {}, d = an.dims || {};
+    const keys = ['num_attention_heads', 'n_head', 'num_key_value_heads', 'head_dim', 'hidden_size', 'n_embd', 'num_hidden_layers', 'n_layer'];
+    const parts = keys.filter((k) => k in c).map((k) => `${k}: ${c[k]}`);
+    if (!('head_dim' in c) && d.head_dim) parts.push(`head_dim = ${d.d_model} / ${d.n_heads} = ${d.head_dim}`);
+    return parts.join(', ');
+  }
+
+  async function viewMap() {
+    const an = await Data.anatomy(S.src);
+    window.glassbox.anatomy = an;
+    const wrap = h('section', { class: 'map' });
+    const total = an.files.reduce((a, f) => a + f.size, 0);
+    wrap.appendChild(h('h2', {}, `${an.path.split('/').pop()} — ${an.format}, ${an.architecture}, ${an.n_parameters.toLocaleString('en')} parameters, ${bytes(total)}`));
+    if (an.warnings.length) wrap.appendChild(h('ul', { class: 'warn' }, an.warnings.map((w) => h('li', {}, w))));
+    // the strip: every byte of every file, tensors as blocks coloured by level
+    const strip = h('canvas', { id: 'bytestrip', height: 56, 'aria-label': 'byte map of the file' });
+    const zoom = h('canvas', { id: 'headstrip', height: 70, 'aria-label': 'byte map around the selected head' });
+    const detail = h('div', { class: 'detail' });
+    wrap.appendChild(h('div', { class: 'stripwrap' }, strip));
+    wrap.appendChild(legend(an));
+    // head picker: layer × head
+    const d = an.dims || {};
+    const layerSel = h('select', { id: 'pick-layer', 'aria-label': 'layer' }, Array.from({ length: d.n_layers || 0 }, (_, i) => h('option', { value: i }, 'layer ' + i)));
+    const headSel = h('select', { id: 'pick-head', 'aria-label': 'head' }, Array.from({ length: d.n_heads || 0 }, (_, i) => h('option', { value: i }, 'head ' + i)));
+    const hh = headOf();
+    if (hh) { layerSel.value = hh[0]; headSel.value = hh[1]; }
+    const pick = () => { S.head = layerSel.value + '.' + headSel.value; writeHash(); showHead(); };
+    layerSel.onchange = pick; headSel.onchange = pick;
+    if (d.n_heads) wrap.appendChild(h('div', { class: 'picker' }, 'Head: ', layerSel, headSel, h('button', { id: 'show-head', onclick: pick }, 'show its bytes')));
+    wrap.appendChild(h('div', { class: 'stripwrap' }, zoom));
+    wrap.appendChild(detail);
+    // tensors as blocks, one row per level
+    const byLevel = {};
+    for (const t of an.tensors) (byLevel[t.level] = byLevel[t.level] || []).push(t);
+    const blocks = h('div', { class: 'blocks' });
+    const maxBytes = Math.max(...an.tensors.map((t) => t.nbytes));
+    for (const [level, ts] of Object.entries(byLevel)) {
+      blocks.appendChild(h('div', { class: 'level' }, h('span', { class: 'lname' }, `${level} (${ts.length})`),
+        h('span', { class: 'lblocks' }, ts.map((t) => h('button', {
+          class: 'tblock' + (S.tensor === t.name ? ' sel' : ''), 'data-tensor': t.name, title: t.name,
+          style: `background:${LEVEL_COLOURS[t.level] || '#ccc'};width:${6 + Math.round(22 * Math.sqrt(t.nbytes / maxBytes))}px`,
+          onclick: () => { S.tensor = t.name; writeHash(); showTensor(); drawStrip(); markBlocks(); },
+        }, t.layer === null ? '' : String(t.layer))))));
+    }
+    wrap.appendChild(h('h3', {}, 'Tensors by level (block width ∝ √bytes, label = layer)'));
+    wrap.appendChild(blocks);
+    function markBlocks() { for (const b of blocks.querySelectorAll('.tblock')) b.classList.toggle('sel', b.dataset.tensor === S.tensor); }
+
+    const files = an.files.map((f) => f.file);
+    let start = 0; const fileStart = {};
+    for (const f of an.files) { fileStart[f.file] = start; start += f.size; }
+    const X = (file, off, W) => (fileStart[file] + off) / total * W;
+    function drawStrip() {
+      const W = strip.width = strip.clientWidth || 900;
+      const g = strip.getContext('2d');
+      g.fillStyle = '#f4f4f4'; g.fillRect(0, 0, W, 56);
+      for (const t of an.tensors) {
+        g.fillStyle = LEVEL_COLOURS[t.level] || '#ccc';
+        const x0 = X(t.file, t.offset, W), x1 = X(t.file, t.offset + t.nbytes, W);
+        g.fillRect(x0, 8, Math.max(1, x1 - x0), 40);
+      }
+      const sel = an.tensors.find((t) => t.name === S.tensor);
+      if (sel) { g.strokeStyle = '#000'; g.lineWidth = 2; const x0 = X(sel.file, sel.offset, W); g.strokeRect(x0, 4, Math.max(2, X(sel.file, sel.offset + sel.nbytes, W) - x0), 48); }
+      if (files.length > 1) { g.fillStyle = '#000'; for (const f of files) g.fillRect(X(f, 0, W), 0, 1, 56); }
+    }
+    function tensorAt(ev) {
+      const r = strip.getBoundingClientRect(), pos = (ev.clientX - r.left) / r.width * total;
+      return an.tensors.find((t) => { const a = fileStart[t.file] + t.offset; return pos >= a && pos < a + Math.max(t.nbytes, total / r.width); });
+    }
+    strip.onmousemove = (ev) => { const t = tensorAt(ev); tip(ev, t ? [t.name, `${t.level} · ${t.dtype} · [${t.shape.join('×')}]`, `bytes ${t.offset.toLocaleString('en')} + ${t.nbytes.toLocaleString('en')}`] : null); };
+    strip.onmouseleave = () => tip();
+    strip.onclick = (ev) => { const t = tensorAt(ev); if (t) { S.tensor = t.name; writeHash(); showTensor(); drawStrip(); markBlocks(); } };
+
+    function formula(t) { return (an.formulas[t.level] || '').replace('{W}', t.name); }
+    function showTensor() {
+      const t = an.tensors.find((x) => x.name === S.tensor);
+      if (!t) return;
+      const box = h('div', { class: 'card', id: 'tensor-card' },
+        h('h3', {}, t.name),
+        h('table', { class: 'kv' }, [['level', t.level], ['layer', t.layer === null ? '–' : t.layer], ['module', t.module],
+          ['shape', '[' + t.shape.join(', ') + ']'], ['dtype / quantization', t.dtype], ['file', t.file.split('/').pop()],
+          ['offset', t.offset.toLocaleString('en')], ['bytes', t.nbytes.toLocaleString('en') + ' (' + bytes(t.nbytes) + ')'],
+          ['formula', formula(t)]].map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', { 'data-key': k }, String(v))))),
+        t.heads.length ? h('div', { class: 'chips' }, 'heads: ', t.heads.map((x) => h('button', { class: 'chip', style: `border-color:${KIND_COLOURS[x.kind]}`,
+          onclick: () => { const q = x.kind === 'k' || x.kind === 'v' ? firstQueryOf(x.head) : x.head; S.head = t.layer + '.' + q; layerSel.value = t.layer; headSel.value = q; writeHash(); showHead(); } },
+          `${x.kind}${x.head}${x.kv_group !== null && x.kind === 'q' ? ' g' + x.kv_group : ''}`))) : null);
+      const old = detail.querySelector('#tensor-card');
+      if (old) old.replaceWith(box); else detail.prepend(box);
+    }
+    function firstQueryOf(group) {
+      const g = (an.dims || {}).group_size || 1; return group * g;
+    }
+    function showHead() {
+      const [layer, head] = headOf();
+      const { group, slices } = headSlices(an, layer, head);
+      window.glassbox.last.slices = slices;
+      // zoomed strip: from the first to the last byte of the tensors this head lives in
+      const names = [...new Set(slices.map((s) => s.tensor))];
+      const ts = an.tensors.filter((t) => names.includes(t.name));
+      const lo = Math.min(...ts.map((t) => fileStart[t.file] + t.offset)), hi = Math.max(...ts.map((t) => fileStart[t.file] + t.offset + t.nbytes));
+      const W = zoom.width = zoom.clientWidth || 900, span = Math.max(1, hi - lo);
+      const g = zoom.getContext('2d');
+      g.fillStyle = '#fff'; g.fillRect(0, 0, W, 70);
+      g.font = '11px system-ui, sans-serif';
+      for (const t of ts) {
+        const x0 = (fileStart[t.file] + t.offset - lo) / span * W, w = t.nbytes / span * W;
+        g.fillStyle = '#e6e6e6'; g.fillRect(x0, 18, w, 34);
+        g.fillStyle = '#555'; g.fillText(t.name.split('.').slice(-2).join('.'), x0 + 2, 64, Math.max(10, w - 4));
+      }
+      for (const s of slices) { // a contiguous block, or a comb of `count` runs `stride` apart
+        g.fillStyle = KIND_COLOURS[s.kind];
+        const base = fileStart[s.file] - lo;
+        for (let i = 0; i < s.count; i++) {
+          const x0 = (base + s.offset + i * (s.stride || 0)) / span * W;
+          g.fillRect(x0, 18, Math.max(1, s.length / span * W), 34);
+        }
+      }
+      g.fillStyle = '#000'; g.fillText(`bytes ${lo.toLocaleString('en')} … ${hi.toLocaleString('en')} (${bytes(span)}): head ${layer}.${head} in colour`, 2, 12);
+      const card = h('div', { class: 'card', id: 'head-card' },
+        h('h3', {}, `Head ${layer}.${head}` + (slices.some((s) => s.kind === 'k') ? ` — kv group ${group}` : '')),
+        h('p', { class: 'path', id: 'path-line' }, pathLine(an, layer, head, slices)),
+        h('table', { class: 'grid', id: 'slice-table' },
+          h('tr', {}, ['kind', 'tensor', 'slice', 'kv group', 'offset', 'length', 'stride', 'count'].map((c) => h('th', {}, c))),
+          slices.map((s) => h('tr', { 'data-kind': s.kind }, h('td', {}, h('span', { class: 'dot', style: `background:${KIND_COLOURS[s.kind]}` }), s.kind),
+            h('td', {}, s.tensor), h('td', {}, s.slice), h('td', {}, s.kv_group === null ? '–' : s.kv_group),
+            h('td', { class: 'num', 'data-offset': s.offset }, s.offset.toLocaleString('en')), h('td', { class: 'num' }, s.length.toLocaleString('en')),
+            h('td', { class: 'num' }, s.stride === null ? '–' : s.stride.toLocaleString('en')), h('td', { class: 'num' }, s.count)))),
+        slices.map((s) => h('div', { class: 'formula' }, `${s.kind}: ${(an.formulas[s.level] || '').replace('{W}', s.tensor)}   ⟶   ${s.tensor}${s.slice}`)),
+        kindOf(S.src) !== 'run' ? h('p', {}, h('a', { href: '#', onclick: (e) => { e.preventDefault(); S.view = 'head'; render(); } }, 'open the head page →')) : null);
+      const old = detail.querySelector('#head-card');
+      if (old) old.replaceWith(card); else detail.appendChild(card);
+    }
+    requestAnimationFrame(() => { drawStrip(); if (S.tensor) showTensor(); if (S.head && d.n_heads) showHead(); });
+    return wrap;
+  }
+  function pathLine(an, layer, head, slices) {
+    const q = slices.find((s) => s.kind === 'q') || slices[0];
+    if (!q) return 'this head has no slices in the file';
+    const [lo, hi] = q.slice.replace(/[[\]]/g, '').split(',')[0].split(':').map(Number);
+    return `config (${configLine(an)}) → module ${q.module} → tensor ${q.tensor} [${q.shape.join('×')}] → head ${layer}.${head} = rows ${lo}:${hi} ${q.slice} → bytes ${q.offset.toLocaleString('en')}…${(q.offset + q.length * q.count + (q.stride ? q.stride * (q.count - 1) - q.length * (q.count - 1) : 0)).toLocaleString('en')}`;
+  }
+  function legend(an) {
+    return h('div', { class: 'legend' }, an.levels.map((l) => h('span', { class: 'lg' }, h('span', { class: 'dot', style: `background:${LEVEL_COLOURS[l.level] || '#ccc'}` }), `${l.level} ${l.tensors}`)));
+  }
+
+  // ---------- Atlas ----------
+  const EXTRA = ['copying_act'];
+  function roleNames(atlas) { return atlas.heads.length ? Object.keys(atlas.heads[0].scores).filter((n) => !EXTRA.includes(n)) : []; }
+  function kvGroups(an, nHeads) {
+    const d = (an && an.dims) || {}, g = d.group_size || 1;
+    return Array.from({ length: nHeads }, (_, i) => Math.floor(i / g));
+  }
+
+  async function viewAtlas() {
+    const an = await Data.anatomy(S.src).catch(() => null);
+    let atlas = await Data.atlas(S.src, false);
+    const wrap = h('section', { class: 'atlas' });
+    if (!atlas) {
+      if (REPORT) return h('p', {}, 'This report has no atlas for this model.');
+      wrap.appendChild(h('p', {}, 'No atlas is cached for this model yet. Computing one runs the probes and the ablations (minutes for SmolLM2).'));
+      wrap.appendChild(h('button', { id: 'compute-atlas', onclick: async () => { try { await Data.atlas(S.src, true); render(); } catch (e) { fail(e); } } }, 'Compute the atlas'));
+      return wrap;
+    }
+    window.glassbox.atlas = atlas;
+    const t0 = performance.now();
+    const roles = roleNames(atlas);
+    if (!S.role || !roles.includes(S.role)) S.role = roles.includes('induction') ? 'induction' : roles[0];
+    const L = atlas.n_layers, H = atlas.n_heads;
+    const groups = kvGroups(an, H), grouped = new Set(groups).size < H;
+    const byLH = new Map(atlas.heads.map((x) => [x.layer * H + x.head, x]));
+    const roleBar = h('div', { class: 'roles', role: 'radiogroup' }, roles.map((r) => {
+      const n = atlas.heads.filter((x) => x.roles.some((y) => y.role === r && y.validated)).length;
+      return h('button', { class: r === S.role ? 'on' : '', 'data-role': r, onclick: () => { S.role = r; writeHash(); draw(); for (const b of roleBar.children) b.classList.toggle('on', b.dataset.role === r); } }, r + (n ? ` ✓${n}` : ''));
+    }));
+    const cell = Math.max(12, Math.min(34, Math.floor(520 / Math.max(H, 1)), Math.floor(640 / Math.max(L, 1))));
+    const left = 34, top = 22, bottom = grouped ? 28 : 8;
+    const cv = h('canvas', { id: 'heatmap', width: left + H * cell + 4, height: top + L * cell + bottom, 'aria-label': 'layers by heads heatmap' });
+    const panel = h('div', { class: 'side', id: 'head-panel' }, h('p', { class: 'muted' }, 'Click a head.'));
+    const scaleBar = h('canvas', { width: 200, height: 12 });
+    wrap.appendChild(h('h2', {}, `Atlas of ${atlas.model}: ${L} layers × ${H} heads` + (grouped ? `, ${new Set(groups).size} kv groups` : '')));
+    wrap.appendChild(roleBar);
+    wrap.appendChild(h('div', { class: 'atlasrow' }, h('div', {}, cv,
+      h('div', { class: 'scale' }, '0 ', scaleBar, ' 1 score · ', h('span', { class: 'mark' }, '●'), ' validated · ', h('span', { class: 'mark' }, '○'), ' role, not validated')), panel));
+    wrap.appendChild(h('p', { class: 'muted small' }, atlas.validation || ''));
+    function roleOf(x) { return x.roles.find((y) => y.role === S.role); }
+    function draw() {
+      const g = cv.getContext('2d');
+      g.fillStyle = '#fff'; g.fillRect(0, 0, cv.width, cv.height);
+      g.font = '10px system-ui, sans-serif'; g.fillStyle = '#333'; g.textAlign = 'right';
+      for (let l = 0; l < L; l++) if (cell >= 12 || l % 5 === 0) g.fillText(String(l), left - 4, top + l * cell + cell / 2 + 3);
+      g.textAlign = 'center';
+      for (let k = 0; k < H; k++) g.fillText(String(k), left + k * cell + cell / 2, top - 6);
+      for (let l = 0; l < L; l++) for (let k = 0; k < H; k++) {
+        const x = byLH.get(l * H + k); if (!x) continue;
+        const v = x.scores[S.role];
+        g.fillStyle = v === undefined || v === null ? '#ddd' : colour(v);
+        g.fillRect(left + k * cell, top + l * cell, cell - 1, cell - 1);
+        const r = roleOf(x);
+        if (r) {
+          const cx = left + k * cell + cell / 2 - 0.5, cy = top + l * cell + cell / 2 - 0.5;
+          g.beginPath(); g.arc(cx, cy, cell * 0.22, 0, 2 * Math.PI);
+          g.lineWidth = 2; g.strokeStyle = v > 0.6 ? '#000' : '#fff';
+          if (r.validated) { g.fillStyle = g.strokeStyle; g.fill(); } else g.stroke();
+        }
+      }
+      const sel = headOf();
+      if (sel && sel[0] < L && sel[1] < H) { g.strokeStyle = '#e00'; g.lineWidth = 2; g.strokeRect(left + sel[1] * cell - 1, top + sel[0] * cell - 1, cell + 1, cell + 1); }
+      if (grouped) { // brackets under the heads of each kv group
+        g.strokeStyle = '#555'; g.lineWidth = 1; g.fillStyle = '#333';
+        for (const grp of new Set(groups)) {
+          const hs = groups.map((x, i) => x === grp ? i : -1).filter((i) => i >= 0);
+          const x0 = left + hs[0] * cell + 2, x1 = left + (hs[hs.length - 1] + 1) * cell - 3, y = top + L * cell + 6;
+          g.beginPath(); g.moveTo(x0, y - 3); g.lineTo(x0, y); g.lineTo(x1, y); g.lineTo(x1, y - 3); g.stroke();
+          g.fillText('kv g' + grp, (x0 + x1) / 2, y + 12);
+        }
+      }
+      const sg = scaleBar.getContext('2d');
+      for (let i = 0; i < 200; i++) { sg.fillStyle = colour(i / 199); sg.fillRect(i, 0, 1, 12); }
+    }
+    function at(ev) {
+      const r = cv.getBoundingClientRect();
+      const k = Math.floor((ev.clientX - r.left - left) / cell), l = Math.floor((ev.clientY - r.top - top) / cell);
+      return (k >= 0 && k < H && l >= 0 && l < L) ? byLH.get(l * H + k) : null;
+    }
+    cv.onmousemove = (ev) => {
+      const x = at(ev); if (!x) return tip();
+      const r = roleOf(x);
+      tip(ev, [`L${x.layer}.H${x.head}` + (grouped ? ` (kv g${groups[x.head]})` : ''), `${S.role}: ${fmt(x.scores[S.role])}`,
+        r ? `${r.validated ? '✓ validated' : '✗ not validated'}, ablation effect ${signed(r.ablation_effect)}` : 'no role here']);
+    };
+    cv.onmouseleave = () => tip();
+    cv.onclick = (ev) => { const x = at(ev); if (x) { S.head = x.layer + '.' + x.head; writeHash(); draw(); showPanel(); } };
+    async function showPanel() {
+      const [l, k] = headOf();
+      const x = byLH.get(l * H + k); if (!x) return;
+      panel.replaceChildren(headCard(x, atlas, grouped ? groups : null), h('p', {}, h('a', { href: '#', id: 'open-head', onclick: (e) => { e.preventDefault(); S.view = 'head'; render(); } }, `open the head page of ${l}.${k} →`)),
+        patternPanel(l, k));
+    }
+    draw();
+    window.glassbox.last.atlas_draw_ms = performance.now() - t0;
+    window.glassbox.last.atlas_geom = { left, top, cell, L, H };
+    if (S.head) requestAnimationFrame(showPanel);
+    return wrap;
+  }
+
+  function headCard(x, atlas, groups) {
+    const scores = Object.entries(x.scores).sort((a, b) => b[1] - a[1]);
+    const roleRows = x.roles.map((r) => h('tr', { 'data-role': r.role },
+      h('td', {}, r.role), h('td', { class: 'num' }, fmt(r.score)), h('td', { class: 'num' }, signed(r.ablation_effect, 4)),
+      h('td', { class: 'num' }, r.random_effect === undefined ? (r.null_mean === undefined ? '–' : `${signed(r.null_mean, 4)} ± ${fmt(r.null_sd, 4)}`) : signed(r.random_effect, 4)),
+      h('td', { class: 'num' }, r.ci ? `[${signed(r.ci[0], 3)}, ${signed(r.ci[1], 3)}]` : '–'), h('td', { class: 'num' }, r.p === undefined ? '–' : fmt(r.p, 4)),
+      h('td', {}, (r.evidence || []).join(', ') || '–'), h('td', { class: r.validated ? 'ok' : 'no' }, r.validated ? '✓' : '✗')));
+    return h('div', { class: 'card', id: 'head-scores' },
+      h('h3', {}, `Head ${x.layer}.${x.head}` + (groups ? ` · kv group ${groups[x.head]} (query heads ${groups.map((g, i) => g === groups[x.head] ? i : -1).filter((i) => i >= 0).join(', ')})` : '')),
+      x.roles.length ? h('table', { class: 'grid' }, h('tr', {}, ['role', 'score', 'ablation effect', 'random heads / null', 'ci', 'p', 'evidence', 'validated'].map((c) => h('th', {}, c))), roleRows)
+        : h('p', { class: 'muted' }, 'No role above its threshold.'),
+      h('details', {}, h('summary', {}, 'all probe scores'), h('table', { class: 'grid' }, scores.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, fmt(v)), h('td', {}, h('span', { class: 'hbar', style: `width:${Math.round(80 * Math.max(0, Math.min(1, v)))}px;background:${colour(v)}` })))))));
+  }
+
+  // ---------- attention pattern on a typed text (canvas, one pixel per cell at most) ----------
+  function patternPanel(layer, head) {
+    const box = h('div', { class: 'card pattern', id: 'pattern-box' });
+    const ta = h('textarea', { id: 'pattern-text', rows: 3, 'aria-label': 'text', disabled: REPORT || null }, REPORT ? '' : S.text);
+    const go = h('button', { id: 'pattern-go', disabled: REPORT || null }, 'Show attention');
+    const out = h('div', { class: 'pattern-out' });
+    box.append(...[h('h3', {}, `Attention of ${layer}.${head}`), REPORT ? h('p', { class: 'muted small' }, 'Offline report: the pattern on the text it was built with (values quantized to 1/255). Run `glassbox serve` to type your own.') : ta, REPORT ? null : go, out].filter(Boolean));
+    const run = async () => {
+      S.text = ta.value;
+      out.replaceChildren(h('p', { class: 'muted' }, 'running…'));
+      const t0 = performance.now();
+      try {
+        const p = await Data.pattern(S.src, layer, head, S.text);
+        if (!p) { out.replaceChildren(h('p', { class: 'muted' }, 'No pattern stored for this head.')); return; }
+        out.replaceChildren(drawPattern(p));
+        window.glassbox.last.pattern = { layer, head, tokens: p.tokens, shape: p.shape, pattern: p.pattern, ms: performance.now() - t0 };
+        document.body.dataset.pattern = layer + '.' + head + ':' + p.tokens.length;
+      } catch (e) { out.replaceChildren(h('div', { class: 'error' }, 'error: ' + e.message)); }
+    };
+    go.onclick = run;
+    if (REPORT) requestAnimationFrame(run);
+    return box;
+  }
+
+  function drawPattern(p) {
+    const T = p.shape[0], K = p.shape[1];
+    const wrap = h('div', {});
+    if (p.truncated) wrap.appendChild(h('p', { class: 'warn' }, 'The text was cut at 1,024 tokens.'));
+    if (p.kv_group !== undefined && p.heads_in_group && p.heads_in_group.length > 1) wrap.appendChild(h('p', { class: 'small' }, `kv group ${p.kv_group}: shares its keys and values with query heads ${p.heads_in_group.join(', ')}`));
+    // percentile clamp: attention is heavy-tailed, so colour by value / (99th percentile), stated below
+    const vals = []; const step = Math.max(1, Math.floor(T * K / 20000));
+    for (let i = 0; i < T * K; i += step) vals.push(p.pattern[i]);
+    vals.sort((a, b) => a - b);
+    const clampAt = Math.max(1e-6, vals[Math.floor(vals.length * 0.99)] || 1);
+    const img = new ImageData(K, T);
+    for (let q = 0; q < T; q++) for (let k = 0; k < K; k++) {
+      const i = q * K + k, o = i * 4;
+      if (p.causal !== false && k > q) { const hatch = ((q + k) % 6 === 0) ? 236 : 246; img.data[o] = img.data[o + 1] = img.data[o + 2] = hatch; img.data[o + 3] = 255; continue; }
+      const c = Math.max(0, Math.min(255, Math.round(p.pattern[i] / clampAt * 255)));
+      img.data[o] = SEQ[c * 3]; img.data[o + 1] = SEQ[c * 3 + 1]; img.data[o + 2] = SEQ[c * 3 + 2]; img.data[o + 3] = 255;
+    }
+    const cv = h('canvas', { id: 'pattern-canvas', width: K, height: T, 'aria-label': 'attention pattern, queries as rows, keys as columns' });
+    cv.getContext('2d').putImageData(img, 0, 0);
+    const size = Math.min(520, Math.max(T, 1) * Math.max(1, Math.floor(520 / Math.max(T, 1))));
+    cv.style.width = size + 'px'; cv.style.height = Math.round(size * T / K) + 'px';
+    const info = h('div', { class: 'inspect', id: 'pattern-info' }, 'Hover a cell: query row, key column.');
+    const strip = h('div', { class: 'tokens', id: 'token-strip' });
+    const spans = p.tokens.map((t, i) => h('span', { class: 'tok', 'data-i': i, title: '#' + i }, visible(t)));
+    strip.append(...spans);
+    let lit = [];
+    function light(q) {
+      for (const s of lit) s.style.background = '';
+      lit = [];
+      if (q === null) return;
+      for (let k = 0; k < K; k++) {
+        const v = p.pattern[q * K + k];
+        if (v > 0.02) { spans[k].style.background = `rgba(230,97,1,${Math.min(1, v / clampAt)})`; lit.push(spans[k]); }
+      }
+      spans[q].style.outline = '2px solid #0072B2'; lit.push(spans[q]);
+      spans[q].addEventListener('mouseleave', () => { spans[q].style.outline = ''; }, { once: true });
+    }
+    const cellAt = (ev) => {
+      const r = cv.getBoundingClientRect();
+      const k = Math.floor((ev.clientX - r.left) / r.width * K), q = Math.floor((ev.clientY - r.top) / r.height * T);
+      return (q >= 0 && q < T && k >= 0 && k < K) ? [q, k] : null;
+    };
+    cv.onmousemove = (ev) => {
+      const c = cellAt(ev); if (!c) return;
+      const [q, k] = c, v = p.pattern[q * K + k];
+      const lens = p.lens && p.lens[q] ? ' · its output reads as ' + p.lens[q].map((x) => `${visible(x[0])} ${fmt(x[1], 2)}`).join(', ') : '';
+      info.textContent = `query #${q} ${visible(p.tokens[q])} → key #${k} ${visible(p.tokens[k])}: ${fmt(v, 4)}${lens}`;
+      light(q);
+    };
+    strip.onmouseover = (ev) => { const i = ev.target.dataset && ev.target.dataset.i; if (i !== undefined) { light(+i); info.textContent = `token #${i} ${visible(p.tokens[+i])}: keys lit by weight`; } };
+    wrap.append(h('div', { class: 'patternrow' }, cv), h('p', { class: 'small muted' }, `${T} tokens; colour = weight / ${fmt(clampAt, 3)} (99th percentile), clamped; masked cells hatched` + (p.quantized ? '; quantized to 1/255' : '')), info, strip);
+    if (p.lens && p.lens.length) {
+      const rows = p.lens.slice(0, 64).map((x, i) => h('tr', {}, h('td', { class: 'num' }, i), h('td', {}, visible(p.tokens[i])), h('td', {}, x.map((y) => visible(y[0])).join('  '))));
+      wrap.appendChild(h('details', { id: 'lens' }, h('summary', {}, 'Lens of its output: the top tokens its direct write promotes at each position' + (p.lens.length > 64 ? ' (first 64)' : '')), h('table', { class: 'grid' }, rows)));
+    }
+    return wrap;
+  }
+
+  // ---------- Head page ----------
+  async function viewHead() {
+    const an = await Data.anatomy(S.src);
+    const atlas = await Data.atlas(S.src, false);
+    const d = an.dims || {};
+    if (!S.head) S.head = '0.0';
+    const [layer, head] = headOf();
+    const wrap = h('section', { class: 'headpage' });
+    const layerSel = h('select', { id: 'hp-layer', 'aria-label': 'layer' }, Array.from({ length: d.n_layers || 0 }, (_, i) => h('option', { value: i }, 'layer ' + i)));
+    const headSel = h('select', { id: 'hp-head', 'aria-label': 'head' }, Array.from({ length: d.n_heads || 0 }, (_, i) => h('option', { value: i }, 'head ' + i)));
+    layerSel.value = layer; headSel.value = head;
+    layerSel.onchange = headSel.onchange = () => { S.head = layerSel.value + '.' + headSel.value; render(); };
+    const groups = kvGroups(an, d.n_heads || 0);
+    wrap.appendChild(h('h2', {}, `Head ${layer}.${head} of ${label(S.src)}`, ' ', layerSel, headSel));
+    const { slices } = headSlices(an, layer, head);
+    wrap.appendChild(h('div', { class: 'card' }, h('h3', {}, 'Where it is written'), h('p', { class: 'path' }, pathLine(an, layer, head, slices)),
+      h('table', { class: 'grid', id: 'hp-bytes' }, h('tr', {}, ['kind', 'tensor', 'slice', 'offset', 'length', 'stride', 'count'].map((c) => h('th', {}, c))),
+        slices.map((s) => h('tr', {}, h('td', {}, s.kind), h('td', {}, s.tensor), h('td', {}, s.slice), h('td', { class: 'num', 'data-offset': s.offset }, s.offset.toLocaleString('en')),
+          h('td', { class: 'num' }, s.length.toLocaleString('en')), h('td', { class: 'num' }, s.stride === null ? '–' : s.stride.toLocaleString('en')), h('td', { class: 'num' }, s.count))))));
+    const x = atlas && atlas.heads.find((y) => y.layer === layer && y.head === head);
+    wrap.appendChild(x ? headCard(x, atlas, new Set(groups).size < groups.length ? groups : null) : h('div', { class: 'card' }, h('h3', {}, 'Role evidence'), h('p', { class: 'muted' }, 'No atlas yet: compute it on the Atlas tab.')));
+    const ovBox = h('div', { class: 'card', id: 'ov-box' }, h('h3', {}, 'What it writes (OV circuit)'), h('p', { class: 'muted' }, 'loading…'));
+    wrap.appendChild(ovBox);
+    wrap.appendChild(patternPanel(layer, head));
+    Data.ov(S.src, layer, head).then((ov) => {
+      if (!ov) { ovBox.replaceChildren(h('h3', {}, 'What it writes (OV circuit)'), h('p', { class: 'muted' }, 'Not in this report (only heads with a role are).')); return; }
+      const list = (xs) => h('ol', {}, xs.map((t) => h('li', {}, h('code', {}, visible(t[0])), ' ', fmt(t[1], 2))));
+      ovBox.replaceChildren(h('h3', {}, 'What it writes (OV circuit)'),
+        h('p', { class: 'small muted' }, `Strongest direction of W_O·W_V (${(100 * ov.share_of_first_direction).toFixed(1)}% of its squared singular values): tokens whose embedding it reads most, and tokens its write promotes most through the unembedding.`),
+        h('div', { class: 'cols' }, h('div', {}, h('b', {}, 'reads'), list(ov.reads)), h('div', { id: 'ov-writes' }, h('b', {}, 'writes'), list(ov.writes))));
+    }).catch((e) => ovBox.replaceChildren(h('h3', {}, 'What it writes (OV circuit)'), h('p', { class: 'muted' }, e.message)));
+    return wrap;
+  }
+
+  // ---------- Timeline (training runs) ----------
+  async function viewTimeline() {
+    const tl = await Data.timeline(S.src);
+    const wrap = h('section', { class: 'timeline' });
+    if (!tl) return h('p', {}, 'No timeline for this run.');
+    window.glassbox.timeline = tl;
+    const cps = tl.checkpoints || [];
+    const heads = (cps[cps.length - 1] || { heads: [] }).heads;
+    const roles = heads.length ? Object.keys(heads[0].scores) : [];
+    if (!S.role || !roles.includes(S.role)) S.role = roles.includes('induction') ? 'induction' : roles[0];
+    wrap.appendChild(h('h2', {}, `Timeline of ${S.src}: ${cps.length} checkpoints`));
+    const roleBar = h('div', { class: 'roles' }, roles.map((r) => h('button', { class: r === S.role ? 'on' : '', 'data-role': r, onclick: () => { S.role = r; writeHash(); render(); } }, r)));
+    wrap.appendChild(roleBar);
+    const W = 760, Hh = 220, pad = 40;
+    const cv = h('canvas', { id: 'timeline-canvas', width: W, height: Hh + 130, 'aria-label': 'probe scores over steps, loss below' });
+    wrap.appendChild(cv);
+    const steps = cps.map((c) => c.step);
+    const lo = Math.max(1, Math.min(...steps)), hi = Math.max(...steps, lo + 1);
+    const xs = (s) => pad + (Math.log(Math.max(s, 1)) - Math.log(lo)) / Math.max(1e-9, Math.log(hi) - Math.log(lo)) * (W - 2 * pad);
+    const g = cv.getContext('2d');
+    g.fillStyle = '#fff'; g.fillRect(0, 0, W, cv.height);
+    g.strokeStyle = '#999'; g.strokeRect(pad, 10, W - 2 * pad, Hh - 20);
+    g.font = '10px system-ui'; g.fillStyle = '#333';
+    g.fillText('score 1', 2, 16); g.fillText('0', 28, Hh - 10);
+    const ys = (v) => 10 + (1 - v) * (Hh - 20);
+    const keyOf = (x) => x.layer + '.' + x.head;
+    const series = {};
+    for (const c of cps) for (const x of c.heads) (series[keyOf(x)] = series[keyOf(x)] || []).push([c.step, x.scores[S.role]]);
+    const best = Object.entries(series).sort((a, b) => (b[1][b[1].length - 1][1] || 0) - (a[1][a[1].length - 1][1] || 0)).slice(0, 3).map((e) => e[0]);
+    for (const [k, pts] of Object.entries(series)) {
+      const top = best.indexOf(k);
+      g.strokeStyle = top >= 0 ? ['#0072B2', '#D55E00', '#009E73'][top] : '#ccc'; g.lineWidth = top >= 0 ? 2 : 1;
+      g.beginPath(); pts.forEach(([s, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(s), ys(v || 0))); g.stroke();
+      if (top >= 0) { g.fillStyle = g.strokeStyle; g.fillText('L' + k.replace('.', '.H'), xs(pts[pts.length - 1][0]) + 3, ys(pts[pts.length - 1][1] || 0)); }
+    }
+    for (const pc of tl.phase_changes || []) if (pc.role === S.role) {
+      g.strokeStyle = '#e00'; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(xs(pc.step), 10); g.lineTo(xs(pc.step), Hh + 120); g.stroke(); g.setLineDash([]);
+      g.fillStyle = '#e00'; g.fillText(`phase change L${pc.layer}.H${pc.head} @${pc.step}`, xs(pc.step) + 3, 22);
+    }
+    // loss underneath, same x axis
+    const loss = (tl.metrics && tl.metrics.loss) ? tl.metrics.step.map((s, i) => [s, tl.metrics.loss[i]]).filter((p) => p[0] >= lo) : cps.map((c) => [c.step, c.loss]);
+    if (loss.length) {
+      const lmax = Math.max(...loss.map((p) => p[1])), lmin = Math.min(...loss.map((p) => p[1]));
+      const yl = (v) => Hh + 10 + (1 - (v - lmin) / Math.max(1e-9, lmax - lmin)) * 100;
+      g.strokeStyle = '#999'; g.strokeRect(pad, Hh + 5, W - 2 * pad, 110);
+      g.strokeStyle = '#333'; g.lineWidth = 1; g.beginPath(); loss.forEach(([s, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(s), yl(v))); g.stroke();
+      g.fillStyle = '#333'; g.fillText(`loss ${fmt(lmax, 2)}`, 2, Hh + 16); g.fillText(fmt(lmin, 2), 2, Hh + 112);
+      g.fillText(`step ${lo} … ${hi} (log)`, W / 2 - 40, Hh + 128);
+    }
+    const w = tl.writes;
+    if (w && w.windows) {
+      wrap.appendChild(h('h3', {}, 'Where training wrote: share of the update per level, per window'));
+      const levels = [...new Set(w.windows.flatMap((x) => Object.keys(x.levels || {})))];
+      wrap.appendChild(h('table', { class: 'grid', id: 'writes-table' }, h('tr', {}, h('th', {}, 'steps'), levels.map((l) => h('th', {}, l)), h('th', {}, 'top heads')),
+        w.windows.map((x) => h('tr', {}, h('td', {}, `${x.start}–${x.end}`), levels.map((l) => h('td', { class: 'num' }, x.levels && x.levels[l] !== undefined ? (100 * (x.levels[l].share !== undefined ? x.levels[l].share : x.levels[l])).toFixed(1) + '%' : '–')),
+          h('td', {}, (x.heads || x.top_heads || []).slice(0, 3).map((y) => `L${y.layer}.H${y.head} ${(100 * (y.share || 0)).toFixed(1)}%`).join(', '))))));
+    }
+    return wrap;
+  }
+
+  boot();
+})();
