@@ -21,6 +21,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -c "import ray" 2>/dev/null || $(PIP) install -q -e '.[dev,ray]'
+	# the browser tests drive Debian's chromium (Playwright's own browser download is never used)
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
 
