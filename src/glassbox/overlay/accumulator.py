@@ -10,13 +10,15 @@ Sources (each kept separately, so a trace shows every term of a candidate's scor
     semantic  the notes' semantic neighbours C_K(w): nearest tokens by embedding cosine (if the index has them);
               weight 0 by default, because they cost next-token recall (measured in the issue note)
     triad     the triad bonus: P(t | a, b) for the last two tokens (a, b), read from the suffix array
-    suffix    the longest match of the context (3..max_match tokens) in the corpus: P(t | match)
+    suffix    the longest match of the context (3+ tokens) in the corpus: P(t | match) (the ∞-gram chain of
+              overlay/ngram.py, carried from step to step, so no step searches the whole suffix array)
     feedback  net human feedback (+1 prefer, -1 reject) for the context (a, b) → t; no fatigue
 The repeat penalty ("synaptic fatigue"): repeat[t] counts how often t was emitted in the last
 `repeat_window` tokens (repeat_on="emit", default), or how many votes t received (repeat_on="vote", the
 notes' literal wording, which silences frequent tokens after a few steps; measured in the issue note).
 Consolidated answers (overlay/answers.py, opt-in) add their counts to the next and triad sources.
 All state is a few arrays of vocabulary size, so the cost of a step does not grow with the corpus.
+`table()` is the step's proper table distribution P_T (overlay/ngram.py), which the mixture uses.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from glassbox.overlay.index import Index
+from glassbox.overlay.ngram import Chain, Level, TableDist
 
 if TYPE_CHECKING:
     from glassbox.overlay.answers import AnswerLinks
@@ -53,8 +56,8 @@ class AccumulatorConfig:
     repeat_on: str = "emit"
     repeat_window: int = 4
     epsilon: float = 1e-3
-    max_match: int = 12
-    cap: int = 256  # most suffix-array matches read per lookup
+    max_match: int = 12  # unused since index format 2 (the ∞-gram chain has no cap); kept for old configs
+    cap: int = 256  # unused since index format 2 (the index's own cap bounds every read); kept likewise
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,6 +82,8 @@ class Accumulator:
         self.repeat = np.zeros(v, np.int32)
         self.recent: deque[int] = deque()
         self.match_length = 0
+        self.chain = Chain(index.ngram) if index.ngram is not None else None
+        self.levels: list[Level] = []
         c = self.config
         self._w = np.array([c.weight.get(s, 0.0) for s in SOURCES], np.float32)
         self._decay = np.array([c.decay.get(s, 0.0) for s in SOURCES], np.float32)
@@ -89,6 +94,7 @@ class Accumulator:
         other.scores = self.scores.copy()
         other.repeat = self.repeat.copy()
         other.recent = deque(self.recent)
+        other.chain = self.chain.copy() if self.chain is not None else None
         return other
 
     def observe(self, context: list[int]) -> None:
@@ -116,52 +122,37 @@ class Accumulator:
                 n = float(self.index.unigram[w])
                 ids, base = _merged(ids, base * n, self.answers.next[w], total=n)
             self._vote(kind, ids, base)
-        previous, self.match_length = self.match_length, 0
         a = int(context[-2]) if len(context) >= 2 else -1
-        if self.index.sa is None and self.answers is not None and (a, w) in self.answers.triad:
-            self._vote("triad", *_merged(np.zeros(0, np.int64), np.zeros(0), self.answers.triad[(a, w)]))
-        if self.index.sa is not None and len(context) >= 2:
-            tail = [int(t) for t in context[-c.max_match:]]
-            lo, hi = self.index.find(tail[-2:])
-            if self.answers is not None and (a, w) in self.answers.triad:
-                ids, counts = self.index.continuations(lo, hi, 2, c.cap)
-                if counts.sum() > 0:  # sampled matches stand for all hi - lo of them
-                    counts = counts * ((hi - lo) / float(counts.sum()))
-                self._vote("triad", *_merged(ids, counts, self.answers.triad[(a, w)]))
-            else:
-                self._vote("triad", *self._distribution(lo, hi, 2))
-            if hi > lo:
-                # A match of length L now means one of length L-1 ended at the previous token, so the
-                # longest match is at most previous + 1: try that first, then search below it.
-                length, lo, hi = self._longest(tail, 2, lo, hi, min(len(tail), previous + 1))
-                self.match_length = length
-                if length >= 3:
-                    self._vote("suffix", *self._distribution(lo, hi, length))
+        answers_triad = self.answers.triad.get((a, w)) if self.answers is not None else None
+        if self.chain is None:
+            self.levels, self.match_length = [], 0
+            if answers_triad:
+                self._vote("triad", *_merged(np.zeros(0, np.int64), np.zeros(0), answers_triad))
+        else:
+            self.levels = self.chain.step(w)
+            self.match_length = self.chain.match_length
+            pair = next((lv for lv in self.levels if lv.length == 2), None)
+            if pair is not None:
+                ids, counts = self._counts(pair)
+                if answers_triad:
+                    self._vote("triad", *_merged(ids, counts, answers_triad))
+                else:
+                    self._vote("triad", ids, counts / max(1.0, float(counts.sum())))
+            elif answers_triad:
+                self._vote("triad", *_merged(np.zeros(0, np.int64), np.zeros(0), answers_triad))
+            if self.match_length >= 3:
+                ids, counts = self._counts(self.levels[-1])
+                self._vote("suffix", ids, counts / max(1.0, float(counts.sum())))
         for t, delta in self.feedback.get((a, w), {}).items():
             self.scores[fb, t] += self._w[fb] * delta
 
-    def _longest(self, tail: list[int], length: int, lo: int, hi: int, upper: int) -> tuple[int, int, int]:
-        """Longest suffix of `tail` found in the corpus, knowing one of `length` is (at [lo, hi)) and none
-        longer than `upper` can be."""
-        best = (length, lo, hi)
-        low = length + 1
-        if upper >= low:  # the common case on familiar text: the match simply grows by one token
-            a, b = self.index.find(tail[-upper:])
-            if b > a:
-                return upper, a, b
-            upper -= 1
-        while low <= upper:
-            mid = (low + upper) // 2
-            a, b = self.index.find(tail[-mid:])
-            if b > a:
-                best, low = (mid, a, b), mid + 1
-            else:
-                upper = mid - 1
-        return best
+    def _counts(self, level: Level) -> tuple[np.ndarray, np.ndarray]:
+        self.index.ngram.read(level)
+        return level.ids, level.counts.astype(np.float32)
 
-    def _distribution(self, lo: int, hi: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, counts = self.index.continuations(lo, hi, length, self.config.cap)
-        return ids, counts / max(1.0, float(counts.sum()))
+    def table(self) -> TableDist:
+        """This step's table distribution P_T(· | context) over the vocabulary (overlay/ngram.py)."""
+        return TableDist(self.index.ngram, self.levels, self.index.p0)
 
     def _vote(self, source: str, ids: np.ndarray, base: np.ndarray) -> None:
         if len(ids) == 0:

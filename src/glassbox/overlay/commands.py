@@ -36,8 +36,10 @@ def build(
     k: int = typer.Option(32, "--k", help="Neighbours kept per token in each link table."),
     window: int = typer.Option(8, "--window", help="Co-occurrence window, in tokens."),
     no_suffix_array: bool = typer.Option(False, "--no-suffix-array", help="Skip the suffix array."),
-    no_semantic: bool = typer.Option(False, "--no-semantic",
-                                     help="Skip semantic neighbours (embedding cosine; needs the model's weights)."),
+    semantic: bool = typer.Option(False, "--semantic", help="Also store semantic neighbours (embedding cosine; "
+                                  "needs the model's weights; weight 0 unless --semantic-weight)."),
+    no_semantic: bool = typer.Option(False, "--no-semantic", help="No semantic neighbours (the default)."),
+    cap: int = typer.Option(256, "--cap", help="Contexts seen more often store their children (flat lookups)."),
     pos: bool = typer.Option(False, "--pos", help="Also learn the part-of-speech table for --pos-filter (spaCy)."),
     pos_sample: int = typer.Option(400_000, "--pos-sample", help="Characters of the corpus tagged for --pos."),
     as_json: bool = typer.Option(False, "--json"),
@@ -47,12 +49,12 @@ def build(
     from glassbox.overlay import index as ix
     from glassbox.overlay import lm
 
-    if k < 1 or window < 2:
-        raise BadInput("--k must be >= 1 and --window >= 2")
+    if k < 1 or window < 2 or cap < 2:
+        raise BadInput("--k must be >= 1, --window >= 2 and --cap >= 2")
     docs = corpora.load_documents(corpus)
     tok = lm.load_tokenizer(model)
     opts = ix.BuildOptions(k=k, window=window, suffix_array=not no_suffix_array,
-                           semantic_from=None if no_semantic else model)
+                           semantic_from=model if semantic and not no_semantic else None, cap=cap)
     ix.build(docs, tok, out, opts,
              source=",".join(corpus), tokenizer_spec=model)
     if pos:
@@ -61,12 +63,15 @@ def build(
         build_table(out, docs, tok, pos_sample)
     index = ix.Index(out)
     info = {"index": str(out), "id": index.id, "documents": len(docs), "tokens": index.n_tokens,
-            "bytes_per_token": round(index.bytes_per_token(), 3)}
+            "bytes_per_token": round(index.bytes_per_token(), 3), "sizes": index.sizes()}
     if as_json:
         _emit(info)
     else:
         print(f"index {out}: {info['tokens']} tokens from {len(docs)} documents, "
               f"{info['bytes_per_token']:.2f} bytes/token (id {index.id})")
+        print(f"  {'part':22} {'bytes':>12} {'bytes/token':>12}")
+        for name, v in info["sizes"].items():
+            print(f"  {name:22} {v['bytes']:12,d} {v['bytes_per_token']:12.2f}")
 
 
 @overlay.command("pos-table")
@@ -106,7 +111,8 @@ def generate(
     no_lm: bool = typer.Option(False, "--no-lm", help="The table alone (same as --mode table)."),
     n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
     lm_top_k: int = typer.Option(8, "--lm-top-k", help="LM top-k added to the candidates (mixture)."),
-    lam: float = typer.Option(0.1, "--lam", help="Table weight in the mixture."),
+    lam: float | None = typer.Option(None, "--lam", help="A fixed table weight in the mixture (default: the "
+                                     "index's fitted gate, `overlay eval --save-gate`; without one 0.1)."),
     beta: float = typer.Option(0.3, "--beta", help="Table log-prob weight in select mode."),
     beam: int = typer.Option(1, "--beam"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
@@ -126,11 +132,13 @@ def generate(
     """Generate; every step is traced in the store (its id is printed)."""
     from glassbox.overlay.accumulator import AccumulatorConfig
     from glassbox.overlay.generate import GenerateConfig
+    from glassbox.overlay.index import Index
     from glassbox.overlay.store import Store
     from glassbox.overlay.trace import run
 
+    gate = Index(index).gate() if lam is None else None
     cfg = GenerateConfig(mode="table" if no_lm else mode, max_tokens=max_tokens, n_candidates=n_candidates,
-                         lm_top_k=lm_top_k, lam=lam, beta=beta, beam=beam, temperature=temperature, seed=seed,
+                         lm_top_k=lm_top_k, lam=0.1 if lam is None else lam, beta=beta, gate=gate, beam=beam, temperature=temperature, seed=seed,
                          min_score=min_score, pos_filter=pos_filter, pos_min_share=pos_min_share,
                          adaptive_temperature=adaptive_temperature,
                          accumulator=AccumulatorConfig(repeat_base=repeat_base))
@@ -278,6 +286,8 @@ def eval_(
     pos_filter: bool = typer.Option(False, "--pos-filter", help="Also score select mode with the syntactic "
                                     "filter (needs the index's POS table); reported beside, contract unchanged."),
     pos_min_share: float = typer.Option(0.002, "--pos-min-share"),
+    save_gate: bool = typer.Option(False, "--save-gate", help="Write the gate fitted on the dev part into the "
+                                   "index (gate.json); `generate` then uses it."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
@@ -286,6 +296,10 @@ def eval_(
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share)
     res = evaluate(index, model, heldout, opts)
+    if save_gate:
+        from glassbox.overlay.index import write_gate
+
+        write_gate(index, res["gate"].to_json() | {"heldout": heldout, "model": model})
     if as_json:
         _emit(res["contract"])
     else:

@@ -2,8 +2,11 @@
 
 1. Teacher forcing: the accumulator reads the held-out tokens one by one; at every position we keep its
    top-N candidates and its table distribution. The LM scores the same tokens in windows (512, stride 256).
-2. Per position: LM top-1 / log-prob; table top-1 / log-prob; the mixture (mode "mixture") with lam tuned on
-   the first `dev_fraction` of positions (by perplexity); the faithful "select" mode (LM restricted to the
+2. Per position: LM top-1 / log-prob; the table side P_T (the ∞-gram distribution, overlay/ngram.py) top-1 /
+   log-prob; the overlay mixture with the evidence gate (overlay/gate.py) fitted on the first `dev_fraction`
+   of positions and shipped only if its out-of-fold dev gain is above 0 at 95% (else λ ≡ 0: the LM); beside
+   it P_T with one dev-tuned λ and the previous mixture (normalized accumulator votes, one λ); top-1 of the
+   mixture is its argmax over the LM's and P_T's top-16 each; the faithful "select" mode (LM restricted to the
    table's N candidates, + beta · log p_table, beta tuned by top-1 on the dev part; its perplexity puts a
    floor of `select_floor` / V on every token so that misses are finite). Reported figures use the rest.
    With --pos-filter the select mode is scored a second time with the syntactic filter (overlay/pos.py):
@@ -34,8 +37,10 @@ from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.overlay import corpus as corpora
 from glassbox.overlay import lm
-from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig
-from glassbox.overlay.generate import GenerateConfig, LMRunner, generate
+from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig, table_distribution
+from glassbox.overlay.gate import Gate, features, vector
+from glassbox.overlay.gate import fit as gate_fit
+from glassbox.overlay.generate import GenerateConfig, LMRunner, generate, select_final
 from glassbox.overlay.index import FORMAT, BuildOptions, Index, write_arrays
 from glassbox.overlay.pos import PosTable
 
@@ -74,15 +79,17 @@ def heldout_tokens(spec: str, tok, sep: int, limit: int) -> list[int]:  # type: 
 
 
 def table_pass(index: Index, seq: list[int], n: int, cfg: AccumulatorConfig) -> list[dict]:
-    """For every position p (predicting seq[p+1]): candidates, the table's positive scores, match length."""
+    """For every position p (predicting seq[p+1]): candidates, the accumulator's positive scores (select mode's
+    p_table), match length and the step's table distribution P_T (the accumulator's own, `Accumulator.table`)."""
     acc = Accumulator(index, cfg)
     rows = []
     for p in progress.track(range(len(seq) - 1), "table pass"):
-        acc.observe(seq[max(0, p + 1 - cfg.max_match - 2) : p + 1])
+        acc.observe(seq[max(0, p - 1) : p + 1])
         total = acc.total()
         universe = np.flatnonzero(total > 0)
+        dist = acc.table() if index.ngram is not None else None
         rows.append({"cands": acc.candidates(n, total), "ids": universe, "vals": total[universe].astype(np.float64),
-                     "match": acc.match_length})
+                     "match": acc.match_length, "dist": dist, "levels": list(acc.levels)})
     return rows
 
 
@@ -110,13 +117,16 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     V, N = index.vocab_size, opts.n_candidates
     acfg = AccumulatorConfig()
     rows = table_pass(index, seq, N, acfg)
-    uni = (index.unigram + 1.0) / (index.unigram.sum() + V)
     n_targets = len(seq) - 1
     n_dev = max(1, int(n_targets * opts.dev_fraction))
     # per target: log-probs under each model; top-1 hits
     lm_lp, lm_hit, tab_lp, tab_hit = (np.zeros(n_targets) for _ in range(4))
-    mix_lp = np.zeros((len(opts.lams), n_targets))
-    mix_hit = np.zeros((len(opts.lams), n_targets))
+    p_lm_true, p_t_true = np.zeros(n_targets), np.zeros(n_targets)
+    phis: list[np.ndarray | None] = [None] * n_targets
+    phi_d: list[dict | None] = [None] * n_targets
+    tops: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * n_targets  # type: ignore[list-item]
+    vote_lp = np.zeros((len(opts.lams), n_targets))  # the previous mixture: p_table = normalized votes
+    vote_hit = np.zeros((len(opts.lams), n_targets))
     sel_lp = np.zeros((len(opts.betas), n_targets))
     sel_hit = np.zeros((len(opts.betas), n_targets))
     recall, recall_mix, lm_top_in = (np.zeros(n_targets) for _ in range(3))
@@ -135,21 +145,23 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         for j in range(first, e):
             p = j - 1
             true, lp, r = seq[j], logp_all[j - 1 - s], rows[p]
-            lm_lp[p], lm_hit[p] = lp[true], float(np.argmax(lp) == true)
-            ptab = opts.mu * uni
-            tot = r["vals"].sum()
-            if tot > 0:
-                ptab = ptab.copy()
-                ptab[r["ids"]] += (1 - opts.mu) * r["vals"] / tot
-                tab_top = int(r["ids"][np.argmax(r["vals"])])
-            else:
-                ptab = uni
-                tab_top = int(np.argmax(uni))
-            tab_lp[p], tab_hit[p] = math.log(ptab[true]), float(tab_top == true)
             plm = np.exp(lp)
+            lm_lp[p], lm_hit[p], p_lm_true[p] = lp[true], float(np.argmax(lp) == true), plm[true]
+            # the table side: P_T, a proper distribution over the vocabulary
+            pt = r["dist"].dense() if r["dist"] is not None else index.p0
+            p_t_true[p] = pt[true]
+            tab_lp[p], tab_hit[p] = math.log(pt[true]), float(int(np.argmax(pt)) == true)
+            phi_d[p] = features(r["levels"], float(plm.max()))
+            phis[p] = vector(phi_d[p])
+            both = np.union1d(np.argpartition(-plm, 16)[:16], np.argpartition(-pt, 16)[:16])
+            tops[p] = (both, plm[both], pt[both])  # the mixture's argmax lies here (to within a hair)
+            # the previous mixture and the select mode: the accumulator's votes as p_table
+            total = np.zeros(V)
+            total[r["ids"]] = r["vals"]
+            ptab = table_distribution(total, index.unigram, opts.mu)
             for i, lam in enumerate(opts.lams):
                 mix = (1 - lam) * plm + lam * ptab
-                mix_lp[i, p], mix_hit[i, p] = math.log(mix[true]), float(np.argmax(mix) == true)
+                vote_lp[i, p], vote_hit[i, p] = math.log(mix[true]), float(np.argmax(mix) == true)
             cands = r["cands"] if len(r["cands"]) else np.argpartition(-lp, 8)[:8]
             recall[p] = float(true in set(r["cands"].tolist()))
             lm_top_in[p] = float(int(np.argmax(lp)) in set(r["cands"].tolist()))
@@ -170,31 +182,52 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                     pos_choice[i, p], pos_lp[i, p] = _select(kc, lp, ptab, true, beta, opts.select_floor, V)
                     pos_hit[i, p] = float(pos_choice[i, p] == true)
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
-    lam_i = int(np.argmax([m[dev].mean() for m in mix_lp]))
+    gate = gate_fit(p_lm_true[dev], p_t_true[dev], phis[:n_dev])
+    lams = np.array([gate.lam(f) for f in phi_d])
+    ov_lp = np.log((1 - lams) * p_lm_true + lams * p_t_true)
+    ov_hit = np.array([float(ids[np.argmax((1 - lam) * a + lam * b)] == seq[p + 1])
+                       for p, ((ids, a, b), lam) in enumerate(zip(tops, lams, strict=True))])
+    lam_i = int(np.argmax([m[dev].mean() for m in vote_lp]))
     beta_i = int(np.argmax([h[dev].mean() for h in sel_hit]))
+    fixed = {}  # P_T mixed with one λ everywhere (tuned on dev): what the gate is measured against
+    for lam in opts.lams:
+        lp_f = np.log((1 - lam) * p_lm_true + lam * p_t_true)
+        fixed[str(lam)] = lp_f
 
-    def fig(lp: np.ndarray, hit: np.ndarray) -> dict:
-        return {"top1": float(hit[test].mean()), "ppl": float(math.exp(-lp[test].mean()))}
+    def fig(lp: np.ndarray, hit: np.ndarray | None) -> dict:
+        out = {"ppl": float(math.exp(-lp[test].mean()))}
+        return ({"top1": float(hit[test].mean())} | out) if hit is not None else out
 
-    latency = latency_ratio(index, model, bos[0] if bos else None, seq, opts)
+    fixed_best = max(fixed, key=lambda k: fixed[k][dev].mean())
+    seen = np.array([f is not None for f in phis])
+    latency = latency_ratio(index, model, bos[0] if bos else None, seq, opts, gate)
     lookup = lookup_scaling(index, seq, opts)
     contract = {
         "tokens": int(n_targets - n_dev), "n_candidates": N,
-        "lm": fig(lm_lp, lm_hit), "table": fig(tab_lp, tab_hit), "overlay": fig(mix_lp[lam_i], mix_hit[lam_i]),
+        "lm": fig(lm_lp, lm_hit), "table": fig(tab_lp, tab_hit), "overlay": fig(ov_lp, ov_hit),
         "recall_at_n": float(recall[test].mean()), "latency_ratio": latency["ratio"],
         "bytes_per_token": index.bytes_per_token(),
         "lookup_p99_ms": {k: v["p99_ms"] for k, v in lookup.items()},
     }
     extra = {
         "heldout": heldout, "index": str(index_path), "index_tokens": index.n_tokens, "dev_tokens": n_dev,
-        "threads": torch.get_num_threads(), "lam": opts.lams[lam_i], "beta": opts.betas[beta_i],
+        "threads": torch.get_num_threads(), "gate": gate.to_json(),
+        "lam_test": {"mean": float(lams[test].mean()), "share_nonzero": float((lams[test] > 1e-6).mean()),
+                     "p90": float(np.percentile(lams[test], 90))},
+        "seen_share": float(seen[test].mean()),
+        "gain_by_match": _gain_by_match(rows[n_dev:], ov_lp[test], lm_lp[test]),
+        "fixed_lam": {"lam": float(fixed_best), **fig(fixed[fixed_best], None),
+                      "by_lam": {k: fig(v, None) for k, v in fixed.items()}},
+        "previous_mixture": {"lam": opts.lams[lam_i], **fig(vote_lp[lam_i], vote_hit[lam_i]),
+                             "by_lam": {str(lam): fig(vote_lp[i], vote_hit[i]) for i, lam in enumerate(opts.lams)}},
+        "lam": opts.lams[lam_i], "beta": opts.betas[beta_i],
         "select": fig(sel_lp[beta_i], sel_hit[beta_i]), "select_floor": opts.select_floor,
-        "mixture_by_lam": {str(lam): fig(mix_lp[i], mix_hit[i]) for i, lam in enumerate(opts.lams)},
+        "mixture_by_lam": {str(lam): fig(vote_lp[i], vote_hit[i]) for i, lam in enumerate(opts.lams)},
         "select_by_beta": {str(b): fig(sel_lp[i], sel_hit[i]) for i, b in enumerate(opts.betas)},
         "lm_top1_in_candidates": float(lm_top_in[test].mean()),
         "recall_mixture_candidates": float(recall_mix[test].mean()),
         "long_match_share": float(np.mean([r["match"] >= 8 for r in rows[n_dev:]])),
-        "latency": latency, "lookup": lookup,
+        "latency": latency, "lookup": lookup, "sizes": index.sizes(),
     }
     if pos is not None:
         pos_beta = int(np.argmax([h[dev].mean() for h in pos_hit]))
@@ -208,15 +241,25 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
             "changed_was_right": float((changed & (sel_hit[beta_i][test] > 0)).mean()),
             "by_beta": {str(b): fig(pos_lp[i], pos_hit[i]) for i, b in enumerate(opts.betas)},
         }
-    return {"contract": contract, "extra": extra}
+    return {"contract": contract, "extra": extra, "gate": gate}
+
+
+def _gain_by_match(rows: list[dict], ov: np.ndarray, base: np.ndarray) -> dict:
+    """Test log-likelihood gain over the LM (nats/token) by the longest match's length bucket."""
+    out = {}
+    match = np.array([r["match"] for r in rows])
+    for name, lo, hi in (("0", 0, 0), ("1-2", 1, 2), ("3-4", 3, 4), ("5-7", 5, 7), ("8+", 8, 10**9)):
+        m = (match >= lo) & (match <= hi)
+        if m.any():
+            out[name] = {"share": float(m.mean()), "gain_nats": float((ov[m] - base[m]).mean())}
+    return out
 
 
 def _select(cands: np.ndarray, lp: np.ndarray, ptab: np.ndarray, true: int, beta: float, floor: float,
             vocab: int) -> tuple[int, float]:
-    """Select mode at one position: the LM's log-probs renormalized over the candidates plus β·log p_table →
-    (the pick, log-prob of the true token, with `floor` spread over the vocabulary for a missed one)."""
-    lc = lp[cands] - _lse(lp[cands])
-    f = lc + beta * np.log(ptab[cands])
+    """Select mode at one position, scored by the generator's own `select_final` → (the pick, log-prob of the
+    true token, renormalized over the candidates, with `floor` spread over the vocabulary for a missed one)."""
+    f = select_final(lp[cands], ptab[cands], beta)
     f = f - _lse(f)
     hit = cands == true
     p_true = (1 - floor) * (math.exp(f[hit][0]) if hit.any() else 0.0) + floor / vocab
@@ -228,14 +271,16 @@ def _lse(x: np.ndarray) -> float:
     return m + math.log(float(np.exp(x - m).sum()))
 
 
-def latency_ratio(index: Index, model, bos: int | None, seq: list[int], opts: EvalOptions) -> dict:  # type: ignore[no-untyped-def]
+def latency_ratio(index: Index, model, bos: int | None, seq: list[int], opts: EvalOptions,  # type: ignore[no-untyped-def]
+                  gate: Gate | None = None) -> dict:
     """Greedy decoding, overlay (mixture) vs the LM alone (same KV-cache forward code), in alternating runs.
 
     On a shared machine two separate runs see different loads, so the ratio reported is measured inside each
     overlay run: its whole time over the time its LM forward passes took (exactly the LM-alone loop's work,
     less an argmax per token), median over runs. The ratio of separate runs' medians is reported beside it."""
     prompt = [t for t in seq[:16] if t != index.sep] or seq[:1]
-    cfg = GenerateConfig(mode="mixture", max_tokens=opts.gen_tokens, n_candidates=opts.n_candidates, repeat_stop=0)
+    cfg = GenerateConfig(mode="mixture", max_tokens=opts.gen_tokens, n_candidates=opts.n_candidates, repeat_stop=0,
+                         gate=gate.to_json() if gate is not None else None)
     lm_ms, ov_ms, paired = [], [], []
     for _ in range(opts.latency_runs):
         t0 = time.perf_counter()
@@ -264,13 +309,12 @@ def grown_index(index: Index, folder: Path, base: int, copies: int, seed: int = 
     parts = [docs[i] for c in range(copies) for i in (rng.permutation(len(docs)) if c else range(len(docs)))]
     grown = np.concatenate(parts)
     folder.mkdir(parents=True, exist_ok=True)
-    write_arrays(folder, grown, index.vocab_size, BuildOptions(k=index.meta["k"], window=index.meta["window"]))
+    extra = write_arrays(folder, grown, index.vocab_size,
+                         BuildOptions(k=index.meta["k"], window=index.meta["window"], cap=index.meta.get("cap", 256)))
     shutil.copytree(index.tokenizer_path(), folder / "tokenizer", dirs_exist_ok=True)
-    for f in index.path.glob("sem_*.npy"):  # semantic neighbours depend on the token set, not on counts
-        shutil.copy(f, folder / f.name)
     import json
 
-    meta = dict(index.meta, id=f"{index.id}-x{copies}", n_tokens=int(len(grown)), format=FORMAT)
+    meta = dict(index.meta, id=f"{index.id}-x{copies}", n_tokens=int(len(grown)), format=FORMAT, **extra)
     (folder / "meta.json").write_text(json.dumps(meta))
     return Index(folder)
 
@@ -285,14 +329,16 @@ def lookup_scaling(index: Index, seq: list[int], opts: EvalOptions) -> dict:
         for _ in progress.track(range(opts.lookup_rounds), "lookup rounds"):
             for name, ix in scales.items():
                 for with_sa, sink in ((True, times[name]), (False, links_only[name])):
-                    sa, ix.sa = ix.sa, (ix.sa if with_sa else None)
+                    ng, ix.ngram = ix.ngram, (ix.ngram if with_sa else None)
                     acc = Accumulator(ix)
                     for p in range(steps):
                         t0 = time.perf_counter()
-                        acc.observe(seq[max(0, p - 14) : p + 1])
-                        acc.candidates(opts.n_candidates)
+                        acc.observe(seq[max(0, p - 1) : p + 1])
+                        cands = acc.candidates(opts.n_candidates)
+                        if with_sa:
+                            acc.table().prob(cands)  # the mixture's table side for the candidates
                         sink.append((time.perf_counter() - t0) * 1000)
-                    ix.sa = sa
+                    ix.ngram = ng
         return {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
                     "links_only_p50_ms": float(np.percentile(links_only[k], 50)),
                     "links_only_p99_ms": float(np.percentile(links_only[k], 99)),
@@ -308,8 +354,14 @@ def render(res: dict) -> str:
         f"({x['index_tokens']} tokens), {x['threads']} torch thread(s)",
         f"{'':34} {'top-1':>8} {'ppl':>10}",
         f"{'LM alone':34} {c['lm']['top1']:8.4f} {c['lm']['ppl']:10.2f}",
-        f"{'table alone':34} {c['table']['top1']:8.4f} {c['table']['ppl']:10.2f}",
-        f"{'overlay mixture (lam=' + str(x['lam']) + ')':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}",
+        f"{'table alone (∞-gram P_T)':34} {c['table']['top1']:8.4f} {c['table']['ppl']:10.2f}",
+        f"{'overlay mixture (gated λ)':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}   gate "
+        f"{'shipped' if x['gate']['shipped'] else 'off (λ ≡ 0)'}: {x['gate']['report'].get('reason', '')}; "
+        f"out-of-fold dev gain {x['gate']['report'].get('oof_gain_nats_per_token', 0.0):+.4f} nats/token "
+        f"(95% {x['gate']['report'].get('oof_gain_ci95', ['-', '-'])}); test λ mean {x['lam_test']['mean']:.3f}",
+        f"{'  P_T with one λ (' + str(x['fixed_lam']['lam']) + ', dev-tuned)':34} {'':8} {x['fixed_lam']['ppl']:10.2f}",
+        f"{'  previous mixture (votes, λ=' + str(x['previous_mixture']['lam']) + ')':34} "
+        f"{x['previous_mixture']['top1']:8.4f} {x['previous_mixture']['ppl']:10.2f}",
         f"{'overlay select (seed loop, beta=' + str(x['beta']) + ')':34} {x['select']['top1']:8.4f} "
         f"{x['select']['ppl']:10.2f}   (ppl with a {x['select_floor']}/V floor)",
         *([f"{'select + syntactic filter (beta=' + str(x['select_pos']['beta']) + ')':34} "
@@ -324,7 +376,10 @@ def render(res: dict) -> str:
         f"{x['lm_top1_in_candidates']:.4f} of the time",
         f"latency: overlay {x['latency']['overlay_ms_per_token']:.1f} ms/token vs LM {x['latency']['lm_ms_per_token']:.1f}"
         f" in separate runs ({x['latency']['separate_runs_ratio']:.3f}); inside overlay runs {c['latency_ratio']:.3f}",
-        f"index: {c['bytes_per_token']:.2f} bytes/token",
+        f"index: {c['bytes_per_token']:.2f} bytes/token ("
+        + ", ".join(f"{k} {v['bytes_per_token']:.2f}" for k, v in x["sizes"].items()) + ")",
+        "gain over the LM by match length (test): " + ", ".join(
+            f"{k}: {v['share']:.2f} of tokens, {v['gain_nats']:+.4f} nats" for k, v in x["gain_by_match"].items()),
     ]
     for k, v in x["lookup"].items():
         lines.append(f"lookup {k:>4} ({v['corpus_tokens']} tokens): p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms"

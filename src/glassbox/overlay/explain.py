@@ -49,9 +49,14 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
     head = (f"step {step} of trace {trace['id']} (mode {cfg['mode']}): after …{s['context_tail']!r}\n"
             f"chosen {s['chosen_text']!r}; {lm_part}; "
             f"universe {s['universe']} tokens; longest corpus match {s['match_length']} tokens; {s['ms']:.1f} ms\n")
+    mix = s.get("mix") or {}
+    lam = mix.get("lam", cfg["lam"])
     formula = {
         "select": f"final = log p_LM(t | t in candidates) + {cfg['beta']} * log p_table",
-        "mixture": f"final = log((1 - {cfg['lam']}) * p_LM + {cfg['lam']} * p_table)",
+        "mixture": f"final = log((1 - {lam:.4f}) * p_LM + {lam:.4f} * p_inf)   (p_inf: the ∞-gram table "
+                   f"distribution; λ from the {mix.get('gate', 'fixed')} gate, features "
+                   + (", ".join(f"{k}={v:.3f}" for k, v in mix["features"].items()) if mix.get("features")
+                      else "none: the tables saw nothing here, so λ = 0") + ")",
         "table": "final = log p_table",
     }[cfg["mode"]] + f" + {cfg['feedback_nats']} * feedback"
     v = s.get("voters", {})

@@ -5,7 +5,11 @@ Modes (the final score of candidate t; every term is written into the trace):
            final = log p_LM(t | t ∈ C) + beta · log p_table(t)          (p_LM renormalized over C)
            If the table offers no candidate at all, the LM's own top-k are used and tagged "lm-fallback".
   mixture  the measured combination: candidates = table top-N ∪ the LM's top-k (tagged "lm");
-           final = log((1 - lam) · p_LM(t) + lam · p_table(t))          (a proper distribution over V)
+           final = log((1 - λ) · p_LM(t) + λ · P_T(t))                   (a proper distribution over V)
+           P_T is the ∞-gram table distribution (overlay/ngram.py, "p_inf" in the trace); λ comes from the
+           fitted gate (overlay/gate.py: a function of the match length, its count, its continuations and the
+           LM's confidence; written by `overlay eval --save-gate`, or given in the config), else the fixed
+           `lam`; λ = 0 wherever the tables saw nothing. Each step records λ and the features that set it.
   table    no LM (`--no-lm`): final = log p_table(t)
 In every mode human feedback adds `feedback_nats · net(+1 prefer / -1 reject)` for the context (a, b) → t,
 and preferred tokens always join the candidates. p_table is the accumulator's score normalized and smoothed
@@ -35,6 +39,7 @@ import numpy as np
 from glassbox.errors import BadInput
 from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig, Feedback, table_distribution
 from glassbox.overlay.answers import AnswerLinks
+from glassbox.overlay.gate import Gate, features
 from glassbox.overlay.index import Index
 from glassbox.overlay.pos import PosTable
 
@@ -59,6 +64,7 @@ class GenerateConfig:
     pos_filter: bool = False  # the syntactic filter (allowed_next[pos]); needs the index's pos.npz
     pos_min_share: float = 0.002  # a tag transition rarer than this share of the previous tag's is not allowed
     adaptive_temperature: bool = False  # sampling temperature from the distribution's flatness (see above)
+    gate: dict | None = None  # the mixing gate (overlay/gate.py Gate.to_json()); None: the fixed lam
     accumulator: AccumulatorConfig = field(default_factory=AccumulatorConfig)
 
     def check(self) -> None:
@@ -146,13 +152,17 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
     arr = np.array(ids)
     p_tab = table_distribution(total, acc.index.unigram, cfg.mu)[arr]
     fbv = np.array([fb.get(t, 0.0) for t in ids])
+    mix = None
     if cfg.mode == "table" or lm_logp is None:
         final = np.log(p_tab)
     elif cfg.mode == "select":
-        lc = lm_logp[arr].astype(np.float64)
-        final = lc - _logsumexp(lc) + cfg.beta * np.log(p_tab)
+        final = select_final(lm_logp[arr], p_tab, cfg.beta)
     else:
-        final = np.log((1 - cfg.lam) * np.exp(lm_logp[arr].astype(np.float64)) + cfg.lam * p_tab)
+        p_inf = acc.table().prob(arr) if acc.index.ngram is not None else acc.index.p0[arr]
+        phi = features(acc.levels, float(np.exp(np.max(lm_logp))))
+        lam = (Gate.from_json(cfg.gate).lam(phi) if cfg.gate is not None else (cfg.lam if phi else 0.0))
+        mix = {"lam": lam, "features": phi, "gate": "fitted" if cfg.gate is not None else "fixed"}
+        final = mixture_final(lm_logp[arr], p_inf, lam)
     final = final + cfg.feedback_nats * fbv
     order = np.argsort(-final, kind="stable")
     terms = acc.terms(arr)
@@ -168,11 +178,26 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
             "lm_logprob": None if lm_logp is None else float(lm_logp[t]), "feedback": float(fbv[i]),
             "final": float(final[i]),
         })
+        if mix is not None:
+            cands[-1]["p_inf"] = float(p_inf[i])
     step = {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
             "match_length": acc.match_length}
+    if mix is not None:
+        step["mix"] = mix
     if pos is not None:
         pos_filter(step, context[-1], pos)
     return step
+
+
+def select_final(lm_logp: np.ndarray, p_table: np.ndarray, beta: float) -> np.ndarray:
+    """Select mode's scores over the candidates: log p_LM renormalized over them + β · log p_table."""
+    lc = np.asarray(lm_logp, np.float64)
+    return lc - _logsumexp(lc) + beta * np.log(p_table)
+
+
+def mixture_final(lm_logp: np.ndarray, p_inf: np.ndarray, lam: float) -> np.ndarray:
+    """Mixture mode's scores: log((1 − λ) p_LM + λ P_T)."""
+    return np.log((1 - lam) * np.exp(np.asarray(lm_logp, np.float64)) + lam * np.asarray(p_inf, np.float64))
 
 
 def pos_filter(step: dict, prev: int, pos: PosTable) -> None:

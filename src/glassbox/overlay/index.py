@@ -1,19 +1,25 @@
 """The link index: a corpus turned into readable, memory-mapped arrays, built once and never loaded whole.
 
-Files in the index folder (all `.npy`, opened with mmap_mode="r"):
+Files in the index folder (all `.npy`, opened with mmap_mode="r"), sized by the tokens the corpus uses:
   tokens.npy        the corpus as token ids (uint16 when the vocabulary fits), documents separated by `sep`
-  unigram.npy       count of every token id (int32[V])
-  next_*.npy        next-token links, CSR: for token a, next_ids[next_off[a]:next_off[a+1]] are the K most
-                    frequent followers t, next_w their share P(t | a) (float16), strongest first
+  types.npy         the U token ids the corpus uses, ascending (local id j ↔ types[j]); cum.npy uint32[U+1]:
+                    cumulative counts, so c(types[j]) = cum[j+1] − cum[j] and [cum[j], cum[j+1]) is that
+                    token's suffix-array interval
+  next_*.npy        next-token links, CSR over local ids: for token a, next_ids[next_off[j]:next_off[j+1]] are
+                    the K most frequent followers t, next_w their share P(t | a) (float16), strongest first
   cooc_*.npy        co-occurrence links: t seen 2..W tokens after a, each sighting weighted 1/distance,
                     normalized per a like next_w (the longer-range "semantic" neighbours of the seed's notes)
-  sem_*.npy         semantic neighbours (optional): the K tokens of the corpus whose input embeddings are
-                    nearest by cosine (the notes' C_K(w)), weight = the cosine, from the model's own embedding
-  sa.npy            suffix array of tokens.npy (pydivsufsort), for longest-match (∞-gram) continuations
-                    and the triad bonus (the continuations of the last two tokens)
+  sem_*.npy         semantic neighbours (opt-in, `--semantic`): the K tokens of the corpus whose input
+                    embeddings are nearest by cosine (the notes' C_K(w)), weight = the cosine
+  sa.npy            suffix array of tokens.npy (pydivsufsort) in the narrowest byte width that holds a position
+                    (uint8 [N, width]; 3 bytes up to 16.7 M tokens), for the ∞-gram counts (overlay/ngram.py)
+  h{k}_*.npy        for contexts of k = 1..4 tokens seen more than `cap` times: their next tokens and where
+                    each one's run starts in the suffix array (so no step ever searches a large interval)
   feedback.npz      consolidated feedback links (a, b, t, weight) and the last feedback id they hold;
                     written by `consolidate`
-  meta.json         sizes, K, W, the tokenizer, an index id; tokenizer/ the tokenizer's own files
+  meta.json         sizes, K, W, cap, the discounts, the tokenizer, an index id; tokenizer/ its own files
+The build is a function of the corpus's token shards (`corpus_tokens`: shards in order, documents in order,
+`sep` after each), so a sharded tokenizer (Ray) gives the identical index.
 """
 
 from __future__ import annotations
@@ -31,11 +37,16 @@ import numpy as np
 
 from glassbox import progress
 from glassbox.errors import BadInput
+from glassbox.overlay.ngram import HEAVY, NGram, Packed, heavy_tables
 
-FORMAT = "glassbox-overlay-index/1"
-ARRAYS = ["tokens", "unigram", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa",
-          "sem_off", "sem_ids", "sem_w"]
-OPTIONAL = {"sa", "sem_off", "sem_ids", "sem_w"}
+FORMAT = "glassbox-overlay-index/2"
+HEAVY_ARRAYS = [f"h{k}_{x}" for k in range(1, HEAVY + 1) for x in ("lo", "hi", "off", "tok", "start")]
+ARRAYS = ["tokens", "types", "cum", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa",
+          "sem_off", "sem_ids", "sem_w", *HEAVY_ARRAYS]
+OPTIONAL = {"sa", "sem_off", "sem_ids", "sem_w", *HEAVY_ARRAYS}
+SIZE_GROUPS = {"tokens": "tokens", "types": "vocabulary", "cum": "vocabulary", "sa": "suffix array",
+               "next": "next links", "cooc": "co-occurrence links", "sem": "semantic neighbours",
+               "h": "heavy contexts"}
 
 
 @dataclass
@@ -43,7 +54,8 @@ class BuildOptions:
     k: int = 32  # neighbours kept per token and link kind
     window: int = 8  # co-occurrence window (tokens after a)
     suffix_array: bool = True
-    semantic_from: str | None = None  # a model whose input embeddings give the semantic neighbours
+    semantic_from: str | None = None  # a model whose input embeddings give the semantic neighbours (opt-in)
+    cap: int = 256  # a context seen more often than this stores its children (see overlay/ngram.py)
 
 
 def tokenize_documents(docs: list[str], tokenizer: Any, batch: int = 64) -> list[list[int]]:
@@ -61,27 +73,39 @@ def separator_id(tokenizer: Any) -> int:
     return 0
 
 
+def corpus_tokens(shards: list[list[list[int]]], sep: int) -> np.ndarray:
+    """The corpus array from tokenized shards: shards in order, documents in order, `sep` after each.
+    Deterministic, so sharded tokenization (e.g. on Ray) merges into exactly the sequential index."""
+    return np.fromiter((t for shard in shards for d in shard for t in (*d, sep)), dtype=np.int64)
+
+
 def build(docs: list[str], tokenizer: Any, out: str | Path, options: BuildOptions | None = None,
           source: str = "", tokenizer_spec: str = "") -> Path:
     """Tokenize `docs` and write an index folder at `out` (built in a temp folder, renamed into place)."""
+    return build_from_shards([tokenize_documents(docs, tokenizer)], tokenizer, out, options, source, tokenizer_spec)
+
+
+def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | Path,
+                      options: BuildOptions | None = None, source: str = "", tokenizer_spec: str = "") -> Path:
+    """Write an index folder at `out` from already tokenized document shards (see `corpus_tokens`)."""
     options = options or BuildOptions()
     out = Path(out)
     if out.exists() and not (out / "meta.json").exists() and any(out.iterdir()):
         raise BadInput("exists and is not an overlay index; refusing to overwrite it", out)
     vocab = len(tokenizer)
     sep = separator_id(tokenizer)
-    ids = tokenize_documents(docs, tokenizer)
-    tokens = np.fromiter((t for d in ids for t in (*d, sep)), dtype=np.int64)
+    tokens = corpus_tokens(shards, sep)
+    n_docs = sum(len(s) for s in shards)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_arrays(tmp, tokens, vocab, options)
+        extra = write_arrays(tmp, tokens, vocab, options)
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         meta = {
             "format": FORMAT, "id": uuid.uuid4().hex[:12], "source": source, "tokenizer": tokenizer_spec,
-            "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": len(docs),
+            "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": n_docs,
             "k": options.k, "window": options.window, "suffix_array": options.suffix_array,
-            "semantic_from": options.semantic_from,
+            "semantic_from": options.semantic_from, **extra,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _swap_into_place(tmp, out)
@@ -101,29 +125,49 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOptions) -> None:
-    """The token array, unigram counts, both link tables and (optionally) the suffix array."""
+def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOptions) -> dict:
+    """The token array, the local vocabulary, both link tables, (opt-in) the semantic neighbours and the
+    suffix array with its heavy contexts. Returns what meta.json records about them (cap, discounts)."""
     dtype = np.uint16 if vocab <= 65536 else np.uint32
     tok = tokens.astype(dtype)
     np.save(folder / "tokens.npy", tok)
     counts = np.bincount(tokens, minlength=vocab)
-    np.save(folder / "unigram.npy", counts.astype(np.int32 if len(tokens) < 2**31 else np.int64))
+    types = np.flatnonzero(counts)
+    np.save(folder / "types.npy", types.astype(dtype))
+    cum = np.concatenate([[0], np.cumsum(counts[types])])
+    np.save(folder / "cum.npy", cum.astype(_uint_for(len(tokens))))
     for name, distances in (("next", [1]), ("cooc", list(range(2, options.window + 1)))):
         off, nbr, w = link_table(tokens, vocab, options.k, distances, name)
-        np.save(folder / f"{name}_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
-        np.save(folder / f"{name}_ids.npy", nbr.astype(dtype))
-        np.save(folder / f"{name}_w.npy", w.astype(np.float16))
+        _save_csr(folder, name, off, nbr, w, types, dtype)
     if options.semantic_from:
-        off, nbr, w = semantic_table(np.flatnonzero(np.bincount(tokens, minlength=vocab)), options.semantic_from,
-                                     options.k)
-        np.save(folder / "sem_off.npy", off.astype(np.int32 if off[-1] < 2**31 else np.int64))
-        np.save(folder / "sem_ids.npy", nbr.astype(dtype))
-        np.save(folder / "sem_w.npy", w.astype(np.float16))
+        off, nbr, w = semantic_table(types, options.semantic_from, options.k)
+        _save_csr(folder, "sem", off, nbr, w, types, dtype)
+    extra: dict = {"cap": options.cap}
     if options.suffix_array:
         from pydivsufsort import divsufsort
 
-        sa = divsufsort(tok)
-        np.save(folder / "sa.npy", sa.astype(np.int32 if len(tok) < 2**31 else np.int64))
+        sa = np.asarray(divsufsort(tok), dtype=np.int64)
+        width = Packed.width_for(max(1, len(tok) - 1))
+        np.save(folder / "sa.npy", Packed.pack(sa, width))
+        heavy, discounts = heavy_tables(tokens, sa, options.cap)
+        pos = _uint_for(len(tokens))
+        for name, arr in heavy.items():
+            np.save(folder / f"{name}.npy", arr.astype(dtype if name.endswith("_tok") else pos))
+        extra.update(sa_width=width, discounts=discounts)
+    return extra
+
+
+def _uint_for(n: int) -> type:
+    return np.uint32 if n < 2**32 else np.uint64
+
+
+def _save_csr(folder: Path, name: str, off: np.ndarray, nbr: np.ndarray, w: np.ndarray, types: np.ndarray,
+              dtype: type) -> None:
+    """A CSR table over the vocabulary, stored over the local ids (rows of unused tokens are empty)."""
+    local_off = np.append(off[types], off[-1])
+    np.save(folder / f"{name}_off.npy", local_off.astype(_uint_for(int(off[-1]) + 1)))
+    np.save(folder / f"{name}_ids.npy", nbr.astype(dtype))
+    np.save(folder / f"{name}_w.npy", w.astype(np.float16))
 
 
 def link_table(tokens: np.ndarray, vocab: int, k: int, distances: list[int], name: str = "links",
@@ -237,12 +281,21 @@ class Index:
             elif name not in OPTIONAL:
                 raise BadInput(f"index is missing {f.name}", self.path)
         self.tokens = arrays["tokens"]
-        self.unigram = np.asarray(arrays["unigram"], dtype=np.float64)
+        self.types = np.asarray(arrays["types"], dtype=np.int64)
+        cum = np.asarray(arrays["cum"], dtype=np.int64)
+        self.unigram = np.zeros(self.vocab_size, np.float64)  # dense in memory (cheap), local on disk
+        self.unigram[self.types] = np.diff(cum)
+        self.local = np.full(self.vocab_size, -1, np.int64)
+        self.local[self.types] = np.arange(len(self.types))
         self.next = (arrays["next_off"], arrays["next_ids"], arrays["next_w"])
         self.cooc = (arrays["cooc_off"], arrays["cooc_ids"], arrays["cooc_w"])
-        self.sa = arrays.get("sa")
+        self.sa = Packed(arrays["sa"]) if "sa" in arrays else None
         self.semantic = (arrays["sem_off"], arrays["sem_ids"], arrays["sem_w"]) if "sem_off" in arrays else None
         self.n_tokens = len(self.tokens)
+        self.ngram = (NGram(self.tokens, self.sa, self.types, cum, arrays, self.meta.get("discounts", {}),
+                            int(self.meta.get("cap", 256)), self.vocab_size) if self.sa is not None else None)
+        # the table's base distribution P_0 over the whole vocabulary (add-1/2 unigram; see overlay/ngram.py)
+        self.p0 = (self.unigram + 0.5) / (self.unigram.sum() + 0.5 * self.vocab_size)
         self._feedback, self.consolidated_upto = self._load_feedback()
 
     # -- link tables -------------------------------------------------------------------------------
@@ -252,7 +305,10 @@ class Index:
         if table is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         off, ids, w = table
-        lo, hi = int(off[a]), int(off[a + 1])
+        j = int(self.local[a]) if 0 <= a < self.vocab_size else -1
+        if j < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        lo, hi = int(off[j]), int(off[j + 1])
         return np.asarray(ids[lo:hi], dtype=np.int64), np.asarray(w[lo:hi], dtype=np.float32)
 
     # -- suffix array ------------------------------------------------------------------------------
@@ -326,6 +382,29 @@ class Index:
         total = sum(f.stat().st_size for f in self.path.glob("*.npy"))
         return total / max(1, self.n_tokens)
 
+    def sizes(self) -> dict[str, dict[str, float]]:
+        """{group: {bytes, bytes_per_token}} of the index's arrays (what `overlay build` prints)."""
+        out: dict[str, dict[str, float]] = {}
+        for f in sorted(self.path.glob("*.npy")):
+            stem = f.stem
+            key = "h" if stem[0] == "h" and stem[1:2].isdigit() else stem.split("_")[0]
+            g = out.setdefault(SIZE_GROUPS.get(key, stem), {"bytes": 0, "bytes_per_token": 0.0})
+            g["bytes"] += f.stat().st_size
+        for g in out.values():
+            g["bytes_per_token"] = g["bytes"] / max(1, self.n_tokens)
+        return out
+
+    def gate(self) -> dict | None:
+        """The mixing gate fitted by `overlay eval --save-gate` (overlay/gate.py), if any."""
+        f = self.path / "gate.json"
+        if not f.exists():
+            return None
+        try:
+            d = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"gate.json is not valid JSON: {exc}", f) from None
+        return {k: d[k] for k in ("w", "b", "shipped", "features", "report") if k in d}
+
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer"
 
@@ -338,3 +417,11 @@ def write_feedback(index_path: Path, rows: list[tuple[int, int, int, float]], up
     arr = np.array(sorted(rows), dtype=np.float64).reshape(-1, 4)
     with atomic_write(Path(index_path) / "feedback.npz") as f:
         np.savez(f, rows=arr, upto=np.int64(upto))
+
+
+def write_gate(index_path: str | Path, gate: dict) -> None:
+    """Store a fitted mixing gate in the index (one atomic file)."""
+    from glassbox.fileio import atomic_write
+
+    with atomic_write(Path(index_path) / "gate.json", "w") as f:
+        f.write(json.dumps(gate, indent=1))

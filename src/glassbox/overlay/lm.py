@@ -1,7 +1,7 @@
 """Load the selector LM and its tokenizer: the one place that knows how, so the loader can change here only.
 
-Uses `glassbox.run.load_model` (dequantized safetensors cache) when that module exists; otherwise loads the
-GGUF through `transformers` directly. Loaded models are kept for the life of the process (tests share them).
+Uses `glassbox.run.load_model` (the shared loader, with its dequantized safetensors cache). Loaded models are
+kept for the life of the process (tests share them).
 """
 
 from __future__ import annotations
@@ -44,28 +44,13 @@ def needs_bos(spec: str | None) -> bool:
 
 def load_lm(spec: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer); float32, one torch thread."""
-    import torch
-
     set_threads()
     if spec in _models:
         return _models[spec]
-    try:
-        from glassbox.run import load_model  # the shared loader, with its safetensors cache
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        loaded = load_model(spec)
-        model, tok = loaded.model, loaded.tokenizer
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from glassbox.run import load_model
 
-        folder, gguf = _gguf_or_dir(spec)
-        kw = {"gguf_file": gguf} if gguf else {}
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
-            tok = AutoTokenizer.from_pretrained(folder, **kw)
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot load a language model: {exc}", spec) from None
+    loaded = load_model(spec)
+    model, tok = loaded.model, loaded.tokenizer
     model.eval()
     _models[spec] = (model, tok)
     return model, tok
