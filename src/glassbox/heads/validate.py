@@ -1,46 +1,68 @@
-"""Causal validation: does intervening on a head change its role's task more than the same on random heads?
+"""Causal validation with a null that could reject it: three kinds of evidence per (head, role).
 
-Each role has a task (a batch of probe inputs) and a metric on the model's output:
-    previous_token, induction, duplicate_token, copying → loss on the repeated half of random sequences
-        (previous-token and duplicate heads matter through composition with induction heads)
+Each role has a task (a batch of probe inputs) and a metric, oriented so that POSITIVE = the head helps:
+    previous_token, induction, duplicate_token, copying → the rise of the next-token loss on the repeated half
+        of random sequences when the head is removed (previous-token and duplicate heads act through
+        composition with induction heads)
     first_token, self, local, next_token, last_token → KL(clean ‖ intervened) of the next-token distribution
-        over the repeated sequences (how much the model needs the head at all)
-    successor → loss of predicting each ordinal item's successor; syntax:* and coreference → LM loss
-        on the parsed / pronoun sentences
-Encoders have no next-token output: every metric is the change of the last hidden state (1 − cosine).
+        over the repeated sequences (how much the model needs the head at all; a KL is never negative)
+    successor → rise of the loss of predicting each ordinal item's successor; syntax:* and coreference → rise
+        of the LM loss on the parsed / pronoun sentences
+Encoders have no next-token output: their metric is the change of the last hidden state (1 − cosine).
+Every metric is measured per example (one predicted token; encoders: one token's hidden state), so a
+bootstrap over examples gives a confidence interval.
 
-The intervention is mean ablation for most roles: the head's z is replaced by its mean over that task's
-clean run (the head keeps its typical offset and loses only its input-dependent information).
-first_token (attention sinks) is tested on the attention pattern instead ("no_sink"): the head's attention
-to position 0 is removed and each query's row renormalized over the other keys (hooks.PatternEdit). A
-sink head parks its attention on position 0, whose value is small, so its output is near constant and
-ablating it changes almost nothing; taking the sink away makes it mix real tokens' values, so the head's
-output norm grows sharply and the model's output moves. Its metric is that KL; the relative change of the
-head's output norm (mean ‖head_out‖ over positions ≥ 1, intervened ÷ clean − 1) is reported beside it
-(`norm_change`). last_token (encoder [SEP] sinks) keeps zero ablation, which removes the constant it writes.
+The intervention is mean ablation (z replaced by its mean over the task's clean run); first_token (sinks) is
+tested on the pattern ("no_sink": attention to position 0 removed and renormalized, hooks.PatternEdit, with
+the head's output-norm change reported as `norm_change`), last_token (encoder [SEP] sinks) by zero ablation.
 
-The effect is |metric(intervened) − metric(clean)|; a role is `validated` when the head's effect is more
-than twice the mean effect of the same intervention on up to RANDOM_HEADS random heads of the same layer,
-and above the largest of them (and above FLOOR). The random heads are drawn from the layer's heads that
-hold no role at all (score under every threshold), topped up with heads that at least lack this role
-when there are fewer than MIN_FREE: a baseline should be a head not known to do anything. They come
-from one seeded permutation per layer, so roles share their runs.
+Evidence kinds:
+  total   the head's own intervention. Null: the same intervention on NULL_HEADS heads that hold no role,
+          nearest first from the head's layer and the layers before it (a layer gives at most `per_layer`
+          of them, so the pool is shared across layers and its cost stays bounded), later layers only when
+          the earlier ones run out; a small model gives what it has (`null_n` says how many), topped up to
+          MIN_NULL with heads that merely lack this role only when fewer role-free heads exist.
+          Each null head runs as its own copy of the task in one batch (HeadEdit(..., batch=rows)).
+  direct  the head's direct contribution to the task's correct token: its output change under the same mean
+          ablation, through the final norm with the scale frozen from the clean run, onto the centered
+          unembedding row of the correct token (logit of the answer relative to the mean logit). Null: the
+          same quantity for NULL_TOKENS random in-distribution tokens in place of the answer ("does the head
+          push the answer more than any token?"): it needs no extra forward and exists in every model size.
+          A redundant head keeps its direct effect when its twin is still there.
+  group   the role's checked heads ablated together, against NULL_SETS random sets of the same size drawn
+          from the null pool; a member is credited with the group only when removing it from the group
+          lowers the group effect (paired bootstrap interval of the difference above 0).
+
+Test: effect x against the null's mean m and sd s (n values): t = (x − m) / √(s²(1 + 1/n) + se²), se the
+bootstrap standard error of x; p from Student's t with n − 1 degrees of freedom (a prediction test for one
+more draw from the null). Both tails, each corrected with Holm–Bonferroni over every (head, role, kind) test
+of the atlas. A kind is significant when its corrected upper p < ALPHA, its interval lies above 0 and the
+effect exceeds FLOOR; significantly negative when its corrected lower p < ALPHA and its interval lies
+below 0. A role is validated when at least one kind is significant and none is significantly negative.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox.run import hooks
-from glassbox.run.layout import o_weight
+from glassbox.run.layout import final_norm, o_weight
 from glassbox.run.load import Loaded
 
-RANDOM_HEADS = 3
-MIN_FREE = 2  # fewer role-free heads than this in a layer: top up with heads that lack this role
-FLOOR = 1e-4  # effects below this are noise whatever the baseline
+NULL_HEADS = 20  # heads in the null of one check
+NULL_PER_LAYER = 3  # at most this many null heads from one layer (raised for shallow models)
+NULL_SETS = 20  # random same-size sets in the null of a group
+NULL_TOKENS = 32  # random answer tokens in the null of the direct effect
+MIN_NULL = 3  # fewer null values than this: no test (p = 1)
+BOOTSTRAP = 1000
+ALPHA = 0.05
+FLOOR = 1e-4  # effects below this are noise whatever the null
+LOGIT_BUDGET = 48 * 2**20  # logits floats per batched forward (rows × kept positions × vocab)
+KINDS_OF_EVIDENCE = ("total", "direct", "group")
 
 
 @dataclass
@@ -48,83 +70,166 @@ class Task:
     tokens: Any  # [batch, seq]
     mask: Any | None = None  # real tokens (padding excluded)
     targets: Any | None = None  # [batch, seq] bool: positions whose next-token loss is the metric
-    clean: Any = None
-    means: Any = None
-    z: Any = None  # clean attn.z per layer, for head output norms
+    clean: Any = None  # clean logits at `at` (encoders: last hidden state)
+    means: Any = None  # [layer, head, d_head] mean z over the clean run
+    z: Any = None  # clean attn.z per layer
     at: Any = None  # positions whose logits are needed (one before each target)
-    memo: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)
+    ex_row: Any = None  # per example: batch row
+    ex_pos: Any = None  # per example: target position (encoders: the token)
+    ex_col: Any = None  # per example: index into `at` of the position predicting it
+    clean_nll: Any = None  # [examples]
+    direct: Any = None  # [layer, head, examples]: direct effect on the answer
+    direct_null: Any = None  # [layer, head, NULL_TOKENS]: the same on random tokens (mean over examples)
+    memo: dict[tuple[str, tuple[tuple[int, int], ...]], dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.ex_row.numel())
 
 
-def _loss(logits: Any, task: Task) -> float:
-    """Mean next-token loss over the targets; logits are kept only at `task.at` (one before each target)."""
+def _einsum(spec: str, *ops: Any) -> Any:
     import torch
 
-    logp = torch.log_softmax(logits.float(), -1)
-    nll = -logp.gather(-1, task.tokens[:, task.at + 1, None])[..., 0]
-    w = task.targets[:, task.at + 1].float()
-    return float((nll * w).sum() / w.sum().clamp_min(1))
-
-
-def _kl(clean: Any, logits: Any, task: Task) -> float:
-    import torch
-
-    p = torch.log_softmax(clean.float(), -1)
-    q = torch.log_softmax(logits.float(), -1)
-    kl = (p.exp() * (p - q)).sum(-1)
-    w = task.targets[:, task.at + 1].float()
-    return float((kl * w).sum() / w.sum().clamp_min(1))
-
-
-def _change(clean: Any, hidden: Any, mask: Any) -> float:
-    import torch
-
-    cos = torch.nn.functional.cosine_similarity(clean.float(), hidden.float(), dim=-1)
-    w = mask.float()
-    return float(((1 - cos) * w).sum() / w.sum())
+    return torch.einsum(spec, *ops)
 
 
 class Validator:
-    """Runs and memoizes head ablations per task; compares each head with random heads of its layer."""
+    """Runs, memoizes and tests head interventions per task (single heads, null heads and groups as batch rows)."""
 
     def __init__(self, loaded: Loaded, tasks: dict[str, Task], seed: int,
-                 busy: set[tuple[int, int]] | None = None):
+                 busy: set[tuple[int, int]] | None = None, pool: Any | None = None):
+        import torch
+
         self.loaded = loaded
-        self.busy = busy or set()  # heads holding some role: the last choice for a random baseline
+        self.busy = busy or set()  # heads holding some role: never in a null unless the model has too few others
         self.tasks = tasks
         self.seed = seed
+        self.pool = pool  # in-distribution token ids for the direct effect's null (None: the whole vocabulary)
+        self.per_layer = max(NULL_PER_LAYER, math.ceil(NULL_HEADS / max(loaded.n_layers, 1)))
         for task in tasks.values():
             if task.mask is None:
                 task.mask = hooks._tokens(task.tokens).new_ones(task.tokens.shape)
             if task.targets is None:
-                task.targets = task.mask.bool()
-            task.targets[:, 0] = False  # nothing predicts the first token
-            task.at = None if loaded.is_encoder else task.targets.any(0).nonzero()[:, 0] - 1
-            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names="blocks.*.attn.z",
+                task.targets = task.mask.bool().clone()
+            if not loaded.is_encoder:
+                task.targets[:, 0] = False  # nothing predicts the first token
+                task.at = task.targets.any(0).nonzero()[:, 0] - 1
+            names = ["blocks.*.attn.z"]
+            if not loaded.is_encoder:
+                names.append(f"blocks.{loaded.n_layers - 1}.resid_post")
+            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names=names,
                                                      attention_mask=task.mask, logits_at=task.at)
             w = task.mask.float()[:, :, None, None]
             task.z = [cache[f"blocks.{layer}.attn.z"] for layer in range(loaded.n_layers)]
-            task.means = _stack([(z * w).sum((0, 1)) / w.sum() for z in task.z])
+            task.means = torch.stack([(z * w).sum((0, 1)) / w.sum() for z in task.z])
+            ex = (task.mask.bool() if loaded.is_encoder else task.targets).nonzero()
+            task.ex_row, task.ex_pos = ex[:, 0], ex[:, 1]
+            if loaded.is_encoder:
+                continue
+            col = {int(p): i for i, p in enumerate(task.at.tolist())}
+            task.ex_col = torch.tensor([col[int(p) - 1] for p in task.ex_pos.tolist()], dtype=torch.long)
+            task.clean_nll = self._nll(task.clean, task)
+            self._direct(task, cache[f"blocks.{loaded.n_layers - 1}.resid_post"])
+
+    # ----- measurements -------------------------------------------------------------------------------------
+
+    def _nll(self, logits: Any, task: Task) -> Any:
+        import torch
+
+        logp = torch.log_softmax(logits[task.ex_row, task.ex_col].float(), -1)
+        return -logp.gather(-1, task.tokens[task.ex_row, task.ex_pos][:, None])[:, 0]
+
+    def _measure(self, task: Task, out: Any) -> dict[str, Any]:
+        """Per-example metrics of one copy of the task's output, oriented positive = the head helped."""
+        import torch
+
+        if self.loaded.is_encoder:
+            a = task.clean[task.ex_row, task.ex_pos].float()
+            b = out[task.ex_row, task.ex_pos].float()
+            return {"change": 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)}
+        p = torch.log_softmax(task.clean[task.ex_row, task.ex_col].float(), -1)
+        q = torch.log_softmax(out[task.ex_row, task.ex_col].float(), -1)
+        nll = -q.gather(-1, task.tokens[task.ex_row, task.ex_pos][:, None])[:, 0]
+        return {"loss": nll - task.clean_nll, "kl": (p.exp() * (p - q)).sum(-1)}
+
+    def _direct(self, task: Task, resid: Any) -> None:
+        """Every head's direct effect on the answer, and on random tokens, from the clean run (no forward)."""
+        import torch
+
+        loaded = self.loaded
+        norm = final_norm(loaded.model, loaded.architecture)
+        w_u = loaded.model.get_output_embeddings().weight.detach().float()
+        w_u = w_u - w_u.mean(0, keepdim=True)  # logits relative to the mean logit: a uniform shift changes nothing
+        x = resid[task.ex_row, task.ex_pos - 1].float()  # [e, d]: the final norm's input where each answer is read
+        layer_norm = isinstance(norm, torch.nn.LayerNorm)
+        if layer_norm:
+            x = x - x.mean(-1, keepdim=True)
+        eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)) or 1e-6) if norm is not None else 0.0
+        sigma = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() if norm is not None else torch.ones(len(x), 1)
+        from glassbox.heads.probes import _gain
+
+        gain = _gain(norm, x.shape[-1]).float()
+        answers = task.tokens[task.ex_row, task.ex_pos]
+        g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:direct".encode()))
+        ids = self.pool if self.pool is not None else torch.arange(w_u.shape[0])
+        draws = ids[torch.randint(0, len(ids), (len(answers), NULL_TOKENS), generator=g)]
+        clash = draws == answers[:, None]  # a random token that is the answer: take the next pool id instead
+        draws[clash] = ids[(torch.searchsorted(ids, draws[clash]) + 1) % len(ids)]
+        u_ans, u_rand = w_u[answers], w_u[draws]  # [e, d], [e, R, d]
+        direct, null = [], []
+        with torch.inference_mode():
+            for layer in range(loaded.n_layers):
+                z = task.z[layer][task.ex_row, task.ex_pos - 1].float() - task.means[layer]  # [e, h, dh]
+                w = o_weight(loaded.model, loaded.architecture, layer).float()
+                w = w.reshape(w.shape[0], loaded.n_heads, -1)  # [d, h, dh]
+                v = _einsum("ehk,dhk->ehd", z, w)
+                if layer_norm:
+                    v = v - v.mean(-1, keepdim=True)
+                v = v / sigma[:, None] * gain
+                direct.append(_einsum("ehd,ed->he", v, u_ans))
+                null.append(_einsum("ehd,erd->hr", v, u_rand) / len(answers))
+        task.direct, task.direct_null = torch.stack(direct), torch.stack(null)
+
+    def runs(self, task_name: str, kind: str, specs: list[tuple[tuple[int, int], ...]]) -> list[dict[str, Any]]:
+        """Per-example metrics for each spec (a tuple of heads intervened on together), batched as rows."""
+        import torch
+
+        task = self.tasks[task_name]
+        todo = list(dict.fromkeys(s for s in specs if (kind, s) not in task.memo))
+        n, seq = task.tokens.shape
+        width = len(task.at) * int(self.loaded.config.vocab_size) if not self.loaded.is_encoder else seq
+        per = max(1, LOGIT_BUDGET // max(n * width, 1))
+        for start in range(0, len(todo), per):
+            chunk = todo[start: start + per]
+            tokens = task.tokens.repeat(len(chunk), 1)
+            mask = task.mask.repeat(len(chunk), 1)
+            edits: list[Any] = []
+            for c, spec in enumerate(chunk):
+                rows = list(range(c * n, (c + 1) * n))
+                for layer, head in spec:
+                    if kind == "no_sink":
+                        edits.append(hooks.PatternEdit(layer, head, "no_sink", batch=rows))
+                    else:
+                        value = None if kind == "zero" else task.means[layer, head]
+                        edits.append(hooks.HeadEdit(layer, head, value, batch=rows))
+            single = kind == "no_sink"
+            names = sorted({f"blocks.{layer}.attn.z" for spec in chunk for layer, _ in spec}) if single else []
+            out, cache = hooks.run_with_cache(self.loaded, tokens, names=names, edits=edits,
+                                              attention_mask=mask, logits_at=task.at)
+            for c, spec in enumerate(chunk):
+                measured = self._measure(task, out[c * n: (c + 1) * n])
+                if single and len(spec) == 1:
+                    (layer, head), = spec
+                    z = cache[f"blocks.{layer}.attn.z"][c * n: (c + 1) * n]
+                    clean = self._head_norm(task, layer, head, task.z[layer])
+                    measured["norm_change"] = torch.tensor(self._head_norm(task, layer, head, z) / max(clean, 1e-12) - 1)
+                task.memo[(kind, spec)] = measured
+        return [task.memo[(kind, s)] for s in specs]
 
     def metrics(self, task_name: str, layer: int, head: int, kind: str = "mean") -> dict[str, float]:
-        task = self.tasks[task_name]
-        if (kind, layer, head) not in task.memo:
-            if kind == "no_sink":
-                z = f"blocks.{layer}.attn.z"
-                out, cache = hooks.run_with_cache(self.loaded, task.tokens, z,
-                                                  [hooks.PatternEdit(layer, head, "no_sink")],
-                                                  attention_mask=task.mask, logits_at=task.at)
-                measured = self._measure(task, out)
-                clean = self._head_norm(task, layer, head, task.z[layer])
-                measured["norm_change"] = self._head_norm(task, layer, head, cache[z]) / max(clean, 1e-12) - 1
-            else:
-                if kind == "zero":
-                    edits = hooks.zero_ablation([(layer, head)])
-                else:
-                    edits = hooks.mean_ablation([(layer, head)], task.means)
-                out = hooks.run(self.loaded, task.tokens, edits, attention_mask=task.mask, logits_at=task.at)
-                measured = self._measure(task, out)
-            task.memo[(kind, layer, head)] = measured
-        return task.memo[(kind, layer, head)]
+        """Mean of each metric for one head's intervention (the single-number view, for tests and `heads show`)."""
+        measured = self.runs(task_name, kind, [((layer, head),)])[0]
+        return {k: float(v.mean()) for k, v in measured.items()}
 
     def _head_norm(self, task: Task, layer: int, head: int, z: Any) -> float:
         """Mean ‖head_out‖ over real tokens after the first (whose row a pattern edit cannot change)."""
@@ -135,51 +240,160 @@ class Validator:
         m[:, 0] = 0
         return float((norms * m).sum() / m.sum().clamp_min(1))
 
-    def _measure(self, task: Task, out: Any) -> dict[str, float]:
-        if self.loaded.is_encoder:
-            return {"change": _change(task.clean, out, task.mask)}
-        return {"loss": _loss(out, task) - _loss(task.clean, task), "kl": _kl(task.clean, out, task)}
+    # ----- nulls -----------------------------------------------------------------------------------------------
 
-    def baseline_heads(self, layer: int, head: int, holders: set[tuple[int, int]]) -> list[int]:
-        """Up to RANDOM_HEADS heads of the layer without the role, from one seeded permutation per layer."""
+    def _order(self, layer: int) -> list[int]:
         order = list(range(self.loaded.n_heads))
         random.Random(zlib.crc32(f"{self.seed}:{layer}".encode())).shuffle(order)
-        free = [h for h in order if (layer, h) not in self.busy and h != head]
-        rest = [h for h in order if (layer, h) in self.busy and (layer, h) not in holders and h != head]
-        return sorted((free if len(free) >= MIN_FREE else free + rest)[:RANDOM_HEADS])
+        return order
 
-    def cost(self, task_name: str, layer: int, head: int, holders: set[tuple[int, int]], kind: str) -> int:
-        """Tokens still to run for one check (memoized runs are free)."""
+    def null_heads(self, layer: int, exclude: set[tuple[int, int]], holders: set[tuple[int, int]]
+                   ) -> tuple[list[tuple[int, int]], str]:
+        """NULL_HEADS role-free heads nearest the layer, at or before it first → (heads, where they came from)."""
+        layers = list(range(layer, -1, -1)) + list(range(layer + 1, self.loaded.n_layers))
+        free: list[tuple[int, int]] = []
+        for lay in layers:
+            free += [(lay, h) for h in self._order(lay) if (lay, h) not in self.busy][: self.per_layer]
+        free = [lh for lh in free if lh not in exclude]
+        before = sum(1 for lay, _ in free[:NULL_HEADS] if lay <= layer)
+        where = f"{min(len(free), NULL_HEADS)} role-free heads ({before} at or before layer {layer})"
+        if len(free) < MIN_NULL:  # too few to test against: heads that hold other roles but not this one
+            rest = [(lay, h) for lay in layers for h in self._order(lay)
+                    if (lay, h) in self.busy and (lay, h) not in holders and (lay, h) not in exclude]
+            if rest:
+                where += f" + {min(len(rest), MIN_NULL - len(free))} heads without this role"
+            free += rest[: MIN_NULL - len(free)]
+        return free[:NULL_HEADS], where
+
+    def null_sets(self, size: int, pool: list[tuple[int, int]], key: str) -> list[tuple[tuple[int, int], ...]]:
+        """Up to NULL_SETS distinct random sets of `size` heads from `pool`, seeded by `key` (shared by roles)."""
+        if len(pool) < size:
+            return []
+        rng = random.Random(zlib.crc32(f"{self.seed}:{key}".encode()))
+        sets: list[tuple[tuple[int, int], ...]] = []
+        possible = math.comb(len(pool), size)
+        for _ in range(NULL_SETS * 10):
+            if len(sets) >= min(NULL_SETS, possible):
+                break
+            s = tuple(sorted(rng.sample(pool, size)))
+            if s not in sets:
+                sets.append(s)
+        return sets
+
+    def new_tokens(self, task_name: str, kind: str, specs: list[tuple[tuple[int, int], ...]]) -> int:
+        """Tokens still to run for these specs (memoized runs are free)."""
         task = self.tasks[task_name]
-        todo = {(kind, layer, h) for h in [head, *self.baseline_heads(layer, head, holders)]} - set(task.memo)
-        return len(todo) * int(task.tokens.numel())
+        return len({s for s in specs if (kind, s) not in task.memo}) * int(task.tokens.numel())
 
-    def check(self, task: str, metric: str, kind: str, layer: int, head: int,
-              holders: set[tuple[int, int]]) -> tuple[float, float, bool]:
-        """(signed effect, mean random |effect|, validated) for one head in one role."""
-        effect = self.metrics(task, layer, head, kind)[metric]
-        rand = [abs(self.metrics(task, layer, h, kind)[metric]) for h in self.baseline_heads(layer, head, holders)]
-        if not rand:
-            return effect, float("nan"), False
-        mean = sum(rand) / len(rand)
-        ok = abs(effect) > max(2 * mean, max(rand), FLOOR)
-        return effect, mean, ok
+    # ----- evidence --------------------------------------------------------------------------------------------
 
-    def extra(self, task: str, kind: str, layer: int, head: int,
-              holders: set[tuple[int, int]]) -> dict[str, float]:
-        """Side measurements of a check already run (pattern edits: the head's output norm change, and the
-        mean over the random heads), for the atlas entry."""
-        if kind != "no_sink":
-            return {}
-        rand = [self.metrics(task, layer, h, kind)["norm_change"] for h in self.baseline_heads(layer, head, holders)]
-        return {"norm_change": self.metrics(task, layer, head, kind)["norm_change"],
-                "random_norm_change": sum(rand) / len(rand) if rand else float("nan")}
+    def total(self, task: str, metric: str, kind: str, head: tuple[int, int], null: list[tuple[int, int]]
+              ) -> dict[str, Any]:
+        runs = self.runs(task, kind, [(head,)] + [(h,) for h in null])
+        own = runs[0][metric]
+        result = evidence(own, [float(r[metric].mean()) for r in runs[1:]], self._seed(task, head, "total"))
+        if kind == "no_sink":
+            result["norm_change"] = float(runs[0]["norm_change"])
+            result["null_norm_change"] = (sum(float(r["norm_change"]) for r in runs[1:]) / len(runs[1:])
+                                          if runs[1:] else float("nan"))
+        return result
+
+    def direct(self, task_name: str, head: tuple[int, int]) -> dict[str, Any] | None:
+        task = self.tasks[task_name]
+        if task.direct is None:
+            return None
+        layer, h = head
+        return evidence(task.direct[layer, h], task.direct_null[layer, h].tolist(),
+                        self._seed(task_name, head, "direct"))
+
+    def group(self, task: str, metric: str, kind: str, members: list[tuple[int, int]],
+              sets: list[tuple[tuple[int, int], ...]]) -> tuple[dict[str, Any], dict[tuple[int, int], dict]]:
+        """The group's evidence, and per member whether removing it from the group lowers the group effect."""
+        group = tuple(sorted(members))
+        loo = [tuple(m for m in group if m != x) for x in group]
+        runs = self.runs(task, kind, [group, *loo, *sets])
+        whole = runs[0][metric]
+        result = evidence(whole, [float(r[metric].mean()) for r in runs[1 + len(loo):]],
+                          self._seed(task, group[0], "group"))
+        credit = {}
+        for x, r in zip(group, runs[1: 1 + len(loo)], strict=True):
+            diff = whole - r[metric]  # paired: the same examples
+            lo, hi = bootstrap_ci(diff, self._seed(task, x, "credit"))
+            credit[x] = {"drop": round(float(diff.mean()), 6), "ci": [round(lo, 6), round(hi, 6)],
+                         "credited": bool(lo > 0 and float(diff.mean()) > FLOOR)}
+        return result, credit
+
+    def _seed(self, task: str, head: tuple[int, int], what: str) -> int:
+        return zlib.crc32(f"{self.seed}:{task}:{head}:{what}".encode())
 
 
-def _stack(items: list[Any]) -> Any:
+def bootstrap_ci(values: Any, seed: int) -> tuple[float, float]:
+    lo, hi, _ = _bootstrap(values, seed)
+    return lo, hi
+
+
+def _bootstrap(values: Any, seed: int) -> tuple[float, float, float]:
+    """95% percentile interval and standard error of the mean, resampling examples."""
     import torch
 
-    return torch.stack(items)
+    v = values.float().flatten()
+    if v.numel() < 2:
+        x = float(v.mean()) if v.numel() else 0.0
+        return x, x, 0.0
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, v.numel(), (BOOTSTRAP, v.numel()), generator=g)
+    means = v[idx].mean(1)
+    q = torch.quantile(means, torch.tensor([0.025, 0.975]))
+    return float(q[0]), float(q[1]), float(means.std())
+
+
+def evidence(values: Any, null: list[float], seed: int) -> dict[str, Any]:
+    """One kind of evidence: effect (mean over examples), 95% bootstrap interval, raw p of both tails vs the null."""
+    from scipy import stats
+
+    effect = float(values.float().mean())
+    lo, hi, se = _bootstrap(values, seed)
+    n = len(null)
+    out = {"effect": effect, "ci": [lo, hi], "null_n": n, "null_mean": float("nan"), "null_sd": float("nan"),
+           "p_up": 1.0, "p_down": 1.0}
+    if n >= 1:
+        m = sum(null) / n
+        out["null_mean"] = m
+        out["null_sd"] = math.sqrt(sum((x - m) ** 2 for x in null) / (n - 1)) if n > 1 else float("nan")
+    if n >= MIN_NULL:
+        scale = math.sqrt(out["null_sd"] ** 2 * (1 + 1 / n) + se ** 2)
+        if scale > 0:
+            t = (effect - out["null_mean"]) / scale
+            out["p_up"], out["p_down"] = float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
+        else:  # every value identical: the effect either differs from all of them or not at all
+            out["p_up"] = 0.0 if effect > out["null_mean"] else 1.0
+            out["p_down"] = 0.0 if effect < out["null_mean"] else 1.0
+    return out
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (family-wise error rate), in the input order."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def decide(kinds: dict[str, dict[str, Any]]) -> tuple[bool, list[str], str | None]:
+    """(validated, significant kinds, the kind whose figures lead the entry) from corrected kinds.
+
+    Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail)."""
+    positive = [k for k, e in kinds.items()
+                if e["p"] < ALPHA and e["ci"][0] > 0 and e["effect"] > FLOOR and e.get("credited", True)]
+    negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < 0]
+    for k, e in kinds.items():
+        e["significant"] = "positive" if k in positive else "negative" if k in negative else "no"
+    lead = min(positive, key=lambda k: kinds[k]["p"]) if positive else ("total" if "total" in kinds else None)
+    return bool(positive) and not negative, positive, lead
 
 
 KINDS = {"mean": "mean ablation", "zero": "zero ablation",
