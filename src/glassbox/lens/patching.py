@@ -16,14 +16,12 @@ carry `batch=i`; benchmarks/patching.py measures the ratio).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.run import hooks
-from glassbox.run.layout import LAYOUTS, layers, submodule
 from glassbox.run.load import Loaded
 
 SITES = ("heads", "resid", "mlp")
@@ -88,37 +86,6 @@ def parse_metric(loaded: Loaded, spec: str) -> Metric:
     raise BadInput(f"--metric {spec!r}: unknown metric (logit_diff: A - B | prob: T | logprob: T | kl)")
 
 
-@dataclass(frozen=True)
-class MlpEdit:
-    """Replace the MLP's write at `positions` of batch row `batch` (hooks.py edits heads and the residual)."""
-
-    layer: int
-    value: Any
-    positions: Sequence[int]
-    batch: int
-
-
-@contextlib.contextmanager
-def mlp_edits(loaded: Loaded, edits: Sequence[MlpEdit]) -> Iterator[None]:
-    blocks = layers(loaded.model, loaded.architecture)
-    path = LAYOUTS[loaded.architecture].mlp_out
-    handles = []
-    for layer in sorted({e.layer for e in edits}):
-        mine = [e for e in edits if e.layer == layer]
-
-        def on_out(mod, args, output, mine=mine):
-            out = output.clone()
-            for e in mine:
-                out[e.batch, list(e.positions)] = e.value.to(out.dtype)
-            return out
-        handles.append(submodule(blocks[layer], path).register_forward_hook(on_out))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @dataclass
 class PatchResult:
     site: str
@@ -160,10 +127,9 @@ def _cells(loaded: Loaded, site: str, seq: int) -> list[tuple[int, int]]:
     return [(layer, c) for layer in range(loaded.n_layers) for c in range(cols)]
 
 
-def _edits(site: str, cells: Sequence[tuple[int, int]], source: Any) -> tuple[list[Any], list[MlpEdit]]:
+def _edits(site: str, cells: Sequence[tuple[int, int]], source: Any) -> list[hooks.Edit]:
     """One edit per cell, cell i confined to batch row i; the source cache has batch 1."""
-    run_edits: list[Any] = []
-    mlp: list[MlpEdit] = []
+    run_edits: list[hooks.Edit] = []
     for row, (layer, c) in enumerate(cells):
         if site == "heads":
             run_edits += hooks.patch_heads([(layer, c)], source, batch=row, source_batch=0)
@@ -171,8 +137,9 @@ def _edits(site: str, cells: Sequence[tuple[int, int]], source: Any) -> tuple[li
             value = source[f"blocks.{layer}.resid_pre"][0, c]
             run_edits.append(hooks.ResidEdit(layer, "resid_pre", value, positions=[c], batch=row))
         else:
-            mlp.append(MlpEdit(layer, source[f"blocks.{layer}.mlp.out"][0, c], [c], row))
-    return run_edits, mlp
+            value = source[f"blocks.{layer}.mlp.out"][0, c]
+            run_edits.append(hooks.MlpEdit(layer, value, positions=[c], batch=row))
+    return run_edits
 
 
 def run_cells(loaded: Loaded, target: Any, source: Any, site: str, cells: Sequence[tuple[int, int]],
@@ -180,9 +147,7 @@ def run_cells(loaded: Loaded, target: Any, source: Any, site: str, cells: Sequen
     """Patched final-position logits for each cell, `batch_size` cells per forward → (first index, [n, vocab])."""
     for start in range(0, len(cells), batch_size):
         chunk = cells[start : start + batch_size]
-        run_edits, mlp = _edits(site, chunk, source)
-        with mlp_edits(loaded, mlp):
-            logits = hooks.run(loaded, target.expand(len(chunk), -1), edits=run_edits)
+        logits = hooks.run(loaded, target.expand(len(chunk), -1), edits=_edits(site, chunk, source))
         yield start, logits[:, -1]
 
 

@@ -70,6 +70,16 @@ class ResidEdit:
 
 
 @dataclass(frozen=True)
+class MlpEdit:
+    """Replace the MLP's write (blocks.{layer}.mlp.out) with `value`."""
+
+    layer: int
+    value: Any  # torch.Tensor broadcastable to [..., d_model]
+    positions: Index = None
+    batch: Index = None
+
+
+@dataclass(frozen=True)
 class PatternEdit:
     layer: int
     head: int
@@ -78,7 +88,7 @@ class PatternEdit:
     batch: Index = None
 
 
-Edit = HeadEdit | ResidEdit | PatternEdit
+Edit = HeadEdit | ResidEdit | MlpEdit | PatternEdit
 PATTERN_MODES = ("no_sink", "uniform")
 ATTENTION_NAME = "glassbox_eager"
 _pending: dict[int, list[PatternEdit]] = {}  # id(attention module) → its pattern edits, while hooked
@@ -168,7 +178,7 @@ def _edit_z(z: Any, n_heads: int, edits: list[HeadEdit]) -> Any:
     return z
 
 
-def _edit_resid(x: Any, edits: list[ResidEdit]) -> Any:
+def _edit_resid(x: Any, edits: list[ResidEdit] | list[MlpEdit]) -> Any:
     x = x.clone()
     for e in edits:
         rows, pos = _rows_positions(e)
@@ -353,9 +363,13 @@ def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
                 store[f"blocks.{layer}.resid_mid"] = output[0] if isinstance(output, tuple) else output
             handles.append(submodule(block, lay.mid_output).register_forward_hook(on_mid_out))
 
-        if want(layer, "mlp.out"):
-            def on_mlp(mod, args, output, layer=layer):
+        mlp_edits = [e for e in edits if isinstance(e, MlpEdit) and e.layer == layer]
+        if want(layer, "mlp.out") or mlp_edits:
+            def on_mlp(mod, args, output, layer=layer, mlp_edits=mlp_edits):
+                if mlp_edits:
+                    output = _edit_resid(output, mlp_edits)
                 store[f"blocks.{layer}.mlp.out"] = output
+                return output if mlp_edits else None
             handles.append(submodule(block, lay.mlp_out).register_forward_hook(on_mlp))
 
     attn_modules = [submodule(block, lay.attn) for block in blocks]
