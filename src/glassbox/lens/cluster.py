@@ -19,7 +19,6 @@ random repeated sequences): a head's role is its highest score above the atlas t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
@@ -273,77 +272,3 @@ def disagreements(clusters: list[dict[str, Any]], heads: list[dict[str, Any]]) -
                        f"is a pattern the probes do not name: entropy {c['centroid']['entropy']:.2f}, "
                        f"largest share {top} {c['centroid'][top]:.2f}")
     return out
-
-
-def run_cli(model: str, texts: Path, k: str, n_texts: int, seq_len: int, atlas: Path | None, png: Path | None,
-            seed: int, allow_pickle: bool) -> dict[str, Any]:
-    """What `glassbox cluster` does: read texts, featurize heads, cluster, compare with roles, draw."""
-    import json
-
-    from glassbox.lens import corpus
-    from glassbox.run import load_model
-
-    if n_texts < 1 or seq_len < 8:
-        raise BadInput("--n-texts must be ≥ 1 and --seq-len ≥ 8")
-    text = corpus.read_text(texts)
-    loaded = load_model(model, allow_pickle=allow_pickle)
-    ids = corpus.token_ids(loaded, text, n_texts * seq_len)
-    rows = corpus.windows(loaded, ids, seq_len)
-    feats = features(loaded, rows)
-    if atlas is not None:
-        try:
-            doc = json.loads(Path(atlas).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInput(f"cannot read the atlas ({exc})", atlas) from None
-        roles, source = roles_from_atlas(doc, loaded.n_layers, loaded.n_heads), f"atlas file {atlas}"
-    else:
-        try:
-            roles, source = roles_from_probes(loaded, seed), "atlas attention probes (no ablation check)"
-        except (ImportError, AttributeError):  # the heads package is absent or has another API: no roles
-            roles, source = None, ""
-    report = analyze(feats, roles, loaded.n_heads, k, seed, source)
-    report = {"model": loaded.name, "n_layers": loaded.n_layers, "n_heads": loaded.n_heads,
-              "texts": {"file": str(texts), "windows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}, **report}
-    if png is not None:
-        from glassbox.lens.plots import heatmap
-
-        values = [[c["centroid"][f] for f in FEATURES] for c in report["clusters"]]
-        labels = [f"{c['cluster']}: {c.get('dominant_role', '')} ({c['size']})" for c in report["clusters"]]
-        heatmap(png, values, labels, FEATURES, "cluster centroids: where the heads look", "feature", "cluster")
-    return report
-
-
-def render(report: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
-    ks = report["silhouette_by_k"]
-    chosen = f"k = {report['k']}" + (f" (best silhouette {ks[str(report['k'])]:.3f} over k = 2..{max(map(int, ks))})"
-                                     if ks else "")
-    console.print(f"{report['model']}: {report['n_heads_total']} heads, {chosen}")
-    table = Table(title="clusters: centroid pattern and atlas roles")
-    for col in ("cluster", "size", "first", "self", "prev", "offset 2-3", "far (8+)", "entropy", "dup", "induct",
-                "roles (atlas)"):
-        table.add_column(col, justify="right" if col != "roles (atlas)" else "left")
-    for c in report["clusters"]:
-        f = c["centroid"]
-        far = f["offset:8-15"] + f["offset:16+"]
-        roles = ", ".join(f"{r} {v}" for r, v in sorted(c.get("roles", {}).items(), key=lambda kv: -kv[1]))
-        table.add_row(str(c["cluster"]), str(c["size"]), f"{f['first']:.2f}", f"{f['offset:0']:.2f}",
-                      f"{f['offset:1']:.2f}", f"{f['offset:2'] + f['offset:3']:.2f}", f"{far:.2f}",
-                      f"{f['entropy']:.2f}", f"{f['duplicate']:.2f}", f"{f['induction']:.2f}", roles)
-    console.print(table)
-    if "agreement" in report:
-        agreement = report["agreement"]
-        named = agreement["adjusted_rand_named"]
-        console.print(f"agreement with roles from {agreement['roles_from']}: adjusted Rand "
-                      f"{agreement['adjusted_rand']:.3f} (all heads), "
-                      + (f"{named:.3f} (heads with a role)" if named is not None else "n/a (no named heads)"))
-        for role, m in agreement["roles"].items():
-            console.print(f"  {role}: {m['heads']} heads, {m['recall']:.0%} in cluster {m['cluster']} "
-                          f"(which is {m['precision']:.0%} {role})")
-        for line in report["disagreements"][:20]:
-            console.print(f"  · {line}")
-        if len(report["disagreements"]) > 20:
-            console.print(f"  … {len(report['disagreements']) - 20} more (see --json)")
-    else:
-        console.print("no atlas roles available (pass --atlas FILE from `glassbox atlas MODEL --json`)")
