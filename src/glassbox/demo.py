@@ -29,8 +29,10 @@ def demo(
     from glassbox.anatomy import describe
     from glassbox.anatomy.render import render
     from glassbox.checkpoint import open_checkpoint
-    from glassbox.heads.atlas import run_atlas
+    from glassbox.heads.atlas import Settings, build_atlas
+    from glassbox.heads.render import save as save_atlas
     from glassbox.heads.render import table as atlas_table
+    from glassbox.run import load_model
 
     console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
     console.rule(f"1. Anatomy of {model}: from the mathematics to the bytes")
@@ -38,7 +40,8 @@ def demo(
         render(describe(checkpoint), console)
 
     console.rule(f"2. Head atlas of {model}: what each head does, checked by ablation")
-    atlas, png = run_atlas(model, out_dir=Path(out) / "atlas", seed=seed)
+    atlas = build_atlas(load_model(model), Settings(seed=seed))
+    png = save_atlas(atlas, Path(out) / "atlas")
     console.print(atlas_table(atlas))
     console.print(f"atlas JSON: {Path(out) / 'atlas' / 'atlas.json'}   heatmap: {png}")
 

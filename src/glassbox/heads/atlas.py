@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from glassbox import progress
@@ -315,20 +314,3 @@ def role_names(atlas: dict[str, Any]) -> list[str]:
     names = list(atlas["heads"][0]["scores"]) if atlas["heads"] else []
     return [n for n in names if n not in EXTRA_SCORES]
 
-
-def run_atlas(spec: str, out_dir: str | Path | None = None, seed: int = 0, allow_pickle: bool = False,
-              loaded: Loaded | None = None, settings: Settings | None = None) -> tuple[dict[str, Any], Path]:
-    """Load `spec`, build its atlas, write atlas.json and the heatmap PNG into out_dir → (atlas, png path).
-
-    out_dir defaults to `glassbox-atlas/<model name>` under the current directory.
-    """
-    from glassbox.fileio import write_json
-    from glassbox.heads.render import heatmap
-    from glassbox.run import load_model
-
-    loaded = loaded or load_model(spec, allow_pickle=allow_pickle)
-    atlas = build_atlas(loaded, settings or Settings(seed=seed))
-    out = Path(out_dir) if out_dir is not None else Path("glassbox-atlas") / Path(loaded.name).stem
-    write_json(out / "atlas.json", atlas)
-    png = heatmap(atlas, out / "atlas.png")
-    return atlas, png

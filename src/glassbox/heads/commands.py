@@ -35,9 +35,8 @@ def atlas(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt with torch.load(weights_only=True)."),
 ) -> None:
     """Score every head on every probe, check the roles causally, and draw the heatmap."""
-    from glassbox.fileio import write_json
     from glassbox.heads.atlas import Settings, build_atlas
-    from glassbox.heads.render import heatmap, table
+    from glassbox.heads.render import save, table
     from glassbox.run import load_model
 
     loaded = load_model(model, allow_pickle=allow_pickle)
@@ -45,8 +44,7 @@ def atlas(
     folder = out if out is not None else (None if as_json else Path("glassbox-atlas") / Path(loaded.name).stem)
     png = None
     if folder is not None:
-        write_json(folder / "atlas.json", doc)
-        png = heatmap(doc, folder / "atlas.png")
+        png = save(doc, folder)
     if as_json:
         print(json.dumps(doc))
         return

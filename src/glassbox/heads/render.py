@@ -78,3 +78,12 @@ def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="probe score")
     fig.suptitle(f"{atlas['model']}: head atlas (✓ validated by ablation)", fontsize=11)
     return save_png(fig, path)
+
+
+def save(atlas: dict[str, Any], folder: str | Path) -> Path:
+    """Write atlas.json and the heatmap atlas.png into `folder` (atomically) → the PNG's path."""
+    from glassbox.fileio import write_json
+
+    folder = Path(folder)
+    write_json(folder / "atlas.json", atlas)
+    return heatmap(atlas, folder / "atlas.png")
