@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,43 @@ DTYPE_BITS: dict[str, int] = {
 }
 
 
-def _pairs_keep_last(warnings: list[str]):
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in seen:
-                warnings.append(f"duplicate key {key!r} in the JSON header: the reference reader keeps the last one")
-            seen[key] = value
-        return seen
+class _Pairs:
+    """object_pairs_hook that builds each JSON object as a dict (C speed) and remembers which objects had a
+    key twice: a duplicate at the top level or in a tensor entry only warns (the reference reader keeps the
+    last), but inside `__metadata__` it is rejected, since which value wins is undefined there."""
 
-    return hook
+    def __init__(self) -> None:
+        # id(dict) → (the dict, its duplicated keys); holding the dict keeps its id from being reused by a
+        # later object when a duplicate entry's first value is dropped
+        self.duplicated: dict[int, tuple[dict[str, Any], list[str]]] = {}
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            self.duplicated[id(obj)] = (obj, [k for k, _ in pairs if k in seen or seen.add(k)])
+        return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) holding a lone surrogate, which no UTF-8 text can encode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return item
+    return None
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int, int, list[str]]:
@@ -64,14 +92,24 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int, list[str]]:
     if not text.startswith("{"):
         raise BadInput("header is not a JSON object (it must start with '{')", path)
     warnings: list[str] = []
+    pairs = _Pairs()
     try:
-        header = json.loads(text)
-        # Duplicate keys vanish in a dict; only when the entry count falls short is the slow, key-by-key
-        # parse needed to name them.
-        if isinstance(header, dict) and text.count('"data_offsets"') > len(header):
-            header = json.loads(text, object_pairs_hook=_pairs_keep_last(warnings))
+        header = json.loads(text, object_pairs_hook=pairs)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise BadInput(f"header is not valid JSON: {exc}", path) from None
+    # JSON may spell a lone surrogate as an escape ("\\ud800"): valid JSON syntax, but not text; the
+    # reference reader rejects it. The regex keeps the walk off the common path.
+    if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(header)) is not None:
+        raise BadInput(f"header holds a lone surrogate escape ({bad[:40]!r}), which is not valid Unicode text", path)
+    if isinstance(header, dict):
+        meta = header.get("__metadata__")
+        if isinstance(meta, dict) and id(meta) in pairs.duplicated:
+            keys = ", ".join(repr(k) for k in pairs.duplicated[id(meta)][1])
+            raise BadInput(f"duplicate key(s) {keys} inside __metadata__ (which value wins is undefined)", path)
+        for obj, keys in pairs.duplicated.values():
+            if obj is not meta:
+                warnings.extend(f"duplicate key {k!r} in the JSON header: the reference reader keeps the last one"
+                                for k in keys)
     if not isinstance(header, dict):
         raise BadInput("header is not a JSON object", path)
     return header, n, size, warnings
@@ -109,8 +147,8 @@ def parse_entries(path: Path, header: dict[str, Any], n: int, size: int,
         missing = {"dtype", "shape", "data_offsets"} - set(info)
         if missing:
             raise BadInput(f"tensor {name!r}: missing field(s) {', '.join(sorted(missing))}", path)
-        if extra:
-            raise BadInput(f"tensor {name!r}: unknown field(s) {', '.join(sorted(extra))}", path)
+        if extra:  # a newer writer may add fields; the reference reader ignores them, so we only say so
+            warnings.append(f"tensor {name!r}: unknown field(s) {', '.join(sorted(extra))} ignored")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
             raise BadInput(f"tensor {name!r}: unknown dtype {dtype!r}", path)
