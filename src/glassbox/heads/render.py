@@ -27,7 +27,7 @@ def table(atlas: dict[str, Any]) -> Any:
     t = Table(title=f"head atlas: {atlas['model']} ({atlas['n_layers']} layers × {atlas['n_heads']} heads)")
     t.add_column("role")
     t.add_column("≥", justify="right")
-    t.add_column("heads above threshold (layer.head score; ✓ causally validated, effect vs random)")
+    t.add_column("heads above threshold (layer.head score; ✓ validated: signed ablation effect vs the null's mean [evidence, corrected p])")
     found = _roles_by_name(atlas)
     for name in role_names(atlas):
         best = max(atlas["heads"], key=lambda h: h["scores"][name])
@@ -36,6 +36,8 @@ def table(atlas: dict[str, Any]) -> Any:
             mark = "[green]✓[/green]" if role["validated"] else "[red]✗[/red]"
             base = role.get("random_effect")
             vs = f" {role['ablation_effect']:+.3g} vs {base:.2g}" if base is not None else ""
+            if role.get("evidence"):  # which kinds carried it (total / direct / group) and the corrected p
+                vs += f" [{'+'.join(role['evidence'])} p={role['p']:.1g}]"
             cells.append(f"{head['layer']}.{head['head']} {role['score']:.2f} {mark}{vs}")
         text = "\n".join(cells) if cells else (
             f"[dim]none (best {best['layer']}.{best['head']} at {best['scores'][name]:.2f})[/dim]")
