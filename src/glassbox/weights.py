@@ -19,6 +19,7 @@ Norm scales are the *effective* ones: Gemma's RMSNorm multiplies by 1 + w, so it
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +63,11 @@ class AllHeads:
     k_norm: Any | None
     rotary: bool
     causal: bool
+    layers: list[int] = field(default_factory=list)  # the model layer of each stacked index
     _source: _Source | None = field(default=None, repr=False)
 
     def bytes(self, layer: int, head: int) -> dict[str, list[dict[str, Any]]] | None:
-        """Where head `head` of `layer` lies in the file (None when the source is a model in memory)."""
+        """Where head `head` of model layer `layer` lies in the file (None when the source is a model in memory)."""
         return _head_bytes(self._source, layer, head) if self._source is not None else None
 
     @property
@@ -204,15 +206,17 @@ def head(src: Any, layer: int, head: int) -> HeadWeights:
             opened.close()
 
 
-def all_heads(src: Any) -> AllHeads:
-    """Every head of every layer, stacked; K/V repeated so index [l, h] is query head h's kv group."""
+def all_heads(src: Any, layers: Sequence[int] | None = None) -> AllHeads:
+    """Every head of every layer (or of `layers`, in that order: index 0 is layers[0]), stacked; K/V repeated
+    so index [l, h] is query head h's kv group."""
     source, opened = _source(src)
     try:
         d = source.dims
         spec = registry.get(source.family)
+        chosen = list(range(d.n_layers)) if layers is None else list(layers)
         idx = [h // d.group_size for h in range(d.n_heads)]
         stacks: dict[str, list[Any]] = {k: [] for k in ("q", "k", "v", "o", "bq", "bk", "bv", "bo")}
-        for layer in range(d.n_layers):
+        for layer in chosen:
             parts = _layer(source, layer)
             _check(source, parts, layer)
             for key in ("q", "o", "bq"):
@@ -221,12 +225,12 @@ def all_heads(src: Any) -> AllHeads:
                 stacks[key].append(_stack([parts[key].get(g) for g in idx]))
             stacks["bo"].append(parts["bo"])
         final = {k: _stack(v) for k, v in stacks.items()}
-        norm_in, norm_bias = _norms(source, spec.attn_input_norm, d.n_layers, spec.norm_plus_one)
-        q_norm, _ = _norms(source, spec.q_norm, d.n_layers, spec.norm_plus_one)
-        k_norm, _ = _norms(source, spec.k_norm, d.n_layers, spec.norm_plus_one)
+        norm_in, norm_bias = _norms(source, spec.attn_input_norm, chosen, spec.norm_plus_one)
+        q_norm, _ = _norms(source, spec.q_norm, chosen, spec.norm_plus_one)
+        k_norm, _ = _norms(source, spec.k_norm, chosen, spec.norm_plus_one)
         return AllHeads(
             source.family, d, final["q"], final["k"], final["v"], final["o"], final["bq"], final["bk"],
-            final["bv"], final["bo"], norm_in, norm_bias, q_norm, k_norm, spec.rotary, spec.causal,
+            final["bv"], final["bo"], norm_in, norm_bias, q_norm, k_norm, spec.rotary, spec.causal, chosen,
             _source=_detach_source(source))
     finally:
         if opened is not None:
@@ -241,14 +245,14 @@ def _stack(blocks: list[Any]) -> Any | None:
     return torch.stack([b.detach().to(torch.float32) for b in blocks]).clone()
 
 
-def _norms(src: _Source, module: str | None, n_layers: int, plus_one: bool) -> tuple[Any | None, Any | None]:
+def _norms(src: _Source, module: str | None, layers: list[int], plus_one: bool) -> tuple[Any | None, Any | None]:
     """Each layer's norm scale (and bias) for the norm module `module` (relative to the layer), or None."""
     import torch
 
     if module is None:
         return None, None
     scales, biases = [], []
-    for layer in range(n_layers):
+    for layer in layers:
         names = {n.rsplit(".", 1)[1]: n for n, _ in src.by_layer.get(layer, ())
                  if n.rsplit(".", 1)[0].endswith(f".{layer}.{module}")}
         if "weight" not in names:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glassbox import registry
 from glassbox.checkpoint.base import Checkpoint, TensorEntry
 from glassbox.errors import BadInput
 
@@ -35,38 +36,9 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 _STRING, _ARRAY = 8, 9
 KEEP_ARRAY = 4096  # numeric arrays up to this length keep their values (per-layer settings); longer: length only
 
-# ---------------------------------------------------------------------------------------------------------
-# GGUF → Hugging Face names. One table per architecture family; "{}" is the layer number.
-_LAYER_COMMON = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-}
-_LLAMA_LAYER = {**_LAYER_COMMON, "ffn_norm": "post_attention_layernorm",
-                "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}  # q/k norms: qwen3
-_GEMMA3_LAYER = {**_LAYER_COMMON, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-                 "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
-                 "post_ffw_norm": "post_feedforward_layernorm"}
-_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-
-
-@dataclass(frozen=True)
-class Family:
-    model_type: str  # the HF config's model_type
-    hf_class: str
-    layer_names: dict[str, str]
-    permuted_qk: bool  # llama.cpp permuted Q/K rows for its rope kernel
-    norm_plus_one: bool  # RMSNorm weights stored as 1 + w
-    hidden_act: str
-
-
-FAMILIES = {
-    "llama": Family("llama", "LlamaForCausalLM", _LLAMA_LAYER, True, False, "silu"),
-    "mistral": Family("mistral", "MistralForCausalLM", _LLAMA_LAYER, True, False, "silu"),
-    "qwen2": Family("qwen2", "Qwen2ForCausalLM", _LLAMA_LAYER, False, False, "silu"),
-    "qwen3": Family("qwen3", "Qwen3ForCausalLM", _LLAMA_LAYER, False, False, "silu"),
-    "gemma3": Family("gemma3", "Gemma3ForCausalLM", _GEMMA3_LAYER, False, True, "gelu_pytorch_tanh"),
-}
+# GGUF → Hugging Face names: each family's table (and its Q/K permutation and norm rule) is declared in
+# glassbox.registry, under the GGUF architecture names it reads; "blk.{n}.<key>" is layer n.
+GGUF_ARCHS = registry.GGUF_ARCHS
 
 # GGUF "<arch>.<key>" → HF config key (transformers' integrations/ggml.py uses the same correspondence)
 _CONFIG_KEYS = {
@@ -85,15 +57,16 @@ _LAYER_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 def hf_name(arch: str, gguf_name: str) -> str | None:
     """The Hugging Face name of a GGUF tensor, or None when this architecture's table has no entry."""
-    family = FAMILIES.get(arch)
-    if family is None:
+    known = GGUF_ARCHS.get(arch)
+    if known is None:
         return None
+    names = known[0].gguf
     m = _LAYER_NAME.fullmatch(gguf_name)
     if m:
-        module = family.layer_names.get(m.group(2))
+        module = names.layer.get(m.group(2))
         return f"model.layers.{m.group(1)}.{module}.{m.group(3)}" if module else None
     base, _, suffix = gguf_name.rpartition(".")
-    module = _GLOBAL.get(base)
+    module = names.globals.get(base)
     return f"{module}.{suffix}" if module and suffix in ("weight", "bias") else None
 
 
@@ -208,9 +181,9 @@ class GGUFCheckpoint(Checkpoint):
             raise BadInput(f"tensor {entry.source_name!r}: cannot dequantize {entry.dtype}: {e}", self.path) from None
         finally:
             del raw
-        family = FAMILIES.get(self.architecture)
+        family, garch = GGUF_ARCHS.get(self.architecture, (None, None))
         kind = entry.source_name.split(".")[-2] if entry.source_name.startswith("blk.") else ""
-        if family and family.permuted_qk and kind in ("attn_q", "attn_k"):
+        if garch and garch.permuted_qk and kind in ("attn_q", "attn_k"):
             key = "num_attention_heads" if kind == "attn_q" else "num_key_value_heads"
             n = (self.config or {}).get(key)
             if not n:
@@ -331,7 +304,7 @@ def _read_index(mm, f, path: Path, size: int, quant_sizes, qtypes) -> GGUFCheckp
     if not isinstance(arch, str):
         warnings.append("no general.architecture in the GGUF metadata; tensor names kept as stored")
         arch = "unknown"
-    family = FAMILIES.get(arch)
+    family = GGUF_ARCHS.get(arch)
     if family is None and arch != "unknown":
         warnings.append(f"GGUF architecture {arch!r} has no name table here; tensor names kept as stored")
 
@@ -405,11 +378,11 @@ def _show(value: Any) -> str:
 
 def _config(arch: str, values: dict[str, Any], entries: dict[str, TensorEntry]) -> dict[str, Any]:
     """An HF-style config dict from the `<arch>.*` metadata keys."""
-    family = FAMILIES.get(arch)
-    config: dict[str, Any] = {"model_type": family.model_type if family else arch}
-    if family:
-        config["architectures"] = [family.hf_class]
-        config["hidden_act"] = family.hidden_act
+    family, garch = GGUF_ARCHS.get(arch, (None, None))
+    config: dict[str, Any] = {"model_type": garch.model_type if garch else arch}
+    if family and garch:
+        config["architectures"] = [garch.hf_class]
+        config[family.gguf.hidden_act_key] = family.gguf.hidden_act
     for key, target in _CONFIG_KEYS.items():
         value = values.get(f"{arch}.{key}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -451,5 +424,4 @@ def _gemma3_extras(config: dict[str, Any], values: dict[str, Any]) -> None:
     else:
         n = config.get("num_hidden_layers", 0)
         config["layer_types"] = ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(n)]
-    config["hidden_activation"] = config.pop("hidden_act")
     config.setdefault("rope_local_base_freq", 10000.0)  # llama.cpp's fixed base for the sliding layers

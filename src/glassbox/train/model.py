@@ -85,23 +85,24 @@ def build_model(config_dict: dict[str, Any], attention_only: bool = False):
 
 
 def _zero_mlps(model) -> None:
-    """MLP output weights zero and frozen: the block's MLP then adds exactly 0, in this process or any loader."""
+    """MLP output weights zero and frozen: the block's MLP then adds exactly 0, in this process or any loader.
+    Which module is the MLP's output projection is the registry entry's `mlp_down`."""
     import torch
 
-    found = False
-    for name, module in model.named_modules():
-        if name.endswith(".mlp"):
-            out = getattr(module, "c_proj", None) or getattr(module, "down_proj", None) or getattr(module, "dense_4h_to_h", None)
-            if out is None:
-                raise BadInput(f"attention_only: do not know the output projection of {name}")
-            with torch.no_grad():
-                for p in out.parameters():
-                    p.zero_()
-            for p in module.parameters():
-                p.requires_grad_(False)
-            found = True
-    if not found:
-        raise BadInput("attention_only: this model has no modules named *.mlp")
+    from glassbox import registry
+    from glassbox.run.layout import submodule
+
+    family = registry.family_of(model.config.model_type)
+    if family is None:
+        raise BadInput(f"attention_only: architecture {model.config.model_type!r} has no registry entry "
+                       f"(known: {', '.join(sorted(registry.MODEL_TYPES))})")
+    mlp_path, _, _ = family.mlp_down.rpartition(".")
+    for block in submodule(model.base_model, family.layout.layers):
+        with torch.no_grad():
+            for p in submodule(block, family.mlp_down).parameters():
+                p.zero_()
+        for p in submodule(block, mlp_path).parameters():
+            p.requires_grad_(False)
 
 
 def initialize(model, scheme: str, seed: int, attention_only: bool = False) -> dict[str, Any]:
