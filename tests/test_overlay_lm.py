@@ -13,6 +13,7 @@ from glassbox.cli import main
 from glassbox.overlay import index as ix
 from glassbox.overlay import lm
 from glassbox.overlay.feedback import record
+from glassbox.overlay.gate import FEATURES, Gate
 from glassbox.overlay.generate import GenerateConfig
 from glassbox.overlay.store import Store
 from glassbox.overlay.trace import replay, run
@@ -56,13 +57,22 @@ def store(tmp_path, monkeypatch):
     return Store()
 
 
-def test_mixture_trace_terms_and_replay(built, store, smol):
-    cfg = GenerateConfig(mode="mixture", max_tokens=6, lam=0.2)
+@pytest.mark.parametrize("gated", [False, True], ids=["fixed-lam", "gate"])
+def test_mixture_trace_terms_and_replay(built, store, smol, gated):
+    gate = Gate(w=[1.0, 0.5, 1.0, 0.5, -2.0], b=-2.0, shipped=True) if gated else None
+    cfg = GenerateConfig(mode="mixture", max_tokens=6, lam=0.2, gate=gate.to_json() if gate else None)
     trace = run(built, "And Moses said unto the LORD", cfg, MODEL, store)
     assert len(trace["steps"]) >= 1
     for s in trace["steps"]:
+        mix_info = s["mix"]  # the mixing weight and the features that set it are in the trace
+        phi = mix_info["features"]
+        lam = (gate.lam(phi) if gate else (cfg.lam if phi else 0.0))
+        assert mix_info["lam"] == pytest.approx(lam) and (phi is None or set(phi) == set(FEATURES))
+        assert phi is None or phi["lm_maxp"] == pytest.approx(math.exp(max(c["lm_logprob"] for c in s["candidates"])),
+                                                               rel=1e-5)
         for c in s["candidates"]:
-            mix = math.log((1 - cfg.lam) * math.exp(c["lm_logprob"]) + cfg.lam * c["p_table"])
+            assert 0 < c["p_inf"] <= 1
+            mix = math.log((1 - lam) * math.exp(c["lm_logprob"]) + lam * c["p_inf"])
             assert c["final"] == pytest.approx(mix + cfg.feedback_nats * c["feedback"], abs=1e-5)
         assert s["candidates"][0]["token"] == s["chosen"]
         lm_top = max(s["candidates"], key=lambda c: c["lm_logprob"])
@@ -118,5 +128,25 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
         assert set(doc[key]) == {"top1", "ppl"} and 0 <= doc[key]["top1"] <= 1 and doc[key]["ppl"] >= 1
     assert doc["tokens"] > 100 and doc["n_candidates"] == 32 and 0 <= doc["recall_at_n"] <= 1
     assert doc["latency_ratio"] >= 1.0 and doc["bytes_per_token"] > 2  # an overlay run includes its LM forwards
-    # the overlay's lam is tuned on a dev split, lam=0 included, so it can only lose on test by overfitting
     assert doc["overlay"]["ppl"] < doc["table"]["ppl"]
+    # never worse than the LM: the gate ships only with an out-of-fold gain on dev, else λ ≡ 0
+    assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+
+
+def test_cross_genre_pydoc_index_on_scripture_is_never_worse(tmp_path, smol):
+    """Our own cross-genre pair: an index of Python's help topics, held-out text from the New Testament."""
+    from glassbox.overlay import evaluate
+    from glassbox.overlay.corpus import load_documents
+
+    out = tmp_path / "pydoc"
+    ix.build(load_documents(["pydoc:1-30"]), smol[1], out, ix.BuildOptions(k=16, window=6), source="pydoc:1-30")
+    opts = evaluate.EvalOptions(max_tokens=600, scale_base=2000, gen_tokens=3, latency_runs=1, lookup_steps=50,
+                                lookup_rounds=1)
+    res = evaluate.evaluate(out, MODEL, "kjv:40-40", opts)
+    c, x = res["contract"], res["extra"]
+    assert c["overlay"]["ppl"] <= c["lm"]["ppl"] * (1 + 1e-9)
+    assert c["table"]["ppl"] > c["lm"]["ppl"]  # the table alone is far off on another genre
+    rep = x["gate"]["report"]
+    assert x["gate"]["shipped"] == (rep.get("oof_gain_ci95", [0])[0] > 0)
+    if not x["gate"]["shipped"]:
+        assert c["overlay"]["ppl"] == pytest.approx(c["lm"]["ppl"], rel=1e-12)

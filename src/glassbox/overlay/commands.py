@@ -33,7 +33,8 @@ def build(
     corpus: list[str] = typer.Option(..., "--corpus", help="Text file, folder of .txt, or kjv | kjv:A-B | pydoc."),
     out: Path = typer.Option(..., "--out", help="Index folder to write."),
     model: str = typer.Option("smollm2-135m", "--model", help="Whose tokenizer (bundled name, .gguf, folder)."),
-    k: int = typer.Option(32, "--k", help="Neighbours kept per token in each link table."),
+    k: int = typer.Option(32, "--k", help="Next-token links (and semantic neighbours) kept per token."),
+    cooc_k: int = typer.Option(16, "--cooc-k", help="Co-occurrence links kept per token."),
     window: int = typer.Option(8, "--window", help="Co-occurrence window, in tokens."),
     no_suffix_array: bool = typer.Option(False, "--no-suffix-array", help="Skip the suffix array."),
     semantic: bool = typer.Option(False, "--semantic", help="Also store semantic neighbours (embedding cosine; "
@@ -42,6 +43,9 @@ def build(
     cap: int = typer.Option(256, "--cap", help="Contexts seen more often store their children (flat lookups)."),
     pos: bool = typer.Option(False, "--pos", help="Also learn the part-of-speech table for --pos-filter (spaCy)."),
     pos_sample: int = typer.Option(400_000, "--pos-sample", help="Characters of the corpus tagged for --pos."),
+    ray: str | None = typer.Option(None, "--ray", help="Tokenize the corpus's shards on Ray: auto or "
+                                   "ray://HOST:PORT (same index; see glassbox.scale)."),
+    workers: int = typer.Option(1, "--workers", help="Local tokenizer processes (without --ray)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tokenize a corpus and write the memory-mapped index."""
@@ -49,14 +53,22 @@ def build(
     from glassbox.overlay import index as ix
     from glassbox.overlay import lm
 
-    if k < 1 or window < 2 or cap < 2:
-        raise BadInput("--k must be >= 1, --window >= 2 and --cap >= 2")
+    if k < 1 or cooc_k < 1 or window < 2 or cap < 2:
+        raise BadInput("--k and --cooc-k must be >= 1, --window >= 2 and --cap >= 2")
+    from glassbox.scale import seam
+
+    backend = seam.backend(ray, workers)  # a bad --ray fails before the corpus is read
     docs = corpora.load_documents(corpus)
     tok = lm.load_tokenizer(model)
-    opts = ix.BuildOptions(k=k, window=window, suffix_array=not no_suffix_array,
+    opts = ix.BuildOptions(k=k, cooc_k=cooc_k, window=window, suffix_array=not no_suffix_array,
                            semantic_from=model if semantic and not no_semantic else None, cap=cap)
-    ix.build(docs, tok, out, opts,
-             source=",".join(corpus), tokenizer_spec=model)
+    if backend.kind == "local":
+        ix.build(docs, tok, out, opts,
+                 source=",".join(corpus), tokenizer_spec=model)
+    else:  # shards tokenized where the seam says, merged in order: the same index
+        from glassbox.scale.overlay_build import build_sharded
+
+        build_sharded(docs, tok, out, opts, backend, source=",".join(corpus), tokenizer_spec=model)
     if pos:
         from glassbox.overlay.pos import build_table
 

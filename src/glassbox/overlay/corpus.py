@@ -5,6 +5,8 @@ Named corpora:
   kjv:A-B        books A..B (1-based, canonical order: 1-39 Old Testament, 40-66 New Testament)
   pydoc          CPython's pydoc_data/topics.py help texts, one document per topic (sorted by name)
   pydoc:A-B      topics A..B (1-based) of that sorted list, e.g. index pydoc:1-55, hold out pydoc:56-79
+  python-license CPython's own LICENSE.txt (~14 k characters of legal prose and history; a genre neither of
+                 the above has), one document per paragraph block
 Anything else is a path: a text file is one document; a folder contributes its *.txt files in name order.
 """
 
@@ -37,6 +39,17 @@ def pydoc_topics() -> list[str]:
     return [topics[k].strip() for k in sorted(topics)]
 
 
+def python_license() -> list[str]:
+    """CPython's LICENSE.txt from the running interpreter's standard library, split at its section rules."""
+    import sysconfig
+
+    path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    if not path.is_file():
+        raise BadInput("this Python installation does not ship LICENSE.txt", path)
+    parts = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n\n")]
+    return [p for p in parts if p]
+
+
 def load_documents(specs: list[str]) -> list[str]:
     """Every spec (named corpus or path) → documents, in the order given."""
     docs: list[str] = []
@@ -61,6 +74,8 @@ def _one(spec: str) -> list[str]:
         return kjv_chapters(a, b)
     if spec == "pydoc":
         return pydoc_topics()
+    if spec == "python-license":
+        return python_license()
     if spec.startswith("pydoc:"):
         topics = pydoc_topics()
         try:
@@ -78,7 +93,7 @@ def _one(spec: str) -> list[str]:
         return [_read(f) for f in files]
     if path.is_file():
         return [_read(path)]
-    raise BadInput("no such file or folder, and not a named corpus (kjv, kjv:A-B, pydoc, pydoc:A-B)", spec)
+    raise BadInput("no such file or folder, and not a named corpus (kjv, kjv:A-B, pydoc, pydoc:A-B, python-license)", spec)
 
 
 def _read(path: Path) -> str:

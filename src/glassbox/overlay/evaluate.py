@@ -310,7 +310,8 @@ def grown_index(index: Index, folder: Path, base: int, copies: int, seed: int = 
     grown = np.concatenate(parts)
     folder.mkdir(parents=True, exist_ok=True)
     extra = write_arrays(folder, grown, index.vocab_size,
-                         BuildOptions(k=index.meta["k"], window=index.meta["window"], cap=index.meta.get("cap", 256)))
+                         BuildOptions(k=index.meta["k"], window=index.meta["window"], cap=index.meta.get("cap", 256),
+                                      cooc_k=index.meta.get("cooc_k", 16)))
     shutil.copytree(index.tokenizer_path(), folder / "tokenizer", dirs_exist_ok=True)
     import json
 

@@ -109,6 +109,7 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, phi: list[np.ndarray | None], folds: 
         lam = 1.0 / (1.0 + np.exp(-np.clip(b + x[test] @ w, -60, 60)))
         gain[pos[test]] = np.log((1 - lam) * pl[test] + lam * pt[test]) - np.log(pl[test])
     rng = np.random.default_rng(seed)
+    block = max(1, min(block, n // 10))  # at least ~10 blocks to resample
     nb = max(1, n // block)
     sums = np.add.reduceat(gain[: nb * block], np.arange(0, nb * block, block)) if nb * block else np.zeros(1)
     draws = rng.integers(0, nb, (boot, nb))

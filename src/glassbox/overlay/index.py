@@ -51,7 +51,8 @@ SIZE_GROUPS = {"tokens": "tokens", "types": "vocabulary", "cum": "vocabulary", "
 
 @dataclass
 class BuildOptions:
-    k: int = 32  # neighbours kept per token and link kind
+    k: int = 32  # next-token links (and semantic neighbours) kept per token
+    cooc_k: int = 16  # co-occurrence links kept per token (the accumulator's weakest source: weight 0.1)
     window: int = 8  # co-occurrence window (tokens after a)
     suffix_array: bool = True
     semantic_from: str | None = None  # a model whose input embeddings give the semantic neighbours (opt-in)
@@ -104,7 +105,7 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
         meta = {
             "format": FORMAT, "id": uuid.uuid4().hex[:12], "source": source, "tokenizer": tokenizer_spec,
             "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": n_docs,
-            "k": options.k, "window": options.window, "suffix_array": options.suffix_array,
+            "k": options.k, "cooc_k": options.cooc_k, "window": options.window, "suffix_array": options.suffix_array,
             "semantic_from": options.semantic_from, **extra,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -136,8 +137,8 @@ def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOpt
     np.save(folder / "types.npy", types.astype(dtype))
     cum = np.concatenate([[0], np.cumsum(counts[types])])
     np.save(folder / "cum.npy", cum.astype(_uint_for(len(tokens))))
-    for name, distances in (("next", [1]), ("cooc", list(range(2, options.window + 1)))):
-        off, nbr, w = link_table(tokens, vocab, options.k, distances, name)
+    for name, k, distances in (("next", options.k, [1]), ("cooc", options.cooc_k, list(range(2, options.window + 1)))):
+        off, nbr, w = link_table(tokens, vocab, k, distances, name)
         _save_csr(folder, name, off, nbr, w, types, dtype)
     if options.semantic_from:
         off, nbr, w = semantic_table(types, options.semantic_from, options.k)

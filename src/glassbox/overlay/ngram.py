@@ -195,15 +195,26 @@ class NGram:
         return Level(k + 1, a, b) if b > a else None
 
     def _bound(self, lo: int, hi: int, k: int, w: int, left: bool) -> int:
-        """First row in [lo, hi) whose next token is >= w (left) or > w (right)."""
-        while lo < hi:
-            mid = (lo + hi) // 2
-            t = self._next(mid, k)
-            if t < w or (not left and t == w):
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        """First row in [lo, hi) whose next token is >= w (left) or > w (right). Narrowed by reading `cap`
+        evenly spaced rows at a time (one vectorized read per round, each round divides the range by cap), then
+        one read of the last <= cap rows: a handful of numpy calls even for a very frequent long context."""
+        side = "left" if left else "right"
+        while hi - lo > self.cap:
+            rows = np.linspace(lo, hi - 1, self.cap).astype(np.int64)
+            j = int(np.searchsorted(self._col_rows(rows, k), w, side))
+            new_lo = lo if j == 0 else int(rows[j - 1]) + 1
+            hi = hi if j == len(rows) else int(rows[j])
+            lo = new_lo
+            if j < len(rows) and lo >= hi:
+                return hi
+        return lo + int(np.searchsorted(self._col(lo, hi, k), w, side))
+
+    def _col_rows(self, rows: np.ndarray, k: int) -> np.ndarray:
+        pos = self.sa[rows] + k
+        out = np.full(len(pos), -1, np.int64)
+        ok = pos < self.n
+        out[ok] = self.tokens[pos[ok]]
+        return out
 
     def read(self, level: Level) -> Level:
         """Fill in the level's continuation counts (exact, in bounded time)."""
