@@ -17,7 +17,7 @@ from tiny import tiny_model
 from glassbox.anatomy import describe, head_bytes
 from glassbox.checkpoint import open_checkpoint
 
-ARCHS = ["llama", "qwen2", "gemma3", "gpt2", "gpt_neox", "bert"]
+ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gemma3", "gpt2", "gpt_neox", "bert"]
 EXPECTED_FAMILY = {"qwen2": "llama"}
 
 
@@ -74,11 +74,15 @@ def _pattern_from_slices(arch, model, anatomy, layer, head, ids):
             q, k = attn.q_norm(q), attn.k_norm(k)
             cos, sin = model.model.rotary_emb(hidden[None], positions, attn.layer_type)
             scale = model.config.query_pre_attn_scalar ** -0.5
-        elif arch in ("llama", "qwen2"):
+        elif arch == "qwen3":  # an RMSNorm over each head's query and key, before the rotary
+            attn = model.model.layers[layer].self_attn
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            cos, sin = model.model.rotary_emb(hidden[None], positions)
+        elif arch in ("llama", "qwen2", "phi3"):  # phi3: partial rotary (the tables cover half of each head)
             cos, sin = model.model.rotary_emb(hidden[None], positions)
         elif arch == "gpt_neox":
             cos, sin = model.gpt_neox.rotary_emb(hidden[None], positions)
-        if arch in ("llama", "qwen2", "gemma3", "gpt_neox"):
+        if arch in ("llama", "qwen2", "qwen3", "phi3", "gemma3", "gpt_neox"):
             q, k = _rotate(q, cos[0], sin[0]), _rotate(k, cos[0], sin[0])
         scores = (q @ k.T) * scale
         if arch != "bert":
@@ -127,7 +131,7 @@ def test_gqa_groups(saved):
     q_heads = [h for t in anatomy.tensors if t.level in ("attention.q", "attention.qkv") and t.layer == 0
                and t.entry.name.endswith("weight") for h in t.heads if h.kind == "q"]
     assert [h.kv_group for h in q_heads] == [h // dims.group_size for h in range(dims.n_heads)]
-    expected_kv = {"llama": 2, "qwen2": 2, "gemma3": 1}.get(arch, 4)
+    expected_kv = {"llama": 2, "qwen2": 2, "qwen3": 2, "phi3": 2, "gemma3": 1}.get(arch, 4)
     assert dims.n_kv_heads == expected_kv
 
 
@@ -175,7 +179,8 @@ def test_human_output_binds_formulas(saved):
     assert "[0:16" in run.stdout  # a head's slice of a projection is printed literally
 
 
-GGUF_MODELS = {"llama": "tiny_llama", "qwen2": "tiny_qwen2", "gemma3": "tiny_gemma3"}
+GGUF_MODELS = {"llama": "tiny_llama", "qwen2": "tiny_qwen2", "qwen3": "tiny_qwen3", "gemma3": "tiny_gemma3"}
+GGUF_FAMILY = {"llama": "llama", "qwen2": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
 
 
 @pytest.mark.parametrize("arch", sorted(GGUF_MODELS))
@@ -189,11 +194,11 @@ def test_gguf_slices_are_the_heads(tmp_path, arch):
     path = gguf_util.write_tiny_gguf(model, tmp_path / f"{arch}.gguf")
     anatomy = describe(open_checkpoint(path))
     assert anatomy.checkpoint.format == "gguf" and anatomy.architecture_source == "gguf metadata"
-    assert anatomy.architecture == ("gemma3" if arch == "gemma3" else "llama")
+    assert anatomy.architecture == GGUF_FAMILY[arch]
     ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         reference = model(ids, output_attentions=True).attentions
-    family = "gemma3" if arch == "gemma3" else "llama"
+    family = GGUF_FAMILY[arch]
     for layer in range(2):
         for head in range(anatomy.dims.n_heads):
             ours = _pattern_from_slices(family, model, anatomy, layer, head, ids)
@@ -216,6 +221,36 @@ def test_bundled_model_slices_are_the_heads(smollm2):
         for head in (0, 4, 8):
             ours = _pattern_from_slices("llama", model, anatomy, layer, head, ids)
             assert (ours - reference[layer][0, head]).abs().max() < 1e-4, (layer, head)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "phi3"])
+def test_new_families_by_one_entry(arch, tmp_path):
+    """Qwen3 and Phi-3 are one registry entry each: recognised from the config and from tensor names alone,
+    every tensor has a level, Phi-3's fused qkv_proj rows split into [Q | K | V] heads with GQA groups."""
+    import safetensors.torch
+
+    from glassbox import registry
+
+    model = tiny_model(arch, hidden=64)
+    assert registry.family_of(model.config.model_type).name == arch
+    model.save_pretrained(tmp_path / "m")
+    anatomy = describe(open_checkpoint(tmp_path / "m"))
+    assert anatomy.architecture == arch
+    levels = {t.entry.name: t.level for t in anatomy.tensors}
+    qkv = next(t for t in anatomy.tensors if t.layer == 1 and t.level in ("attention.qkv", "attention.q"))
+    if arch == "phi3":
+        assert levels["model.layers.0.self_attn.qkv_proj.weight"] == "attention.qkv"
+        assert levels["model.layers.0.mlp.gate_up_proj.weight"] == "mlp.gate_up"
+        assert [(h.kind, h.head, h.kv_group, h.start) for h in qkv.heads] == [
+            ("q", 0, 0, 0), ("q", 1, 0, 16), ("q", 2, 1, 32), ("q", 3, 1, 48),
+            ("k", 0, 0, 64), ("k", 1, 1, 80), ("v", 0, 0, 96), ("v", 1, 1, 112)]
+    else:
+        assert levels["model.layers.0.self_attn.q_norm.weight"] == "attention.qk_norm"
+        assert [h.kv_group for h in qkv.heads] == [0, 0, 1, 1]
+    safetensors.torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(tmp_path / "bare.safetensors"))
+    bare = describe(open_checkpoint(tmp_path / "bare.safetensors"))
+    assert bare.architecture == arch and bare.architecture_source == "tensor names"
 
 
 def test_architecture_from_tensor_names_without_config(tmp_path):

@@ -13,7 +13,7 @@ from glassbox.errors import BadInput
 from glassbox.run import hooks, load_model
 from glassbox.run.layout import o_weight
 
-ARCHS = ["llama", "gemma3", "gpt2", "gpt_neox", "bert"]
+ARCHS = ["llama", "qwen3", "phi3", "gemma3", "gpt2", "gpt_neox", "bert"]
 
 
 def tokens(seed: int = 0, batch: int = 2, seq: int = 10) -> torch.Tensor:
@@ -49,7 +49,7 @@ def test_cache_matches_hf_outputs(arch, tiny_folder):
         assert torch.allclose(cache[f"blocks.{n - 1}.resid_post"], ref.last_hidden_state, atol=1e-6)
     else:
         assert torch.allclose(cache["blocks.0.resid_post"], ref.hidden_states[1], atol=1e-6)
-    if arch in ("llama", "gpt2", "gpt_neox"):  # pre-LN without an output norm: mid = pre + attention write
+    if arch in ("llama", "qwen3", "phi3", "gpt2", "gpt_neox"):  # pre-LN, no output norm: mid = pre + attn write
         for layer in range(n):
             mid = cache[f"blocks.{layer}.resid_pre"] + cache[f"blocks.{layer}.attn.out"]
             assert torch.allclose(cache[f"blocks.{layer}.resid_mid"], mid, atol=1e-6)
@@ -69,7 +69,7 @@ def test_only_named_items_are_kept(tiny_folder):
         hooks.select(["blocks.9.nothing"], 2)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
+@pytest.mark.parametrize("arch", ["llama", "phi3", "gpt2", "bert"])
 def test_zero_ablation_equals_weight_surgery(arch, tiny_folder):
     loaded = load_model(tiny_folder(arch))
     ids = tokens(1)

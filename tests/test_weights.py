@@ -176,14 +176,20 @@ def test_loaded_model(tmp_path):
     assert hw.bytes is None and torch.equal(hw.W_O, b.W_O[0, 3])
 
 
-def test_gguf_heads_unpermuted(tmp_path):
-    """GGUF llama files store Q/K rows permuted for llama.cpp's rope kernel: the accessor undoes it."""
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_gguf_heads(tmp_path, arch):
+    """GGUF llama files store Q/K rows permuted for llama.cpp's rope kernel, Gemma norms as 1 + w: the
+    accessor reads through both, so a GGUF file gives the same heads and norms as the model it came from."""
     import gguf_util
 
-    model = gguf_util.tiny_llama()
-    path = gguf_util.write_tiny_gguf(model, tmp_path / "llama.gguf")
+    model = getattr(gguf_util, f"tiny_{arch}")()
+    path = gguf_util.write_tiny_gguf(model, tmp_path / f"{arch}.gguf")
     a, b = weights.all_heads(path), weights.all_heads(model)
-    assert torch.allclose(a.W_Q, b.W_Q) and torch.allclose(a.W_K, b.W_K) and torch.allclose(a.W_O, b.W_O)
+    for key in ("W_Q", "W_K", "W_V", "W_O", "norm_in", "q_norm", "k_norm"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert (x is None) == (y is None), key
+        assert x is None or torch.allclose(x, y), key
+    assert (a.q_norm is not None) == (arch != "llama")
     assert a.bytes(0, 0)["q"][0]["tensor"] == "model.layers.0.self_attn.q_proj.weight"
 
 
