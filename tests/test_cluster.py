@@ -94,10 +94,10 @@ def test_probe_roles_find_the_planted_heads(planted):
 
 @pytest.mark.slow
 def test_cluster_cli_on_smollm2(smollm2, capsys, tmp_path):
-    from glassbox.lens import corpus
+    from glassbox import corpora
 
     texts = tmp_path / "texts.txt"
-    texts.write_text(corpus.pydoc_topics()[:30000])
+    texts.write_text(corpora.read_spec("pydoc")[:30000])
     png = tmp_path / "clusters.png"
     with pytest.raises(SystemExit) as exc:
         main(["cluster", "smollm2-135m", "--texts", str(texts), "--k", "auto", "--n-texts", "8", "--seq-len", "48",

@@ -60,11 +60,11 @@ def test_bad_lens_file_is_refused(tiny_folder, tmp_path):
 
 @pytest.mark.slow
 def test_lens_train_and_tuned_cli_on_smollm2(smollm2, capsys, tmp_path):
-    from glassbox.lens import corpus
+    from glassbox import corpora
 
     out = tmp_path / "lens.safetensors"
     text = tmp_path / "train.txt"
-    text.write_text(corpus.pydoc_topics()[:20000])
+    text.write_text(corpora.read_spec("pydoc")[:20000])
     with pytest.raises(SystemExit) as exc:
         main(["lens", "train", "smollm2-135m", "--corpus", str(text), "--out", str(out),
               "--tokens", "1024", "--steps", "2", "--json"])

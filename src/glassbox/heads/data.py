@@ -152,18 +152,14 @@ def _kjv_text(chars: int) -> str:
 
 
 def corpus_bytes(spec: str) -> bytes | None:
-    """Raw bytes of a named corpus (kjv, pydoc) or a file; None when it cannot be read."""
-    from pathlib import Path
-
+    """The byte-level text a model was trained on (a glassbox.corpora spec, as train reads it); None when it
+    cannot be read."""
     from glassbox import corpora
+    from glassbox.errors import BadInput
 
     try:
-        if spec == "kjv":
-            return _kjv_text(10**9).encode("utf-8")
-        if spec == "pydoc":
-            return "\n\n".join(corpora.pydoc_topics().values()).encode("utf-8")
-        return Path(spec).read_bytes()
-    except (OSError, ValueError, ImportError):
+        return corpora.read_spec(spec).encode("utf-8")
+    except BadInput:
         return None
 
 

@@ -41,7 +41,8 @@ def lens(
     top_k: int = typer.Option(3, "--top-k", help="Tokens shown per layer in the table."),
     target: str | None = typer.Option(None, "--target", help="Also show this token's rank and probability."),
     png: Path | None = typer.Option(None, "--png", help="Write a layers × positions heatmap (KL, top token)."),
-    corpus: Path | None = typer.Option(None, "--corpus", help="`lens train`: a text or .jsonl file to train on."),
+    corpus: str | None = typer.Option(None, "--corpus", help="`lens train`: a text or .jsonl file, a folder, "
+                                       "kjv[:A-B] or pydoc[:A-B]."),
     out: Path | None = typer.Option(None, "--out", help="`lens train`: where to write the translators."),
     tokens: int = typer.Option(4096, "--tokens", help="`lens train`: corpus tokens to use."),
     steps: int = typer.Option(40, "--steps", help="`lens train`: KL optimizer steps after the closed-form fit."),
@@ -121,7 +122,7 @@ def _lens_table(loaded, result, top_k: int, target: str | None, kind: str, png: 
         console.print(f"heatmap (layer × position): {png}")
 
 
-def _lens_train(model: str, corpus: Path | None, out: Path | None, tokens: int, steps: int, seq_len: int,
+def _lens_train(model: str, corpus: str | None, out: Path | None, tokens: int, steps: int, seq_len: int,
                 as_json: bool, allow_pickle: bool) -> None:
     if corpus is None or out is None:
         raise BadInput("`glassbox lens train MODEL` needs --corpus FILE and --out FILE.safetensors")
@@ -132,11 +133,12 @@ def _lens_train(model: str, corpus: Path | None, out: Path | None, tokens: int, 
     from glassbox.progress import track
     from glassbox.run import load_model
 
+    text = corpora.read_text(corpus)  # a bad corpus fails before the model loads
     loaded = load_model(model, allow_pickle=allow_pickle)
     from glassbox.lens import logit
 
     logit.check_lm(loaded)
-    ids = corpora.token_ids(loaded, corpora.read_text(corpus), tokens)
+    ids = corpora.token_ids(loaded, text, tokens)
     lens_ = tuned.train(loaded, ids, steps=steps, seq_len=seq_len, progress=track)
     tuned.save(lens_, out, loaded, {"corpus": str(corpus), "tokens": str(len(ids)), "steps": str(steps)})
     report = {"out": str(out), "layers": lens_.n_layers, "tokens": len(ids), "steps": steps,
@@ -154,8 +156,8 @@ def _lens_train(model: str, corpus: Path | None, out: Path | None, tokens: int, 
 
 def patch(
     model: str = typer.Argument(..., help="A checkpoint path or bundled name."),
-    clean: str = typer.Option(..., "--clean", help="The clean prompt."),
-    corrupt: str = typer.Option(..., "--corrupt", help="The corrupted prompt (same number of tokens)."),
+    clean: str | None = typer.Option(None, "--clean", help="The clean prompt."),
+    corrupt: str | None = typer.Option(None, "--corrupt", help="The corrupted prompt (same number of tokens)."),
     metric: str = typer.Option("kl", "--metric",
                                help="'logit_diff: A - B', 'prob: T', 'logprob: T' or 'kl' (at the last position)."),
     over: str = typer.Option("heads", "--over", help="heads (layer × head) | resid | mlp (layer × position)."),
@@ -165,12 +167,25 @@ def patch(
     png: Path | None = typer.Option(None, "--png", help="Write the heatmap here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+    path: list[str] | None = typer.Option(None, "--path", help="Path patching: SENDER[,SENDER]:RECEIVER.KIND, "
+                                          "e.g. 16.0:18.6.k (repeatable; see glassbox.circuits.path)."),
+    n_random: int = typer.Option(10, "--random", help="--path: random sender sets of the same size to compare."),
+    n_seq: int = typer.Option(8, "--sequences", help="--path: repeated random blocks in the probe batch."),
+    block: int = typer.Option(20, "--block", help="--path: tokens per block (each is repeated once)."),
+    seed: int = typer.Option(0, "--seed", help="--path: seed of the probe batch and the random senders."),
 ) -> None:
-    """Activation patching: which heads / residual positions / MLPs carry the clean-vs-corrupt difference."""
+    """Activation patching: which heads / residual positions / MLPs carry the clean-vs-corrupt difference.
+    With --path: path patching of one sender → receiver input (q, k or v), on the receiver's induction metric."""
     from glassbox.lens import logit, patching
     from glassbox.progress import track
     from glassbox.run import load_model
 
+    if path:
+        from glassbox.circuits.commands import patch_path
+
+        return patch_path(model, path, n_random, n_seq, block, seed, batch_size, as_json, allow_pickle)
+    if clean is None or corrupt is None:
+        raise BadInput("glassbox patch needs --clean and --corrupt (or --path SENDER:RECEIVER.KIND)")
     if batch_size < 1:
         raise BadInput("--batch-size must be at least 1")
     loaded = load_model(model, allow_pickle=allow_pickle)
@@ -207,7 +222,8 @@ def patch(
 
 def cluster(
     model: str = typer.Argument(..., help="A checkpoint path or bundled name."),
-    texts: Path = typer.Option(..., "--texts", help="A text or .jsonl file; heads are described over it."),
+    texts: str = typer.Option(..., "--texts", help="A text or .jsonl file, a folder, kjv[:A-B] or pydoc[:A-B]; "
+                              "heads are described over it."),
     k: str = typer.Option("auto", "--k", help="Number of clusters, or 'auto' (best silhouette, k = 2..12)."),
     n_texts: int = typer.Option(32, "--n-texts", help="How many text windows to read."),
     seq_len: int = typer.Option(64, "--seq-len", help="Tokens per window."),

