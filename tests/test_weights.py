@@ -199,3 +199,23 @@ def test_out_of_range(saved):
         weights.head(folder, 0, 99)
     with pytest.raises(IndexError):
         weights.head(folder, 7, 0)
+
+
+@pytest.mark.slow
+def test_bundled_model_heads(smollm2):
+    """The real SmolLM2-135M (Q4_1 GGUF, GQA 9/3): heads read from the quantized file through our reader equal
+    those of the model transformers loaded, and recompute its attention in layers 0 and 7."""
+    from_file = weights.all_heads("smollm2-135m", layers=[0, 7])
+    from_model = weights.all_heads(smollm2, layers=[0, 7])
+    assert from_file.family == "llama" and from_file.W_K.shape == (2, 9, 64, 576)
+    for key in ("W_Q", "W_K", "W_V", "W_O", "norm_in"):
+        assert torch.allclose(getattr(from_file, key), getattr(from_model, key), atol=1e-6), key
+    assert from_file.bytes(7, 4)["k"][0]["slice"] == "[64:128, :]"  # query head 4 reads kv group 1
+    ids = smollm2.tokenizer("The cat sat on the mat because it was tired.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = smollm2.model(ids, output_attentions=True, output_hidden_states=True)
+        for i, layer in enumerate((0, 7)):
+            one = weights.all_heads(smollm2, layers=[layer])
+            ours = _patterns("llama", smollm2.model, one, 0, ref.hidden_states[layer][0])
+            assert (ours - ref.attentions[layer][0]).abs().max() < 1e-4, layer
+            assert torch.equal(one.W_Q[0], from_model.W_Q[i])

@@ -78,6 +78,7 @@ class Family:
     causal: bool = True
     rotary: bool = False
     norm_plus_one: bool = False  # RMSNorm scales by 1 + w (Gemma)
+    attn_output_norm: str | None = None  # a norm on the attention output before the residual add (Gemma 3)
     q_norm: str | None = None  # per-head query/key RMSNorm before rotary (Qwen3, Gemma 3), relative to a layer
     k_norm: str | None = None
     needs_bos: bool = False  # the model expects a BOS token in front
@@ -165,6 +166,7 @@ GEMMA3 = Family(
                   "post_feedforward_layernorm"),
     attn_input_norm="input_layernorm", final_norm="norm", mlp_down="mlp.down_proj", rotary=True,
     norm_plus_one=True, q_norm="self_attn.q_norm", k_norm="self_attn.k_norm", needs_bos=True,
+    attn_output_norm="post_attention_layernorm",
     gguf=GGUFNames({**_GGUF_LAYER, "post_attention_norm": "post_attention_layernorm",
                     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"},
                    (GGUFArch("gemma3", "gemma3", "Gemma3ForCausalLM"),),

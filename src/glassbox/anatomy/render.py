@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from glassbox.anatomy import Anatomy, TensorRole, head_bytes
+from glassbox.registry import FAMILIES
 
 # What each level computes, in the seed's terms. {W} is replaced by the bound tensor (and head slice).
 FORMULAS: dict[str, str] = {
@@ -76,7 +77,8 @@ def _levels(anatomy: Anatomy, console: Console) -> None:
         table.add_row(row["level"], str(row["tensors"]), f"{row['n_parameters']:,}",
                       f"{100 * row['n_parameters'] / total:.1f}%", first[row["level"]])
     config = anatomy.checkpoint.config or {}
-    if "unembedding" not in first and config.get("tie_word_embeddings", anatomy.architecture != "bert"):
+    causal = anatomy.architecture not in FAMILIES or FAMILIES[anatomy.architecture].causal
+    if "unembedding" not in first and config.get("tie_word_embeddings", causal):
         table.add_row("unembedding", "0", "tied", "", f"W_U = W_Eᵀ: shares {first.get('embedding', 'the embedding')}")
     table.add_row("purpose of each head", "", "", "", "[italic]nowhere: born during training (see glassbox atlas)")
     console.print(table)
