@@ -48,6 +48,22 @@ def demo(
     console.rule("3. Training writes knowledge: a head specializes")
     console.print(training_summary(Path(out) / "train", seed=seed))
 
+    console.rule("4. See it: one offline report, and the web app")
+    console.print(see_it(model, atlas, Path(out)))
+
+
+def see_it(model: str, atlas: dict, out: Path) -> str:
+    """Cache the atlas (so `glassbox serve` opens it at once) and write the report of the model and the run."""
+    from glassbox import bundled
+    from glassbox.report import build_report
+    from glassbox.web.data import store_atlas
+
+    store_atlas(bundled.resolve(model), atlas)
+    specs = [model] + ([str(out / "train")] if (out / "train" / "metrics.parquet").exists() else [])
+    report = build_report(specs, out / "report.html", atlas=atlas)
+    return (f"report (one self-contained file, works offline): {report} ({report.stat().st_size / 2**20:.1f} MiB)\n"
+            f"browse it live:  glassbox serve {' '.join(specs)}   → http://127.0.0.1:8765/")
+
 
 def training_summary(out_dir: str | Path, seed: int = 0) -> str:
     """Train the induction preset into out_dir (unless it is there), run its timeline → lines naming the phase change."""

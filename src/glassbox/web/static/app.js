@@ -617,64 +617,77 @@
     return wrap;
   }
 
-  // ---------- Timeline (training runs) ----------
+  // ---------- Timeline (training runs): every run listed, side by side (seeds, inits) ----------
   async function viewTimeline() {
-    const tl = await Data.timeline(S.src);
-    const wrap = h('section', { class: 'timeline' });
+    const runs = [S.src, ...(window.glassbox.sources.sources || []).filter((x) => x.kind === 'run' && x.src !== S.src).map((x) => x.src)];
+    const docs = [];
+    for (const r of runs) docs.push([r, await Data.timeline(r)]);
+    const tl = docs[0][1];
     if (!tl) return h('p', {}, 'No timeline for this run.');
     window.glassbox.timeline = tl;
     const cps = tl.checkpoints || [];
     const heads = (cps[cps.length - 1] || { heads: [] }).heads;
     const roles = heads.length ? Object.keys(heads[0].scores) : [];
     if (!S.role || !roles.includes(S.role)) S.role = roles.includes('induction') ? 'induction' : roles[0];
-    wrap.appendChild(h('h2', {}, `Timeline of ${S.src}: ${cps.length} checkpoints`));
-    const roleBar = h('div', { class: 'roles' }, roles.map((r) => h('button', { class: r === S.role ? 'on' : '', 'data-role': r, onclick: () => { S.role = r; writeHash(); render(); } }, r)));
-    wrap.appendChild(roleBar);
-    const W = 760, Hh = 220, pad = 40;
-    const cv = h('canvas', { id: 'timeline-canvas', width: W, height: Hh + 130, 'aria-label': 'probe scores over steps, loss below' });
-    wrap.appendChild(cv);
+    const wrap = h('section', { class: 'timeline' });
+    wrap.appendChild(h('h2', {}, `Timeline: ${S.role} score of every head over training, loss below` + (docs.length > 1 ? ` — ${docs.length} runs side by side` : '')));
+    wrap.appendChild(h('div', { class: 'roles' }, roles.map((r) => h('button', { class: r === S.role ? 'on' : '', 'data-role': r, onclick: () => { S.role = r; writeHash(); render(); } }, r))));
+    wrap.appendChild(h('div', { class: 'runs' }, docs.filter((d) => d[1]).map(([name, doc], i) => h('div', { class: 'card' }, h('h3', {}, label(name)), timelineChart(doc, i === 0 ? 'timeline-canvas' : null)))));
+    const pcs = (tl.phase_changes || []);
+    wrap.appendChild(h('div', { class: 'card' }, h('h3', {}, `Phase changes in ${label(S.src)}`), pcs.length ? h('table', { class: 'grid', id: 'phase-table' },
+      h('tr', {}, ['role', 'head', 'step'].map((c) => h('th', {}, c))), pcs.map((p) => h('tr', {}, h('td', {}, p.role), h('td', {}, `L${p.layer}.H${p.head}`), h('td', { class: 'num' }, p.step))))
+      : h('p', { class: 'muted' }, 'none detected')));
+    const w = tl.writes;
+    if (w && w.windows) {
+      const levels = [...new Set(w.windows.flatMap((x) => x.levels.map((l) => l.level)))];
+      wrap.appendChild(h('div', { class: 'card' }, h('h3', {}, 'Where training wrote: share of the update (‖Δw‖²) per level and the top heads, per window of steps'),
+        h('table', { class: 'grid', id: 'writes-table' }, h('tr', {}, h('th', {}, 'steps'), levels.map((l) => h('th', {}, l)), h('th', {}, 'top heads (share of head updates)')),
+          w.windows.map((x) => { const by = Object.fromEntries(x.levels.map((l) => [l.level, l.update_share]));
+            return h('tr', { class: x.all ? 'all' : '' }, h('td', {}, x.all ? `all (${x.start}–${x.end})` : `${x.start}–${x.end}`), levels.map((l) => h('td', { class: 'num' }, by[l] === undefined ? '–' : (100 * by[l]).toFixed(1) + '%')),
+              h('td', {}, x.top_heads.slice(0, 3).map((y) => `L${y.layer}.H${y.head} ${(100 * y.share).toFixed(1)}%`).join(', '))); }))));
+    }
+    return wrap;
+  }
+
+  function timelineChart(tl, id) {
+    const cps = tl.checkpoints || [];
+    const W = 560, Hh = 200, pad = 42;
+    const cv = h('canvas', { id, width: W, height: Hh + 130, 'aria-label': 'probe scores over steps, loss below' });
     const steps = cps.map((c) => c.step);
     const lo = Math.max(1, Math.min(...steps)), hi = Math.max(...steps, lo + 1);
-    const xs = (s) => pad + (Math.log(Math.max(s, 1)) - Math.log(lo)) / Math.max(1e-9, Math.log(hi) - Math.log(lo)) * (W - 2 * pad);
+    const xs = (s) => pad + (Math.log(Math.max(s, lo)) - Math.log(lo)) / Math.max(1e-9, Math.log(hi) - Math.log(lo)) * (W - 2 * pad);
     const g = cv.getContext('2d');
     g.fillStyle = '#fff'; g.fillRect(0, 0, W, cv.height);
     g.strokeStyle = '#999'; g.strokeRect(pad, 10, W - 2 * pad, Hh - 20);
-    g.font = '10px system-ui'; g.fillStyle = '#333';
-    g.fillText('score 1', 2, 16); g.fillText('0', 28, Hh - 10);
+    g.font = '10px system-ui, sans-serif'; g.fillStyle = '#333';
+    g.fillText('score 1', 2, 16); g.fillText('0', pad - 10, Hh - 10);
     const ys = (v) => 10 + (1 - v) * (Hh - 20);
-    const keyOf = (x) => x.layer + '.' + x.head;
     const series = {};
-    for (const c of cps) for (const x of c.heads) (series[keyOf(x)] = series[keyOf(x)] || []).push([c.step, x.scores[S.role]]);
-    const best = Object.entries(series).sort((a, b) => (b[1][b[1].length - 1][1] || 0) - (a[1][a[1].length - 1][1] || 0)).slice(0, 3).map((e) => e[0]);
-    for (const [k, pts] of Object.entries(series)) {
-      const top = best.indexOf(k);
-      g.strokeStyle = top >= 0 ? ['#0072B2', '#D55E00', '#009E73'][top] : '#ccc'; g.lineWidth = top >= 0 ? 2 : 1;
-      g.beginPath(); pts.forEach(([s, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(s), ys(v || 0))); g.stroke();
-      if (top >= 0) { g.fillStyle = g.strokeStyle; g.fillText('L' + k.replace('.', '.H'), xs(pts[pts.length - 1][0]) + 3, ys(pts[pts.length - 1][1] || 0)); }
+    for (const c of cps) for (const x of c.heads) (series[x.layer + '.' + x.head] = series[x.layer + '.' + x.head] || []).push([c.step, x.scores[S.role] || 0]);
+    const last = (pts) => pts[pts.length - 1][1];
+    const best = Object.entries(series).sort((a, b) => last(b[1]) - last(a[1])).slice(0, 3).map((e) => e[0]);
+    const order = Object.keys(series).sort((a, b) => best.indexOf(a) - best.indexOf(b));
+    for (const k of order) { // grey first, the three highest last (on top)
+      const pts = series[k], top = best.indexOf(k);
+      g.strokeStyle = top >= 0 ? ['#0072B2', '#D55E00', '#009E73'][top] : '#d0d0d0'; g.lineWidth = top >= 0 ? 2 : 1;
+      g.beginPath(); pts.forEach(([st, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(st), ys(v))); g.stroke();
+      if (top >= 0) { g.fillStyle = g.strokeStyle; g.fillText('L' + k.replace('.', '.H'), Math.min(xs(pts[pts.length - 1][0]) + 3, W - pad + 2), ys(last(pts)) + 3); }
     }
     for (const pc of tl.phase_changes || []) if (pc.role === S.role) {
-      g.strokeStyle = '#e00'; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(xs(pc.step), 10); g.lineTo(xs(pc.step), Hh + 120); g.stroke(); g.setLineDash([]);
-      g.fillStyle = '#e00'; g.fillText(`phase change L${pc.layer}.H${pc.head} @${pc.step}`, xs(pc.step) + 3, 22);
+      g.strokeStyle = '#e00'; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(xs(pc.step), 10); g.lineTo(xs(pc.step), Hh + 115); g.stroke(); g.setLineDash([]);
+      g.fillStyle = '#e00'; g.fillText(`phase change L${pc.layer}.H${pc.head} @ step ${pc.step}`, Math.min(xs(pc.step) + 3, W - 190), 24);
     }
-    // loss underneath, same x axis
-    const loss = (tl.metrics && tl.metrics.loss) ? tl.metrics.step.map((s, i) => [s, tl.metrics.loss[i]]).filter((p) => p[0] >= lo) : cps.map((c) => [c.step, c.loss]);
+    const m = tl.metrics || {};
+    const loss = (m.loss && m.step) ? m.step.map((st, i) => [st, m.loss[i]]).filter((p) => p[0] >= lo && Number.isFinite(p[1])) : cps.map((c) => [c.step, c.loss]);
     if (loss.length) {
       const lmax = Math.max(...loss.map((p) => p[1])), lmin = Math.min(...loss.map((p) => p[1]));
       const yl = (v) => Hh + 10 + (1 - (v - lmin) / Math.max(1e-9, lmax - lmin)) * 100;
       g.strokeStyle = '#999'; g.strokeRect(pad, Hh + 5, W - 2 * pad, 110);
-      g.strokeStyle = '#333'; g.lineWidth = 1; g.beginPath(); loss.forEach(([s, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(s), yl(v))); g.stroke();
+      g.strokeStyle = '#333'; g.lineWidth = 1; g.beginPath(); loss.forEach(([st, v], i) => (i ? g.lineTo : g.moveTo).call(g, xs(st), yl(v))); g.stroke();
       g.fillStyle = '#333'; g.fillText(`loss ${fmt(lmax, 2)}`, 2, Hh + 16); g.fillText(fmt(lmin, 2), 2, Hh + 112);
-      g.fillText(`step ${lo} … ${hi} (log)`, W / 2 - 40, Hh + 128);
+      g.fillText(`step ${lo} … ${hi} (log scale)`, W / 2 - 50, Hh + 128);
     }
-    const w = tl.writes;
-    if (w && w.windows) {
-      wrap.appendChild(h('h3', {}, 'Where training wrote: share of the update per level, per window'));
-      const levels = [...new Set(w.windows.flatMap((x) => Object.keys(x.levels || {})))];
-      wrap.appendChild(h('table', { class: 'grid', id: 'writes-table' }, h('tr', {}, h('th', {}, 'steps'), levels.map((l) => h('th', {}, l)), h('th', {}, 'top heads')),
-        w.windows.map((x) => h('tr', {}, h('td', {}, `${x.start}–${x.end}`), levels.map((l) => h('td', { class: 'num' }, x.levels && x.levels[l] !== undefined ? (100 * (x.levels[l].share !== undefined ? x.levels[l].share : x.levels[l])).toFixed(1) + '%' : '–')),
-          h('td', {}, (x.heads || x.top_heads || []).slice(0, 3).map((y) => `L${y.layer}.H${y.head} ${(100 * (y.share || 0)).toFixed(1)}%`).join(', '))))));
-    }
-    return wrap;
+    return cv;
   }
 
   boot();

@@ -1,0 +1,85 @@
+"""Issue 10's two targets, measured in a real browser (Debian's chromium via Playwright):
+
+1. the atlas page of SmolLM2-135M (30 × 9 = 270 heads) renders in ≤ 1 s from a cached atlas: navigation
+   start → the heatmap drawn (fetching the anatomy and the atlas included);
+2. a head's pattern on a 512-token text is back in ≤ 2 s: click → the pattern drawn (model already loaded).
+
+Each figure is printed with its ratio to the target (≤ 1.0 meets it), median of --repeat runs.
+    python benchmarks/web.py [--atlas out/demo/atlas/atlas.json] [--repeat 3]
+Without --atlas the cached atlas is used, or computed first (minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+ATLAS_TARGET_S, PATTERN_TARGET_S = 1.0, 2.0
+SENTENCE = "The cat sat on the mat because it was tired, and then the dog ran after it. "
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--atlas", type=Path, help="an atlas JSON of smollm2-135m to put in the cache first")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    from webkit import browser, live_server
+
+    from glassbox import bundled
+    from glassbox.heads.annotate import load_atlas
+    from glassbox.web import data
+
+    path = bundled.bundled_path("smollm2-135m")
+    if args.atlas:
+        data.store_atlas(path, load_atlas(args.atlas))
+    if data.cached_atlas(path) is None:
+        print("no cached atlas: computing it (minutes)", file=sys.stderr)
+        data.compute_atlas(path, "smollm2-135m")
+    loaded = data.load(path, "smollm2-135m")
+    text = SENTENCE * 40
+    ids = data.tokenize(loaded, text)
+    cut = 0  # trim words until exactly 512 tokens (start token included)
+    words = text.split(" ")
+    while len(ids) > 512:
+        cut += 1
+        ids = data.tokenize(loaded, " ".join(words[:-cut]))
+    text = " ".join(words[:-cut]) if cut else text
+    layer, head = 18, 6
+    with tempfile.TemporaryDirectory() as root, live_server(Path(root), ["smollm2-135m"]) as url, browser() as b:
+        page = b.new_page(viewport={"width": 1280, "height": 900})
+        atlas_s = []
+        for _ in range(args.repeat + 1):  # the first is a warm-up (server imports, caches)
+            page.goto("about:blank")
+            t0 = time.perf_counter()
+            page.goto(f"{url}/#view=atlas&role=induction")
+            page.wait_for_selector("body[data-ready=atlas]", timeout=120_000)
+            atlas_s.append(time.perf_counter() - t0)
+        draw_ms = page.evaluate("window.glassbox.last.atlas_draw_ms")
+        page.goto(f"{url}/#view=atlas&head={layer}.{head}")
+        page.wait_for_selector("#pattern-go", timeout=60_000)
+        page.fill("#pattern-text", text)
+        pattern_s = []
+        for _ in range(args.repeat + 1):
+            page.evaluate("delete document.body.dataset.pattern")
+            t0 = time.perf_counter()
+            page.click("#pattern-go")
+            page.wait_for_selector("body[data-pattern]", timeout=300_000)
+            pattern_s.append(time.perf_counter() - t0)
+            n = page.evaluate("window.glassbox.last.pattern.shape[0]")
+        page.close()
+    a, p = statistics.median(atlas_s[1:]), statistics.median(pattern_s[1:])
+    print(f"atlas page, SmolLM2 270 heads, cached atlas: {a * 1000:.0f} ms (heatmap draw {draw_ms:.1f} ms) "
+          f"= {a / ATLAS_TARGET_S:.2f} × the 1 s target")
+    print(f"head {layer}.{head} pattern on {n} tokens: {p * 1000:.0f} ms (first, with model warm-up: "
+          f"{pattern_s[0] * 1000:.0f} ms) = {p / PATTERN_TARGET_S:.2f} × the 2 s target")
+
+
+if __name__ == "__main__":
+    main()
