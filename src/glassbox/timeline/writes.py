@@ -15,8 +15,8 @@ from typing import Any
 from glassbox.errors import BadInput
 
 LEVEL_ORDER = ("embedding", "position_embedding", "attention.norm", "attention.q", "attention.k", "attention.v",
-               "attention.o", "attention.qk_norm", "mlp.norm", "mlp.in", "mlp.gate", "mlp.out", "final_norm",
-               "unembedding", "unknown")
+               "attention.qkv", "attention.o", "attention.qk_norm", "mlp.norm", "mlp.in", "mlp.gate",
+               "mlp.gate_up", "mlp.out", "final_norm", "unembedding", "unknown")
 
 
 def windows(last_step: int) -> list[tuple[int, int]]:
