@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -62,7 +63,7 @@ def _effect(loaded: Loaded, tokens: Any, clean: Any, ablated: Any, words: list[s
         return {"kind": "mean", "metric": "1 - cos(last hidden state)",
                 "per_position": [round(float(c), 5) for c in change]}
     p, q = torch.log_softmax(clean[0].float(), -1), torch.log_softmax(ablated[0].float(), -1)
-    kl = (p.exp() * (p - q)).sum(-1)
+    kl = kl_logp(p, q)
     nxt = tokens[0, 1:]
     loss_clean = float(-p[:-1].gather(-1, nxt[:, None]).mean())
     loss_ablated = float(-q[:-1].gather(-1, nxt[:, None]).mean())

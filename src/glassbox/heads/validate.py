@@ -49,6 +49,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.layout import final_norm, o_weight
 from glassbox.run.load import Loaded
@@ -150,7 +151,7 @@ class Validator:
         p = torch.log_softmax(task.clean[task.ex_row, task.ex_col].float(), -1)
         q = torch.log_softmax(out[task.ex_row, task.ex_col].float(), -1)
         nll = -q.gather(-1, task.tokens[task.ex_row, task.ex_pos][:, None])[:, 0]
-        return {"loss": nll - task.clean_nll, "kl": (p.exp() * (p - q)).sum(-1)}
+        return {"loss": nll - task.clean_nll, "kl": kl_logp(p, q)}
 
     def _direct(self, task: Task, resid: Any) -> None:
         """Every head's direct effect on the answer, and on random tokens, from the clean run (no forward)."""

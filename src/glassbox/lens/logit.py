@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.logprob import kl
 from glassbox.run import hooks
 from glassbox.run.layout import final_norm
 from glassbox.run.load import Loaded
@@ -45,15 +46,6 @@ def residuals(loaded: Loaded, tokens: Any, attention_mask: Any = None) -> tuple[
     names = ["blocks.0.resid_pre"] + [f"blocks.{layer}.resid_post" for layer in range(n - 1)]
     logits, cache = hooks.run_with_cache(loaded, tokens, names=names, attention_mask=attention_mask)
     return [cache[name] for name in names], logits
-
-
-def kl(final_logits: Any, lens_logits: Any) -> Any:
-    """KL(final ‖ lens) per position, in nats: what the lens misses of the model's actual prediction."""
-    import torch
-
-    p = torch.log_softmax(final_logits.float(), dim=-1)
-    q = torch.log_softmax(lens_logits.float(), dim=-1)
-    return (p.exp() * (p - q)).sum(dim=-1)
 
 
 @dataclass
@@ -90,7 +82,7 @@ def apply(loaded: Loaded, tokens: list[int], translators: Any = None) -> LensRes
         layers.append(final[0])
         logits = torch.stack(layers).float()
         logprobs = torch.log_softmax(logits, dim=-1)
-        divergence = kl(final[0].expand_as(logits), logits).clamp_min(0.0)
+        divergence = kl(final[0].expand_as(logits), logits).clamp_min(0.0)  # what the lens misses of the output
     return LensResult(tokens=list(tokens), logprobs=logprobs, kl_to_final=divergence)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -50,7 +51,7 @@ class Metric:
         if self.kind == "logprob":
             return logp[:, self.a]
         ref = torch.log_softmax(clean_logits.float(), dim=-1)
-        return (ref.exp() * (ref - logp)).sum(dim=-1)  # KL(clean ‖ run): 0 at the clean run
+        return kl_logp(ref, logp)  # KL(clean ‖ run): 0 at the clean run
 
 
 def _single_token(loaded: Loaded, word: str) -> int:
@@ -68,8 +69,12 @@ def _single_token(loaded: Loaded, word: str) -> int:
     raise BadInput(f"metric token {word!r} is not a single token for this tokenizer (write #ID for a raw id)")
 
 
-def parse_metric(loaded: Loaded, spec: str) -> Metric:
-    """'logit_diff: Mary - John' | 'prob: Paris' | 'logprob: Paris' | 'kl' → Metric."""
+def parse_metric(loaded: Loaded | None, spec: str) -> Metric:
+    """'logit_diff: Mary - John' | 'prob: Paris' | 'logprob: Paris' | 'kl' → Metric. With loaded=None only
+    the syntax is checked (before a model loads) and the token ids are left None."""
+    def token(word: str) -> int | None:
+        return None if loaded is None else _single_token(loaded, word)
+
     kind, _, rest = spec.partition(":")
     kind, rest = kind.strip().lower(), rest.strip()
     if kind == "kl":
@@ -78,11 +83,11 @@ def parse_metric(loaded: Loaded, spec: str) -> Metric:
         a, sep, b = rest.partition(" - ")
         if not sep or not a.strip() or not b.strip():
             raise BadInput(f"--metric {spec!r}: write logit_diff as 'logit_diff: A - B'")
-        return Metric("logit_diff", spec, _single_token(loaded, a.strip()), _single_token(loaded, b.strip()))
+        return Metric("logit_diff", spec, token(a.strip()), token(b.strip()))
     if kind in ("prob", "logprob"):
         if not rest:
             raise BadInput(f"--metric {spec!r}: write '{kind}: TOKEN'")
-        return Metric(kind, spec, _single_token(loaded, rest))
+        return Metric(kind, spec, token(rest))
     raise BadInput(f"--metric {spec!r}: unknown metric (logit_diff: A - B | prob: T | logprob: T | kl)")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.lens import logit
+from glassbox.logprob import kl, kl_logp
 from glassbox.run.load import Loaded
 
 FORMAT = "glassbox.tuned_lens/1"
@@ -100,7 +101,7 @@ def kl_per_layer(loaded: Loaded, lens: TunedLens | None, H: Any, final: Any, chu
                 h = H[layer, i : i + chunk]
                 if lens is not None:
                     h = lens.translate(layer, h)
-                total += float(logit.kl(target[j], logit.readout(loaded, h)).sum())
+                total += float(kl(target[j], logit.readout(loaded, h)).sum())
             out.append(total / final.shape[0])
     return out
 
@@ -127,7 +128,7 @@ def fit_kl(loaded: Loaded, lens: TunedLens, H: Any, final: Any, steps: int, posi
         h = H[:, idx]  # [n, P, d]
         translated = torch.einsum("lpd,lde->lpe", h, weight) + bias[:, None]
         logp = torch.log_softmax(logit.readout(loaded, translated).float(), dim=-1)
-        loss = (target.exp() * (target - logp)).sum(-1).mean(-1).sum()
+        loss = kl_logp(target, logp).mean(-1).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from glassbox.errors import BadInput
+from glassbox.logprob import logsumexp
 from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig, Feedback, table_distribution
 from glassbox.overlay.answers import AnswerLinks
 from glassbox.overlay.gate import Gate, features
@@ -192,7 +193,7 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
 def select_final(lm_logp: np.ndarray, p_table: np.ndarray, beta: float) -> np.ndarray:
     """Select mode's scores over the candidates: log p_LM renormalized over them + β · log p_table."""
     lc = np.asarray(lm_logp, np.float64)
-    return lc - _logsumexp(lc) + beta * np.log(p_table)
+    return lc - logsumexp(lc) + beta * np.log(p_table)
 
 
 def mixture_final(lm_logp: np.ndarray, p_inf: np.ndarray, lam: float) -> np.ndarray:
@@ -219,11 +220,6 @@ def pos_filter(step: dict, prev: int, pos: PosTable) -> None:
 
 def _argmax(x: np.ndarray | None) -> int | None:
     return None if x is None else int(np.argmax(x))
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = float(np.max(x))
-    return m + math.log(float(np.exp(x - m).sum()))
 
 
 def adaptive_temperature(final: np.ndarray, base: float, gamma: float = 1.0, h0: float = 0.5) -> tuple[float, float]:
