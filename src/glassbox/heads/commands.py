@@ -102,6 +102,11 @@ def show(
     from glassbox.heads.show import describe_head, render_head
     from glassbox.run import load_model
 
+    _parse_head(head_spec, sys.maxsize, sys.maxsize)  # the syntax, before the model loads; its range after
+    if atlas_path is not None and not atlas_path.is_file():
+        from glassbox.errors import BadInput
+
+        raise BadInput("no such atlas file", atlas_path)
     loaded = load_model(model, allow_pickle=allow_pickle)
     layer, head = _parse_head(head_spec, loaded.n_layers, loaded.n_heads)
     doc = describe_head(loaded, layer, head, text, atlas_path)

@@ -60,6 +60,10 @@ def lens(
         raise BadInput("--text is required (the text to read through the lens)")
     if corpus is not None or out is not None:
         raise BadInput("--corpus/--out belong to `glassbox lens train MODEL`")
+    if top_k < 1:
+        raise BadInput(f"--top-k {top_k}: must be at least 1")
+    if tuned is not None and not tuned.is_file():  # before the model loads: a typo costs milliseconds
+        raise BadInput("no such tuned lens file", tuned)
     from glassbox.lens import logit
     from glassbox.lens import tuned as tuned_lens
     from glassbox.run import load_model
@@ -188,6 +192,11 @@ def patch(
         raise BadInput("glassbox patch needs --clean and --corrupt (or --path SENDER:RECEIVER.KIND)")
     if batch_size < 1:
         raise BadInput("--batch-size must be at least 1")
+    if over not in patching.SITES:  # every option checked before the model loads
+        raise BadInput(f"--over {over!r}: choose one of {', '.join(patching.SITES)}")
+    if direction not in patching.DIRECTIONS:
+        raise BadInput(f"--direction {direction!r}: choose one of {', '.join(patching.DIRECTIONS)}")
+    patching.parse_metric(None, metric)
     loaded = load_model(model, allow_pickle=allow_pickle)
     m = patching.parse_metric(loaded, metric)
     clean_ids, corrupt_ids = logit.encode(loaded, clean), logit.encode(loaded, corrupt)
@@ -242,6 +251,8 @@ def cluster(
 
     if n_texts < 1 or seq_len < 8:
         raise BadInput("--n-texts must be ≥ 1 and --seq-len ≥ 8")
+    if k != "auto" and not (k.isdigit() and int(k) >= 1):  # the head count is checked once the model is known
+        raise BadInput(f"--k {k!r}: give a number of clusters or 'auto'")
     text = corpus.read_text(texts)
     doc = load_atlas(atlas) if atlas is not None else None  # a bad file fails before the model loads
     loaded = load_model(model, allow_pickle=allow_pickle)
