@@ -69,14 +69,14 @@ def bundled_path(name: str) -> Path:
         raise BadInput(f"bundled model {name!r} is not installed; install it with: {entry.install}")
     root = Path(list(spec.submodule_search_locations)[0])
     if entry.name == "gemma3-270m":
-        return _assemble_gemma(root)
+        return _assemble_gemma()
     path = root / entry.relative
     if not path.exists():
         raise BadInput(f"bundled model {name!r}: {path} is missing from its package; reinstall: {entry.install}")
     return path
 
 
-def _assemble_gemma(root: Path) -> Path:
+def _assemble_gemma() -> Path:
     target = cache_dir() / "gemma3-270m" / "gemma-3-270m.Q4_K_M.gguf"
     if target.exists():
         return target

@@ -104,7 +104,7 @@ def token_str(loaded: Loaded, token_id: int) -> str:
     return tok.decode([int(token_id)]) if tok is not None else f"<{int(token_id)}>"
 
 
-def to_json(loaded: Loaded, result: LensResult, k: int = 5) -> dict[str, Any]:
+def to_json(loaded: Loaded, result: LensResult) -> dict[str, Any]:
     """The contract's document: tokens, and per layer the KL per position and the top token per position."""
     probs, ids = result.top(1)
     layers = []

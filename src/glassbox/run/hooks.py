@@ -379,10 +379,10 @@ def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
     finally:
         for h in handles:
             h.remove()
-        _finish(cache, wanted, lay, len(blocks))
+        _finish(cache, wanted, len(blocks))
 
 
-def _finish(cache: Cache, wanted: set[str], lay: Any, n_layers: int) -> None:
+def _finish(cache: Cache, wanted: set[str], n_layers: int) -> None:
     """Derive what no module holds (NeoX resid_mid) and drop what was kept only to derive it."""
     store = cache.store
     for layer in range(n_layers):
