@@ -191,3 +191,34 @@ def test_serve_refuses_public_host_without_expose(tmp_path):
                        capture_output=True, text=True, timeout=120, env=os.environ | {"GLASSBOX_CACHE": str(tmp_path)})
     assert r.returncode == 2
     assert r.stderr.startswith("error:") and "--expose" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lens_and_patching_grids_equal_the_library(site):
+    from glassbox.lens import logit, patching
+    from glassbox.run import load_model
+
+    url, b, root = site
+    page = open_view(b, url, "view=lens", "lens")
+    text = "the cat sat on the mat and then the dog sat"
+    page.fill("#lens-text", text)
+    page.click("#lens-go")
+    page.wait_for_selector("body[data-lens]", timeout=120_000)
+    shown = page.evaluate("window.glassbox.last.lens")
+    loaded = load_model(root / "tiny")
+    want = logit.to_json(loaded, logit.apply(loaded, logit.encode(loaded, text)))
+    assert shown["tokens"] == want["tokens"]
+    assert [[t[0] for t in la["top_tokens"]] for la in shown["layers"]] == \
+        [[t[0] for t in la["top_tokens"]] for la in want["layers"]]
+    assert shown["layers"][-1]["kl_to_final"] == pytest.approx([0.0] * len(want["tokens"]), abs=1e-5)
+    clean, corrupt = "when Mary and John went to the store John gave a drink to", \
+        "when Mary and John went to the store Mary gave a drink to"
+    page.fill("#patch-clean", clean)
+    page.fill("#patch-corrupt", corrupt)
+    page.click("#patch-go")
+    page.wait_for_selector("body[data-patch]", timeout=120_000)
+    got = page.evaluate("window.glassbox.last.patch")
+    res = patching.patch(loaded, logit.encode(loaded, clean), logit.encode(loaded, corrupt),
+                         patching.parse_metric(loaded, "logit_diff: Mary - John"), "heads", "denoise", 32)
+    assert sum(got["effect"], []) == pytest.approx(sum(res.effect.tolist(), []), abs=1e-4)
+    screenshot(page, "lens-patching")
+    page.close()

@@ -20,6 +20,9 @@ from glassbox.errors import BadInput
 
 SAMPLE_TEXT = ("When Mary and John went to the store, John gave a drink to Mary. "
                "When Mary and John went to the store, John gave a drink to Mary.")
+PATCH_CLEAN = "When Mary and John went to the store, John gave a drink to"
+PATCH_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+PATCH_METRIC = "logit_diff: Mary - John"
 WARN_BYTES = 50 * 1024 * 1024
 
 
@@ -53,6 +56,12 @@ def model_payload(spec: str, path: Path, atlas: dict[str, Any] | None = None, co
     doc["sample"] = {"text": text, "tokens": run["tokens"], "patterns": patterns,
                      "lens": {f"{la}.{he}": v for (la, he), v in run["lens"].items()},
                      "kv_groups": data._kv_groups(loaded), "causal": not loaded.is_encoder}
+    if not loaded.is_encoder and loaded.tokenizer is not None:
+        try:  # the Lens & patching tab: the lens on the sample text, the Mary/John patching run
+            doc["lens"] = data.lens_doc(loaded, text)
+            doc["patch"] = data.patch_doc(loaded, PATCH_CLEAN, PATCH_CORRUPT, PATCH_METRIC, "heads")
+        except BadInput as exc:  # e.g. a tokenizer that splits Mary or John: say so in the page instead
+            doc["lens_error"] = str(exc)
     if not loaded.is_encoder:
         doc["ov"] = {f"{la}.{he}": data.ov_tokens(loaded, la, he)
                      for la, he in progress.track(sorted(role_heads), "report: OV circuits")}

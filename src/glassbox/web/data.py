@@ -299,3 +299,37 @@ def all_patterns(loaded: Any, text: str, lens_heads: set[tuple[int, int]]) -> di
             lens[(la, he)] = [[[s, round(v, 3)] for s, v in zip(token_strings(loaded, i), vals, strict=True)]
                               for vals, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
     return {"tokens": token_strings(loaded, ids), "patterns": patterns, "lens": lens}
+
+
+LENS_MAX_TOKENS = 48  # the lens keeps [layers + 1, tokens, vocab] log-probs: ~0.3 GB for SmolLM2 at 48
+
+
+def lens_doc(loaded: Any, text: str) -> dict[str, Any]:
+    """`glassbox lens MODEL --text T --json` (the logit lens), on the first LENS_MAX_TOKENS tokens."""
+    from glassbox.lens import logit
+
+    ids = logit.encode(loaded, text)
+    cut = len(ids) > LENS_MAX_TOKENS
+    with model_lock:
+        doc = logit.to_json(loaded, logit.apply(loaded, ids[:LENS_MAX_TOKENS]))
+    doc["truncated"] = cut
+    return doc
+
+
+def patch_doc(loaded: Any, clean: str, corrupt: str, metric: str, over: str) -> dict[str, Any]:
+    """`glassbox patch MODEL --clean C --corrupt X --metric M --over heads|resid|mlp --json` (denoising)."""
+    from glassbox.errors import BadInput
+    from glassbox.lens import logit, patching
+
+    if over not in ("heads", "resid", "mlp"):
+        raise BadInput("over must be heads, resid or mlp")
+    m = patching.parse_metric(loaded, metric)
+    clean_ids, corrupt_ids = logit.encode(loaded, clean), logit.encode(loaded, corrupt)
+    if max(len(clean_ids), len(corrupt_ids)) > 64:
+        raise BadInput("clean and corrupt prompts are limited to 64 tokens here")
+    with model_lock:
+        result = patching.patch(loaded, clean_ids, corrupt_ids, m, over, "denoise", 32)
+    result.tokens = [logit.token_str(loaded, t) for t in clean_ids]
+    if over != "heads":
+        result.cols = [f"{i}:{t}" for i, t in enumerate(result.tokens)]
+    return result.to_json()

@@ -108,6 +108,19 @@ class PatternRequest(BaseModel):
     text: str = Field(..., max_length=20_000, description="the text to run (cut at 1,024 tokens)")
 
 
+class LensRequest(BaseModel):
+    src: str = Field(..., max_length=1024)
+    text: str = Field(..., max_length=4_000, description="read through the logit lens (first 48 tokens)")
+
+
+class PatchRequest(BaseModel):
+    src: str = Field(..., max_length=1024)
+    clean: str = Field(..., max_length=2_000)
+    corrupt: str = Field(..., max_length=2_000, description="the same number of tokens as clean")
+    metric: str = Field("kl", max_length=200, description="'logit_diff: A - B', 'prob: T', 'logprob: T' or 'kl'")
+    over: str = Field("heads", pattern="^(heads|resid|mlp)$")
+
+
 def create_app(root: str | Path = ".", sources: list[str] | None = None, loopback_only: bool = True) -> Any:
     """The ASGI app. `sources`: what the page lists first (default: the bundled default model if installed)."""
     root = Path(root).resolve()
@@ -223,6 +236,25 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         if not (layer < loaded.n_layers and head < loaded.n_heads) or loaded.is_encoder:
             raise HTTPException(400, f"no OV readout for head {layer}.{head} of this model")
         return await run_in_threadpool(data.ov_tokens, loaded, layer, head)
+
+    @app.post("/api/lens", summary="The logit lens on a text: KL to the final layer and top token per cell",
+              responses={202: {"description": "the model is loading"}})
+    async def lens(req: LensRequest) -> Any:
+        sid, path = src_of(req.src)
+        pending = _need_model(sid, path)
+        if pending is not None:
+            return JSONResponse({"job": pending}, status_code=202)
+        return await run_in_threadpool(data.lens_doc, data.load(path, sid), req.text)
+
+    @app.post("/api/patch", summary="Activation patching (denoising), clean vs corrupt: effect per cell",
+              responses={202: {"description": "the model is loading"}})
+    async def patch(req: PatchRequest) -> Any:
+        sid, path = src_of(req.src)
+        pending = _need_model(sid, path)
+        if pending is not None:
+            return JSONResponse({"job": pending}, status_code=202)
+        return await run_in_threadpool(data.patch_doc, data.load(path, sid), req.clean, req.corrupt, req.metric,
+                                       req.over)
 
     @app.get("/api/timeline", summary="A training run's timeline, write shares and loss",
              responses={202: {"description": "being computed"}})

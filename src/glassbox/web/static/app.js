@@ -129,6 +129,21 @@
         return (cache.ov[key] = r.body);
       }
     },
+    async post(path, body) { // a model-backed POST: 202 means the model is loading; wait and ask again
+      for (;;) {
+        const r = await api(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        if (r.status === 202) { await waitJob(r.body.job); continue; }
+        return r.body;
+      }
+    },
+    async lens(src, text) {
+      if (REPORT) return this.src(src).lens || null;
+      return this.post('/api/lens', { src, text });
+    },
+    async patch(src, clean, corrupt, metric, over) {
+      if (REPORT) return this.src(src).patch || null;
+      return this.post('/api/patch', { src, clean, corrupt, metric, over });
+    },
     async timeline(src) {
       if (cache.timeline[src]) return cache.timeline[src];
       if (REPORT) return (cache.timeline[src] = this.src(src).timeline || null);
@@ -169,7 +184,7 @@
   }
   function fail(err) { status(''); mainEl.replaceChildren(h('div', { class: 'error', role: 'alert' }, 'error: ' + err.message)); }
 
-  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', timeline: 'Timeline' };
+  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline' };
   async function boot() {
     if (REPORT) {
       const raw = atob(document.getElementById('glassbox-data').textContent.trim());
@@ -214,7 +229,7 @@
   let renderSeq = 0;
   async function render() {
     const seq = ++renderSeq;
-    const views = kindOf(S.src) === 'run' ? ['map', 'timeline'] : ['map', 'atlas', 'head'];
+    const views = kindOf(S.src) === 'run' ? ['map', 'timeline'] : ['map', 'atlas', 'head', 'lens'];
     if (!views.includes(S.view)) S.view = views[0];
     tabsEl.replaceChildren(...views.map((v) => h('button', { role: 'tab', 'aria-selected': S.view === v ? 'true' : 'false', 'data-view': v,
       class: S.view === v ? 'on' : '', onclick: () => { S.view = v; render(); } }, VIEWS[v])));
@@ -222,7 +237,7 @@
     mainEl.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
     try {
       const t0 = performance.now();
-      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, timeline: viewTimeline })[S.view]();
+      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline })[S.view]();
       if (seq !== renderSeq) return;
       mainEl.replaceChildren(el);
       window.glassbox.last.render_ms = performance.now() - t0;
@@ -615,6 +630,109 @@
         h('div', { class: 'cols' }, h('div', {}, h('b', {}, 'reads'), list(ov.reads)), h('div', { id: 'ov-writes' }, h('b', {}, 'writes'), list(ov.writes))));
     }).catch((e) => ovBox.replaceChildren(h('h3', {}, 'What it writes (OV circuit)'), h('p', { class: 'muted' }, e.message)));
     return wrap;
+  }
+
+  // ---------- Lens and patching grids ----------
+  const CLEAN = 'When Mary and John went to the store, John gave a drink to';
+  const CORRUPT = 'When Mary and John went to the store, Mary gave a drink to';
+  async function viewLens() {
+    const wrap = h('section', { class: 'lens' });
+    const lensBox = h('div', { class: 'card', id: 'lens-box' }, h('h3', {}, 'Logit lens: each layer\'s residual read through the final norm and the unembedding'));
+    const lensOut = h('div', {});
+    if (REPORT) lensBox.appendChild(h('p', { class: 'muted small' }, 'Offline report: the lens on the text it was built with.'));
+    const ta = h('textarea', { id: 'lens-text', rows: 2, 'aria-label': 'lens text' }, S.text);
+    const go = h('button', { id: 'lens-go' }, 'Run the lens');
+    if (!REPORT) lensBox.append(ta, go);
+    lensBox.appendChild(lensOut);
+    const runLens = async () => {
+      lensOut.replaceChildren(h('p', { class: 'muted' }, 'running…'));
+      try {
+        const doc = await Data.lens(S.src, ta.value);
+        if (!doc) { lensOut.replaceChildren(h('p', { class: 'muted' }, 'No lens in this report.')); return; }
+        window.glassbox.last.lens = doc;
+        lensOut.replaceChildren(lensGrid(doc));
+        document.body.dataset.lens = String(doc.tokens.length);
+      } catch (e) { lensOut.replaceChildren(h('div', { class: 'error' }, 'error: ' + e.message)); }
+    };
+    go.onclick = runLens;
+    wrap.appendChild(lensBox);
+    const pBox = h('div', { class: 'card', id: 'patch-box' }, h('h3', {}, 'Activation patching (denoising): run the corrupt prompt, put back one clean cell, measure the recovery'));
+    const pOut = h('div', {});
+    const clean = h('input', { id: 'patch-clean', size: 70, value: CLEAN, 'aria-label': 'clean prompt' });
+    const corrupt = h('input', { id: 'patch-corrupt', size: 70, value: CORRUPT, 'aria-label': 'corrupt prompt' });
+    const metric = h('input', { id: 'patch-metric', size: 30, value: 'logit_diff: Mary - John', 'aria-label': 'metric' });
+    const over = h('select', { id: 'patch-over', 'aria-label': 'over' }, ['heads', 'resid', 'mlp'].map((o) => h('option', { value: o }, o)));
+    const pgo = h('button', { id: 'patch-go' }, 'Patch');
+    if (!REPORT) pBox.append(h('div', { class: 'form' }, h('label', {}, 'clean ', clean), h('label', {}, 'corrupt ', corrupt), h('label', {}, 'metric ', metric), h('label', {}, 'over ', over), pgo));
+    else pBox.appendChild(h('p', { class: 'muted small' }, 'Offline report: the patching run it was built with.'));
+    pBox.appendChild(pOut);
+    const runPatch = async () => {
+      pOut.replaceChildren(h('p', { class: 'muted' }, 'patching… (one batch row per cell)'));
+      try {
+        const doc = await Data.patch(S.src, clean.value, corrupt.value, metric.value, over.value);
+        if (!doc) { pOut.replaceChildren(h('p', { class: 'muted' }, 'No patching run in this report.')); return; }
+        window.glassbox.last.patch = doc;
+        pOut.replaceChildren(patchGrid(doc));
+        document.body.dataset.patch = doc.site;
+      } catch (e) { pOut.replaceChildren(h('div', { class: 'error' }, 'error: ' + e.message)); }
+    };
+    pgo.onclick = runPatch;
+    wrap.appendChild(pBox);
+    if (REPORT) requestAnimationFrame(() => { runLens(); runPatch(); });
+    return wrap;
+  }
+
+  function gridCanvas(rows, cols, value, colourOf, id, label, hover) {
+    const cw = Math.max(6, Math.min(56, Math.floor(1100 / Math.max(cols.length, 1)))), ch = Math.max(6, Math.min(20, Math.floor(620 / Math.max(rows.length, 1))));
+    const left = 40, top = 4, bottom = 64;
+    const cv = h('canvas', { id, width: left + cols.length * cw + 4, height: top + rows.length * ch + bottom, 'aria-label': label });
+    const g = cv.getContext('2d');
+    g.fillStyle = '#fff'; g.fillRect(0, 0, cv.width, cv.height);
+    g.font = '10px system-ui, sans-serif';
+    for (let r = 0; r < rows.length; r++) {
+      g.fillStyle = '#333'; g.textAlign = 'right'; if (ch >= 10 || r % 5 === 0) g.fillText(rows[r], left - 4, top + r * ch + ch / 2 + 3);
+      for (let c = 0; c < cols.length; c++) {
+        const [fill, text, dark] = colourOf(r, c);
+        g.fillStyle = fill; g.fillRect(left + c * cw, top + r * ch, cw - 1, ch - 1);
+        if (text && cw >= 30 && ch >= 12) { g.fillStyle = dark ? '#fff' : '#000'; g.textAlign = 'left'; g.fillText(text.slice(0, Math.floor(cw / 6)), left + c * cw + 2, top + r * ch + ch / 2 + 3); }
+      }
+    }
+    g.save(); g.fillStyle = '#333'; g.textAlign = 'right';
+    for (let c = 0; c < cols.length; c++) { g.save(); g.translate(left + c * cw + cw / 2 + 3, top + rows.length * ch + 4); g.rotate(-Math.PI / 3); g.fillText(cols[c].slice(0, 10), 0, 0); g.restore(); }
+    g.restore();
+    cv.onmousemove = (ev) => {
+      const b = cv.getBoundingClientRect();
+      const c = Math.floor((ev.clientX - b.left - left) / cw), r = Math.floor((ev.clientY - b.top - top) / ch);
+      if (r >= 0 && r < rows.length && c >= 0 && c < cols.length) tip(ev, hover(r, c)); else tip();
+    };
+    cv.onmouseleave = () => tip();
+    return cv;
+  }
+
+  function lensGrid(doc) {
+    const L = doc.layers.length, T = doc.tokens.length;
+    let kmax = 1e-9;
+    for (const l of doc.layers) for (const k of l.kl_to_final) kmax = Math.max(kmax, k);
+    const rows = doc.layers.map((l, i) => i === 0 ? 'emb' : i === L - 1 ? 'out' : String(l.layer)).reverse();
+    const at = (r) => doc.layers[L - 1 - r];
+    const cv = gridCanvas(rows, doc.tokens.map(visible), 0, (r, c) => {
+      const v = 1 - at(r).kl_to_final[c] / kmax; // bright = close to the final distribution
+      return [colour(v), visible(at(r).top_tokens[c][0]), v < 0.55];
+    }, 'lens-canvas', 'logit lens: layers by positions', (r, c) => [`layer ${rows[r]}, position ${c} ${visible(doc.tokens[c])}`,
+      `top token ${visible(at(r).top_tokens[c][0])} p=${fmt(at(r).top_tokens[c][1], 3)}`, `KL to final ${fmt(at(r).kl_to_final[c], 3)} nats`]);
+    return h('div', {}, doc.truncated ? h('p', { class: 'warn' }, 'The lens reads the first 48 tokens.') : null, cv,
+      h('p', { class: 'small muted' }, `colour: KL(final ‖ layer) from 0 (bright) to ${kmax.toPrecision(3)} nats (dark); text: the layer's top token`));
+  }
+
+  function patchGrid(doc) {
+    const cv = gridCanvas(doc.rows.map(String), doc.cols.map(String), 0, (r, c) => {
+      const e = doc.effect[r][c], v = Math.max(-1, Math.min(1, e));
+      return [colour((v + 1) / 2, DIV), Math.abs(e) >= 0.1 ? fmt(e, 2) : '', Math.abs(v) > 0.6];
+    }, 'patch-canvas', 'patching effect heatmap', (r, c) => [`layer ${doc.rows[r]}, ${doc.site === 'heads' ? 'head' : 'position'} ${doc.cols[c]}`,
+      `effect ${fmt(doc.effect[r][c], 3)} (0 = corrupt, 1 = clean)`, `metric ${fmt(doc.value[r][c], 3)}`]);
+    return h('div', {}, h('p', { class: 'small' }, `${doc.metric}: clean ${fmt(doc.clean, 3)}, corrupt ${fmt(doc.corrupt, 3)}; ${doc.forwards} forwards. Colour: PuOr, purple −1 … white 0 … orange +1 (1 = the cell alone restores the clean metric).`), cv,
+      h('table', { class: 'grid', id: 'patch-top' }, h('tr', {}, ['layer', doc.site === 'heads' ? 'head' : 'position', 'effect'].map((x) => h('th', {}, x))),
+        doc.top.slice(0, 8).map((t) => h('tr', {}, h('td', { class: 'num' }, t.layer), h('td', { class: 'num' }, t.head !== undefined ? t.head : t.position), h('td', { class: 'num' }, fmt(t.effect, 3))))));
   }
 
   // ---------- Timeline (training runs): every run listed, side by side (seeds, inits) ----------
