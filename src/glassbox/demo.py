@@ -37,7 +37,10 @@ def demo(
     console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
     console.rule(f"1. Anatomy of {model}: from the mathematics to the bytes")
     with open_checkpoint(model) as checkpoint:
-        render(describe(checkpoint), console)
+        anatomy = describe(checkpoint)
+        render(anatomy, console, brief=True)  # the per-tensor tables stay behind `glassbox anatomy`
+        console.print(f"{len(anatomy.tensors)} tensors, {sum(len(t.heads) for t in anatomy.tensors)} head slices "
+                      f"with byte ranges: glassbox anatomy {model} [--json]")
 
     console.rule(f"2. Head atlas of {model}: what each head does, checked by ablation")
     atlas = build_atlas(load_model(model), Settings(seed=seed))

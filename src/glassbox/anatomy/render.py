@@ -34,14 +34,16 @@ FORMULAS: dict[str, str] = {
 }
 
 
-def render(anatomy: Anatomy, console: Console, layer: int = 0, all_heads: bool = False) -> None:
+def render(anatomy: Anatomy, console: Console, layer: int = 0, all_heads: bool = False, brief: bool = False) -> None:
+    """The tables; `brief` leaves out the per-tensor and per-head tables (the demo's summary)."""
     ck = anatomy.checkpoint
     console.print(f"[bold]{escape(str(ck.path))}[/]  format [cyan]{ck.format}[/]  architecture [cyan]{anatomy.architecture}"
                   f"[/] (from {anatomy.architecture_source})  parameters [cyan]{anatomy.n_parameters:,}[/]")
     _declaration(anatomy, console)
     _levels(anatomy, console)
     _formulas(anatomy, console, layer)
-    _tensors(anatomy, console, layer, all_heads)
+    if not brief:
+        _tensors(anatomy, console, layer, all_heads)
     if anatomy.labels:
         _labels(anatomy, console)
     for w in anatomy.warnings:
