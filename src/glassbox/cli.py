@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "glassbox.scale.commands",
     "glassbox.lens.commands",
     "glassbox.overlay.commands",
+    "glassbox.circuits.commands",
     "glassbox.web.commands",
     "glassbox.report.commands",
 ]

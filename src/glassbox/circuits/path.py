@@ -174,7 +174,6 @@ def _metrics(logits: Any, pattern: Any, ids: Any, head: int, half: int) -> tuple
 def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int = 20, seed: int = 0,
               batch_size: int = 32, progress: Any = None) -> dict[str, Any]:
     """Patch each configuration's path on the same probe batch; effects on each receiver's metric."""
-    import torch
 
     from glassbox.run import hooks
 
@@ -211,9 +210,8 @@ def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int 
 
     per_fwd = max(1, batch_size // n_seq)
     results = []
-    chunks = range(0, len(specs), per_fwd)
-    if progress is not None:
-        chunks = progress(chunks, "path patching", len(chunks))
+    starts = range(0, len(specs), per_fwd)
+    chunks = progress(starts, "path patching", len(starts)) if progress is not None else starts
     for start in chunks:
         chunk = specs[start : start + per_fwd]
         edits = [PathEdit(s.receiver[0], s.receiver[1], s.kind, delta(s), list(range(i * n_seq, (i + 1) * n_seq)))
@@ -235,7 +233,7 @@ def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int 
                             "loss_effect": float(loss.mean()) - b_loss})
     return {"model": loaded.name, "probe": {"sequences": n_seq, "block": half, "seed": seed,
                                             "corrupt": "an independent random repeated block per sequence"},
-            "paths": results, "forwards": 2 + len(chunks)}
+            "paths": results, "forwards": 2 + len(starts)}
 
 
 def _gemma_post_scale(loaded: Any, layer: int, attn_out: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 from glassbox.errors import BadInput
 from glassbox.run.load import Loaded
 
-TOLERANCE = 1e-4  # parts must sum to the logit within this, relative to the row's largest |logit|
+TOLERANCE = 1e-4  # parts must sum to the logit within this, relative to the row's largest |logit| (see decompose)
 RECORD = "glassbox_record"
 APPROXIMATION = "norm scales frozen at their values in this run (exact for this text; the parts are linear given them)"
 _recording: dict[int, dict[str, Any]] = {}  # id(attention module) → what its attention call received
@@ -87,6 +87,7 @@ def _components(loaded: Loaded, cache: Any, layer: int) -> list[tuple[str, Any]]
     else:
         comps.append(("embed", embed))
     fam = registry.family_of(model.config.model_type)
+    lay = registry.get(fam.name).layout
     blocks = layers(model, loaded.architecture)
     for lyr in range(layer):
         heads = cache[f"blocks.{lyr}.attn.head_out"][0]  # [seq, H, d]
@@ -96,14 +97,12 @@ def _components(loaded: Loaded, cache: Any, layer: int) -> list[tuple[str, Any]]
             norm = submodule(blocks[lyr], "post_attention_layernorm")
             eps = _eps(norm)
             scale = (_effective_weight(norm, fam)
-                     * torch.rsqrt(out.float().pow(2).mean(-1, keepdim=True) + eps))
+                     * torch.rsqrt(out.double().pow(2).mean(-1, keepdim=True) + eps))
         for h in range(heads.shape[1]):
             part = heads[:, h] if scale is None else heads[:, h] * scale
             comps.append((f"L{lyr}.H{h}", part))
-        if scale is None:
-            rest = out - heads.sum(1)
-            if rest.abs().max() > 0:
-                comps.append((f"L{lyr}.attn_bias", rest))
+        if scale is None and getattr(submodule(blocks[lyr], lay.o_proj), "bias", None) is not None:
+            comps.append((f"L{lyr}.attn_bias", out - heads.sum(1)))  # the output projection's bias
         comps.append((f"L{lyr}.mlp", cache[f"blocks.{lyr}.mlp.out"][0]))
     return comps
 
@@ -113,7 +112,7 @@ def _eps(norm: Any) -> float:
 
 
 def _effective_weight(norm: Any, fam: Any) -> Any:
-    w = norm.weight.detach().float()
+    w = norm.weight.detach().double()
     return w + 1 if fam is not None and fam.norm_plus_one else w
 
 
@@ -132,10 +131,10 @@ def _norm_parts(norm: Any, fam: Any, x_total: Any, comps: Any) -> tuple[Any, Any
 
     eps = _eps(norm)
     if isinstance(norm, torch.nn.LayerNorm):
-        inv = torch.rsqrt(x_total.var(-1, unbiased=False, keepdim=True) + eps)
-        parts = (comps - comps.mean(-1, keepdim=True)) * inv * norm.weight.detach()
-        return parts, None if norm.bias is None else norm.bias.detach().expand_as(x_total)
-    inv = torch.rsqrt(x_total.float().pow(2).mean(-1, keepdim=True) + eps)
+        inv = torch.rsqrt(x_total.double().var(-1, unbiased=False, keepdim=True) + eps)
+        parts = (comps - comps.mean(-1, keepdim=True)) * inv * norm.weight.detach().double()
+        return parts, None if norm.bias is None else norm.bias.detach().double().expand_as(x_total)
+    inv = torch.rsqrt(x_total.double().pow(2).mean(-1, keepdim=True) + eps)
     return comps * inv * _effective_weight(norm, fam), None
 
 
@@ -143,7 +142,7 @@ def _per_head_norm(norm: Any, fam: Any, total: Any, parts: Any) -> Any:
     """A q/k RMSNorm over d_head, with the scale of the total (per position) frozen; parts [C, seq, dh]."""
     import torch
 
-    inv = torch.rsqrt(total.float().pow(2).mean(-1, keepdim=True) + _eps(norm))
+    inv = torch.rsqrt(total.double().pow(2).mean(-1, keepdim=True) + _eps(norm))
     return parts * inv * _effective_weight(norm, fam)
 
 
@@ -180,7 +179,7 @@ def decompose(loaded: Loaded, ids: list[int], layer: int, head: int, keys: int =
         raise BadInput("this model's attention does not run through transformers' attention interface")
     x_total = cache[f"blocks.{layer}.resid_pre"][0]
     comps = _components(loaded, cache, layer)
-    stack = torch.stack([c for _, c in comps]).float()
+    stack = torch.stack([c.double() for _, c in comps])  # float64: the parts cancel
     checks = {"residual": _close(stack.sum(0), x_total, "the sum of the residual components")}
 
     norm = submodule(block, fam.attn_input_norm)
@@ -193,10 +192,10 @@ def decompose(loaded: Loaded, ids: list[int], layer: int, head: int, keys: int =
         normed = torch.cat([normed, norm_bias[None]])
     sides: dict[str, tuple[list[str], Any]] = {}
     for side, w, b in (("q", hw.W_Q, hw.b_Q), ("k", hw.W_K, hw.b_K)):
-        parts = normed @ w.T  # [C, seq, dh]
+        parts = normed @ w.double().T  # [C, seq, dh]
         labels = list(side_names)
         if b is not None:
-            parts = torch.cat([parts, b.expand(1, n, -1)])
+            parts = torch.cat([parts, b.double().expand(1, n, -1)])
             labels.append(f"{side}_bias")
         qk_norm = getattr(attn, f"{side}_norm", None)
         if qk_norm is not None:
@@ -207,12 +206,12 @@ def decompose(loaded: Loaded, ids: list[int], layer: int, head: int, keys: int =
             parts = rotate(parts[:, None], parts[:, None], cos, sin)[0][:, 0]
         sides[side] = (labels, parts)
     group = loaded.n_heads // rec["key"].shape[1]
-    q_act, k_act = rec["query"][0, head].float(), rec["key"][0, head // group].float()  # [seq, dh]
+    q_act, k_act = rec["query"][0, head].double(), rec["key"][0, head // group].double()  # [seq, dh]
     checks["query"] = _close(sides["q"][1].sum(0), q_act, "the sum of the query parts")
     checks["key"] = _close(sides["k"][1].sum(0), k_act, "the sum of the key parts")
     scale = rec["scaling"] if rec["scaling"] is not None else q_act.shape[-1] ** -0.5
     logits = scale * q_act @ k_act.T  # [q, k]
-    pattern = cache[f"blocks.{layer}.attn.pattern"][0, head].float()
+    pattern = cache[f"blocks.{layer}.attn.pattern"][0, head].double()
     visible = pattern > 0
     mine = torch.softmax(logits.masked_fill(~torch.tril(torch.ones(n, n, dtype=torch.bool)), float("-inf")), -1)
     checks["pattern"] = float((mine - pattern).abs().where(visible, torch.zeros(())).max())
@@ -225,10 +224,15 @@ def decompose(loaded: Loaded, ids: list[int], layer: int, head: int, keys: int =
     worst = 0.0
     for i in rows:
         top = torch.argsort(pattern[i], descending=True)[: max(1, keys)]
-        row_scale = float(logits[i, : i + 1].abs().max().clamp(min=1e-12))
+        row_max = float(logits[i, : i + 1].abs().max())
         for j in top.tolist():
             if j > i:
                 continue
+            # relative to the row's largest |logit|, floored at 1e-2 of the Cauchy–Schwarz bound s‖q_i‖‖k_j‖: the
+            # model's own float32 q and k carry ~1e-7 of that bound in rounding, so a row of near-zero logits
+            # (orthogonal q and k) would otherwise be judged on the model's float noise, not on the decomposition
+            bound = float(scale * q_act[i].norm() * k_act[j].norm())
+            row_scale = max(row_max, 1e-2 * bound, 1e-12)
             logit = float(logits[i, j])
             kp, qp = key_parts[:, i, j], query_parts[:, i, j]
             worst = max(worst, abs(float(kp.sum()) - logit) / row_scale, abs(float(qp.sum()) - logit) / row_scale)

@@ -1,0 +1,234 @@
+"""`glassbox circuits`, `glassbox heads why`, and the `--path` mode of `glassbox patch` (lens/commands.py calls
+`patch_path`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from glassbox.errors import BadInput
+
+
+def register(app: typer.Typer) -> None:
+    from glassbox.heads.commands import heads_app
+
+    app.command("circuits")(circuits)
+    heads_app.command("why")(heads_why)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
+
+
+def circuits_doc(model: str, n_pairs: int = 200, n_top: int = 5, progress: Any = None) -> tuple[dict, Any]:
+    """The circuits JSON document (pairs sorted by score, the first `n_pairs` with their bytes) and the scores."""
+    from glassbox import weights
+    from glassbox.circuits import compose
+    from glassbox.run.load import set_threads
+
+    set_threads()
+    try:
+        aw = weights.all_heads(model)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadInput(f"cannot read per-head weights: {exc}", model) from None
+    start = time.perf_counter()
+    comp = compose.composition(aw, progress=progress)
+    seconds = time.perf_counter() - start
+    pairs = comp.pairs()
+    total = len(pairs)
+    if n_pairs > 0:
+        pairs = pairs[:n_pairs]
+    byte_cache: dict[tuple[int, int], Any] = {}
+
+    def head_bytes(lyr: int, h: int) -> Any:
+        if (lyr, h) not in byte_cache:
+            byte_cache[(lyr, h)] = aw.bytes(lyr, h) or {}
+        return byte_cache[(lyr, h)]
+
+    reads = {"q": ("q", "k"), "k": ("k", "q"), "v": ("v", "o")}  # the receiver matrices each kind involves
+    for p in pairs:
+        r, s = head_bytes(*p["to"]), head_bytes(*p["from"])
+        p["bytes"] = {"receiver": {m: r.get(m, []) for m in reads[p["kind"]]},
+                      "sender": {m: s.get(m, []) for m in ("o", "v")}}
+    top = {f"{lyr}.{h}": comp.top(lyr, h, n=n_top) for lyr in range(1, comp.n_layers) for h in range(comp.n_heads)}
+    doc = {"model": str(model), "n_layers": comp.n_layers, "n_heads": comp.n_heads, "d_model": comp.d_model,
+           "family": aw.family, "pairs": pairs, "pairs_total": total, "top": top,
+           "baseline": comp.baseline,
+           "convention": "HF layout, column vectors: W_Q,W_K,W_V [d_head,d_model], W_O [d_model,d_head]; "
+                         "W_QK = W_Qᵀ W_K, W_OV = W_O W_V; score = ‖M W_OV^s‖/(‖M‖‖W_OV^s‖) with M = W_QK^r (k), "
+                         "W_QK^rᵀ (q), W_OV^r (v)",
+           "null": "baseline = 1/√d_model, the RMS score when the sender's output is rotated by a Haar-random "
+                   "rotation (exact for any spectra); null_sd from the two factors' spectra; z = (score² − 1/d)/sd",
+           "approximations": comp.approximations, "seconds": seconds}
+    return doc, comp
+
+
+def circuits(
+    model: str = typer.Argument(..., help="A checkpoint (.safetensors/.gguf/folder) or a bundled model's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the circuits JSON document on stdout."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for circuits.json and circuits.png (default "
+                                    "glassbox-circuits/<model>; with --json, files are written only when given)."),
+    pairs: int = typer.Option(200, "--pairs", help="Pairs listed (highest score first, with bytes); 0 = all."),
+    top: int = typer.Option(5, "--top", help="Top senders per receiver head."),
+) -> None:
+    """Q/K/V composition scores of every head pair from the weights alone, top senders, bytes, heatmap."""
+    from glassbox.fileio import write_json
+    from glassbox.progress import track
+
+    if pairs < 0 or top < 1:
+        raise BadInput("--pairs must be ≥ 0 and --top ≥ 1")
+    doc, comp = circuits_doc(model, pairs, top, progress=track)
+    folder = out if out is not None else (None if as_json else Path("glassbox-circuits") / Path(model).stem)
+    if folder is not None:
+        doc["png"] = str(heatmap(comp, folder / "circuits.png", model))
+        write_json(folder / "circuits.json", doc)
+    if as_json:
+        print(json.dumps(doc))
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"strongest composition, {model} (baseline {doc['baseline']:.3f} = null RMS)")
+    for col in ("sender", "receiver", "kind", "score", "z", "receiver bytes"):
+        table.add_column(col, justify="right")
+    for p in doc["pairs"][:20]:
+        rb = next(iter(p["bytes"]["receiver"].values()), [])
+        where = f"{rb[0]['tensor']}{rb[0]['slice']}" if rb else "-"
+        table.add_row(f"{p['from'][0]}.{p['from'][1]}", f"{p['to'][0]}.{p['to'][1]}", p["kind"],
+                      f"{p['score']:.3f}", f"{p['z']:.1f}", where)
+    console.print(table)
+    console.print(f"{doc['pairs_total']} scores in {doc['seconds']:.1f} s; " + "; ".join(doc["approximations"]))
+    if folder is not None:
+        console.print(f"written: {folder / 'circuits.json'}, {doc['png']}")
+
+
+def heatmap(comp: Any, path: Path, title: str) -> Path:
+    """Receivers × senders, one panel per kind (scores; empty above the diagonal: no later senders)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from glassbox.circuits.compose import KINDS
+    from glassbox.fileio import save_png
+
+    n = comp.n_layers * comp.n_heads
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    for k, ax in enumerate(axes):
+        m = comp.score[k].reshape(n, n).numpy()
+        im = ax.imshow(m, cmap="viridis", interpolation="nearest")
+        ax.set_title(f"{KINDS[k].upper()}-composition", fontsize=10)
+        ax.set_xlabel("sender (layer·heads + head)")
+        ax.set_ylabel("receiver")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{title}: composition scores (null RMS {comp.baseline:.3f})", fontsize=11)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def _ids(loaded: Any, text: str) -> list[int]:
+    """--text through the tokenizer; a checkpoint without one takes space-separated token ids."""
+    if loaded.tokenizer is None:
+        try:
+            ids = [int(x) for x in text.split()]
+        except ValueError:
+            raise BadInput("this checkpoint has no tokenizer: give --text as space-separated token ids") from None
+        if not ids or any(not 0 <= i < int(loaded.config.vocab_size) for i in ids):
+            raise BadInput(f"--text: token ids must lie in 0..{int(loaded.config.vocab_size) - 1}")
+        return ids
+    from glassbox.lens.logit import encode
+
+    return encode(loaded, text)
+
+
+def heads_why(
+    model: str = typer.Argument(..., help="A checkpoint or bundled model name."),
+    head_spec: str = typer.Argument(..., metavar="LAYER.HEAD", help="Which head, e.g. 18.6."),
+    text: str = typer.Option(..., "--text", help="Text to run (token ids when the checkpoint has no tokenizer)."),
+    keys: int = typer.Option(2, "--keys", help="Most-attended keys decomposed per query."),
+    query: list[int] | None = typer.Option(None, "--query", help="Query positions (default: all but 0)."),
+    png: Path | None = typer.Option(None, "--png", help="Write the picture here (default: why-L.H.png with "
+                                    "the table; none with --json unless given)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt with torch.load(weights_only=True)."),
+) -> None:
+    """Why a head attends where it does: its attention logits split over the components of the residual."""
+    from glassbox.circuits import why
+    from glassbox.heads.commands import _parse_head
+    from glassbox.run import load_model
+
+    if keys < 1:
+        raise BadInput("--keys must be at least 1")
+    try:
+        [int(x) for x in head_spec.split(".")]
+    except ValueError:
+        raise BadInput(f"head {head_spec!r}: expected LAYER.HEAD, e.g. 18.6") from None
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    layer, head = _parse_head(head_spec, loaded.n_layers, loaded.n_heads)
+    ids = _ids(loaded, text)
+    doc = why.decompose(loaded, ids, layer, head, keys=keys, queries=list(query) if query else None)
+    from glassbox.lens.logit import token_str
+
+    doc["tokens"] = [token_str(loaded, i) for i in ids]
+    target = png if png is not None else (None if as_json else Path(f"why-{layer}.{head}.png"))
+    if target is not None:
+        doc["png"] = str(why.picture(doc, target))
+    if as_json:
+        print(json.dumps(doc))
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"head {layer}.{head}: what makes each logit (largest parts; key side | query side)")
+    for col in ("query", "key", "attn", "logit", "key side", "query side"):
+        table.add_column(col)
+    toks = doc["tokens"]
+    best = sorted(doc["positions"], key=lambda p: -p["attention"])[:15]
+    for p in sorted(best, key=lambda p: (p["query"], p["key"])):
+        fmt = lambda parts: ", ".join(f"{x['component']} {x['value']:+.2f}" for x in parts[:3])  # noqa: E731
+        table.add_row(f"{p['query']} {toks[p['query']]!r}", f"{p['key']} {toks[p['key']]!r}",
+                      f"{p['attention']:.2f}", f"{p['logit']:.2f}", fmt(p["parts"]), fmt(p["query_parts"]))
+    console.print(table)
+    console.print(f"checks (relative errors): {', '.join(f'{k} {v:.1e}' for k, v in doc['checks'].items())}; "
+                  + doc["approximations"][0])
+    if target is not None:
+        console.print(f"picture: {doc['png']}")
+
+
+def patch_path(model: str, paths: list[str], n_random: int, n_seq: int, block: int, seed: int,
+               batch_size: int, as_json: bool, allow_pickle: bool) -> None:
+    """`glassbox patch MODEL --path S:R.kind`: validated before the model loads."""
+    from glassbox.circuits import path as pp
+
+    specs = [pp.parse_path(p) for p in paths]
+    if n_random < 0 or n_seq < 1 or block < 2 or batch_size < 1:
+        raise BadInput("--random must be ≥ 0, --sequences ≥ 1, --block ≥ 2 and --batch-size ≥ 1")
+    from glassbox.progress import track
+    from glassbox.run import load_model
+
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    for s in specs:
+        pp.check_ranges(s, loaded.n_layers, loaded.n_heads)
+    doc = pp.with_null(loaded, specs, n_random, seed=seed, n_seq=n_seq, half=block, batch_size=batch_size,
+                       progress=track)
+    if as_json:
+        print(json.dumps(doc))
+        return
+    console = _console()
+    for r in doc["paths"]:
+        line = (f"{r['path']}: receiver induction score {r['clean_induction_score']:.3f} → "
+                f"{r['induction_score']:.3f} ({r['induction_effect']:+.3f}); second-copy loss "
+                f"{r['clean_loss_second_copy']:.3f} → {r['loss_second_copy']:.3f}")
+        null = r.get("random_senders")
+        if null:
+            line += (f"; {null['n']} random sender sets: {null['induction_effect_mean']:+.3f} ± "
+                     f"{null['induction_effect_sd']:.3f} (rank {null['rank']} of {null['n'] + 1})")
+        console.print(line)
+    console.print(f"{doc['forwards']} forward passes")
