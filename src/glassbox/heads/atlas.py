@@ -74,12 +74,14 @@ def copying_measure(loaded: Loaded, ov: Any, act: Any) -> tuple[Any, dict[str, A
     tied = _tied(loaded)
     info = {"tied_embeddings": tied, "share_above_threshold": {"ov_eigenvalues": round(share_ov, 4),
                                                                "activation": round(share_act, 4)}}
-    if share_ov > SATURATED:
+    if tied or share_ov > SATURATED:
+        cause = ("the embeddings are tied, so W_E^T W_U = W_E^T diag(g) W_E is positive semi-definite up to the "
+                 "norm gain and pushes every OV circuit's eigenvalues positive: the share measures the embedding "
+                 "more than the head" if tied else f"more than {SATURATED:.0%} of heads reach it: it saturates")
         info["measure"] = "activation"
-        info["why"] = (f"the OV positive-eigenvalue share puts {share_ov:.0%} of heads at or above {t} "
-                       f"({'tied embeddings: W_E^T W_U is near positive semi-definite, so most OV circuits look like copying' if tied else 'it saturates'}); "
+        info["why"] = (f"the OV positive-eigenvalue share puts {share_ov:.0%} of heads at or above {t} ({cause}); "
                        f"the activation measure (does the head's direct logit favour the token it attends to over "
-                       f"64 random in-distribution tokens) puts {share_act:.0%} there, so it separates heads")
+                       f"64 random in-distribution tokens, 0.5 = chance) puts {share_act:.0%} there")
         return act, info
     info["measure"] = "ov_eigenvalues"
     info["why"] = (f"the OV positive-eigenvalue share separates heads ({share_ov:.0%} at or above {t}) and needs "
@@ -213,9 +215,12 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
     for role, heads in progress.track(groups, "atlas: groups"):
         r0 = results[(role, heads[0])]
         task, metric, kind = r0["task"], r0["metric"], r0["kind"]
-        deepest = max(heads)
-        pool_heads = sorted(results[(role, deepest)]["null_heads"])
-        sets = validator.null_sets(len(heads), pool_heads, f"{task}:{kind}:{len(heads)}:{deepest}")
+        pool_heads = validator.panel()
+        if len(pool_heads) <= len(heads):  # a small model with too few role-free heads: any head without the role
+            holders = {lh for (r, lh) in results if r == role}
+            pool_heads = [(lay, h) for lay in range(loaded.n_layers) for h in range(loaded.n_heads)
+                          if (lay, h) not in holders]
+        sets = validator.null_sets(len(heads), pool_heads, f"{task}:{kind}:{len(heads)}")
         group = tuple(sorted(heads))
         loo = [tuple(m for m in group if m != x) for x in group]
         if spent() + validator.new_tokens(task, kind, [group, *loo, *sets]) > budget:
@@ -224,7 +229,7 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         result, credit = validator.group(task, metric, kind, heads, sets)
         for lh in heads:
             g = dict(result, members=[list(m) for m in group], **credit[lh])
-            g["null"] = f"{validate.KINDS[kind]} of {len(sets)} random sets of {len(heads)} role-free heads"
+            g["null"] = f"{validate.KINDS[kind]} of {len(sets)} random sets of {len(heads)} heads without the role"
             results[(role, lh)]["kinds"]["group"] = g
     # Holm–Bonferroni over every test, each tail
     tests = [e for r in results.values() for e in r["kinds"].values()]

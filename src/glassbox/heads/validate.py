@@ -30,7 +30,8 @@ Evidence kinds:
           push the answer more than any token?"): it needs no extra forward and exists in every model size.
           A redundant head keeps its direct effect when its twin is still there.
   group   the role's checked heads ablated together, against NULL_SETS random sets of the same size drawn
-          from the null pool; a member is credited with the group only when removing it from the group
+          from the null panel (every head a null may use, any layer; the sets are shared by every role of the
+          same task and size, so they cost one batch per task, not one per role); a member is credited with the group only when removing it from the group
           lowers the group effect (paired bootstrap interval of the difference above 0).
 
 Test: effect x against the null's mean m and sd s (n values): t = (x − m) / √(s²(1 + 1/n) + se²), se the
@@ -265,6 +266,11 @@ class Validator:
                 where += f" + {min(len(rest), MIN_NULL - len(free))} heads without this role"
             free += rest[: MIN_NULL - len(free)]
         return free[:NULL_HEADS], where
+
+    def panel(self) -> list[tuple[int, int]]:
+        """Every role-free head a null may use (at most `per_layer` per layer, the same ones null_heads picks)."""
+        return [(lay, h) for lay in range(self.loaded.n_layers)
+                for h in [h for h in self._order(lay) if (lay, h) not in self.busy][: self.per_layer]]
 
     def null_sets(self, size: int, pool: list[tuple[int, int]], key: str) -> list[tuple[tuple[int, int], ...]]:
         """Up to NULL_SETS distinct random sets of `size` heads from `pool`, seeded by `key` (shared by roles)."""
