@@ -124,13 +124,19 @@ def main() -> None:
     ap.add_argument("--load", type=int, default=2, help="Busy processes for the loaded lookup figures (0: skip).")
     ap.add_argument("--fatigue", action="store_true", help="Also run the repeat-rule ablation.")
     ap.add_argument("--no-feedback", action="store_true", help="Skip the feedback check.")
+    ap.add_argument("--latency-runs", type=int, default=5)
+    ap.add_argument("--gen-tokens", type=int, default=24, help="Tokens per generation in the latency runs.")
+    ap.add_argument("--dev-fraction", type=float, default=0.25, help="Share of the held-out tokens the gate is fitted on.")
+    ap.add_argument("--latency-first-only", action="store_true", help="Full latency runs on the first pair only "
+                    "(the others: one 2-token run; the LM's cost is the same on every pair).")
     args = ap.parse_args()
     torch.set_num_threads(1)
     opts = evaluate.EvalOptions(max_tokens=args.max_tokens, scale_base=args.scale_base, lookup_steps=400,
-                                lookup_rounds=5, latency_runs=5, gen_tokens=24)
+                                lookup_rounds=5, latency_runs=args.latency_runs, gen_tokens=args.gen_tokens)
     if args.quick:
         opts = evaluate.EvalOptions(max_tokens=600, scale_base=5_000, lookup_steps=200, gen_tokens=8)
     opts.pos_filter, opts.pos_min_share = args.pos_filter, args.pos_min_share
+    opts.dev_fraction = args.dev_fraction
     results = {"threads": torch.get_num_threads(), "runs": []}
     print(f"torch threads: {torch.get_num_threads()}")
     for pair in args.pairs:
@@ -138,6 +144,8 @@ def main() -> None:
         path = ensure_index(args.root / spec.replace(":", "_"), spec, args.pos_filter)
         index = ix.Index(path)
         t0 = time.perf_counter()
+        if args.latency_first_only and results["runs"]:
+            opts.latency_runs, opts.gen_tokens = 1, 2
         res = evaluate.evaluate(path, "smollm2-135m", held, opts)
         print(f"\n=== index {spec} ({index.n_tokens} tokens), held-out {held} ({time.perf_counter() - t0:.0f} s) ===")
         print(evaluate.render(res))

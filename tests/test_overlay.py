@@ -194,6 +194,8 @@ def test_build_cli_from_text_file(tmp_path, capsys):
     assert info["tokens"] == index.n_tokens == int(index.unigram.sum()) and info["documents"] == 1
     npy = sum(f.stat().st_size for f in out.glob("*.npy"))
     assert info["bytes_per_token"] == pytest.approx(npy / index.n_tokens, abs=1e-3)
+    assert sum(g["bytes"] for g in info["sizes"].values()) == npy  # the size table covers every array
+    assert {"tokens", "suffix array", "next links", "heavy contexts"} <= set(info["sizes"])
     assert index.semantic is None and len(index.links("semantic", 100)[0]) == 0
     assert not list(tmp_path.glob(".idx.*"))  # no temp folder left behind
 
