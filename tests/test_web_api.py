@@ -115,3 +115,20 @@ def test_anatomy_and_pattern_equal_the_library(served):
     assert json.dumps(r.json()["tokens"])  # tokens are strings the page sets as text
     bad = client.post("/api/pattern", json=dict(body, layer=7))
     assert bad.status_code == 400 and "no head 7.3" in bad.json()["error"]
+
+
+def test_a_pickle_only_folder_is_never_loaded(served):
+    import torch
+
+    client, root = served
+    folder = root / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text((root / "tiny" / "config.json").read_text())
+    torch.save({"w": torch.zeros(2)}, folder / "pytorch_model.bin")
+    body = {"src": "pickled", "layer": 0, "head": 0, "text": "the cat"}
+    r = client.post("/api/pattern", json=body)
+    deadline = time.time() + 120
+    while r.status_code == 202 and time.time() < deadline:
+        time.sleep(0.3)
+        r = client.post("/api/pattern", json=body)
+    assert r.status_code == 400 and "pickle" in r.json()["error"]

@@ -28,10 +28,10 @@ class Jobs:
         self._by_key: dict[str, int] = {}
 
     def start(self, key: str, title: str, fn: Callable[[], Any]) -> dict[str, Any]:
-        """Start `fn` unless a job with this key is queued, running or done; → its public state."""
+        """Start `fn` unless a job with this key exists (a failed one stays until `forget`); → its state."""
         with self._lock:
             jid = self._by_key.get(key)
-            if jid is not None and self._by_id[jid]["state"] != "error":
+            if jid is not None:
                 return self.public(jid)
             jid = next(_ids)
             job = {"id": jid, "key": key, "title": title, "state": "queued", "step": "", "done": 0,
@@ -55,6 +55,10 @@ class Jobs:
         finally:
             progress.listen(None)
             job["finished"] = time.time()
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._by_key.pop(key, None)
 
     def public(self, jid: int) -> dict[str, Any]:
         job = self._by_id[jid]

@@ -190,8 +190,14 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         sid, path = src_of(src)
         if is_run(path):
             raise HTTPException(400, "a training run has a timeline, not an atlas; open one of its checkpoints")
+        _retry_failed(f"atlas:{path}")  # asking again after a failure starts afresh
         return {"src": sid, "job": jobs.start(f"atlas:{path}", f"atlas of {sid}",
                                               lambda: data.compute_atlas(path, sid))}
+
+    def _retry_failed(key: str) -> None:
+        job = _job_for(key)
+        if job is not None and job["state"] == "error":
+            jobs.forget(key)
 
     def _job_for(key: str) -> dict[str, Any] | None:
         jid = jobs._by_key.get(key)
@@ -208,7 +214,11 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         """None when the model is in memory; else the job that loads it (the caller answers 202)."""
         if data.is_loaded(path):
             return None
-        return jobs.start(f"load:{path}", f"load {sid}", lambda: data.load(path, sid))
+        job = jobs.start(f"load:{path}", f"load {sid}", lambda: data.load(path, sid))
+        if job["state"] == "error":  # say why once (a pickle-only folder, a broken file); the next ask retries
+            jobs.forget(f"load:{path}")
+            raise HTTPException(400, job["error"])
+        return job
 
     @app.post("/api/pattern", summary="One head's attention on a text (float32 [q, k], base64) and its lens",
               responses={202: {"description": "the model is loading: poll the job, then ask again"}})
