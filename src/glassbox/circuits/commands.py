@@ -1,5 +1,5 @@
-"""`glassbox circuits`, `glassbox heads why`, and the `--path` mode of `glassbox patch` (lens/commands.py calls
-`patch_path`)."""
+"""`glassbox circuits` and `glassbox heads why` (the `--path` mode of `glassbox patch` is `circuits.path.run_cli`,
+called from lens/commands.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from glassbox.errors import BadInput
 
 
 def register(app: typer.Typer) -> None:
-    from glassbox.heads.commands import heads_app
-
     app.command("circuits")(circuits)
-    heads_app.command("why")(heads_why)
+    # `heads why` joins the `heads` group that glassbox.heads.commands registered (cli.py loads it first);
+    # found on the app, since no module imports another area's commands.py
+    heads = next((g.typer_instance for g in app.registered_groups if g.name == "heads"), None)
+    if heads is not None:
+        heads.command("why")(heads_why)
 
 
 def _console():
@@ -143,9 +145,24 @@ def _ids(loaded: Any, text: str) -> list[int]:
         if not ids or any(not 0 <= i < int(loaded.config.vocab_size) for i in ids):
             raise BadInput(f"--text: token ids must lie in 0..{int(loaded.config.vocab_size) - 1}")
         return ids
-    from glassbox.lens.logit import encode
+    ids = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+    if loaded.needs_bos and loaded.bos_id is not None and (not ids or ids[0] != loaded.bos_id):
+        ids = [loaded.bos_id] + ids  # SmolLM2's tokenizer adds no BOS by itself; its heads expect one
+    if not ids:
+        raise BadInput("--text encodes to no tokens")
+    return ids
 
-    return encode(loaded, text)
+
+def _token(loaded: Any, token_id: int) -> str:
+    tok = loaded.tokenizer
+    return tok.decode([int(token_id)]) if tok is not None else f"<{int(token_id)}>"
+
+
+def _parse_head(spec: str, n_layers: int, n_heads: int) -> tuple[int, int]:
+    layer, head = (int(x) for x in spec.split("."))
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise BadInput(f"head {spec!r}: this model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
+    return layer, head
 
 
 def heads_why(
@@ -161,22 +178,18 @@ def heads_why(
 ) -> None:
     """Why a head attends where it does: its attention logits split over the components of the residual."""
     from glassbox.circuits import why
-    from glassbox.heads.commands import _parse_head
     from glassbox.run import load_model
 
     if keys < 1:
         raise BadInput("--keys must be at least 1")
-    try:
-        [int(x) for x in head_spec.split(".")]
-    except ValueError:
-        raise BadInput(f"head {head_spec!r}: expected LAYER.HEAD, e.g. 18.6") from None
+    parts = head_spec.split(".")
+    if len(parts) != 2 or not all(x.isdigit() for x in parts):
+        raise BadInput(f"head {head_spec!r}: expected LAYER.HEAD, e.g. 18.6")
     loaded = load_model(model, allow_pickle=allow_pickle)
     layer, head = _parse_head(head_spec, loaded.n_layers, loaded.n_heads)
     ids = _ids(loaded, text)
     doc = why.decompose(loaded, ids, layer, head, keys=keys, queries=list(query) if query else None)
-    from glassbox.lens.logit import token_str
-
-    doc["tokens"] = [token_str(loaded, i) for i in ids]
+    doc["tokens"] = [_token(loaded, i) for i in ids]
     target = png if png is not None else (None if as_json else Path(f"why-{layer}.{head}.png"))
     if target is not None:
         doc["png"] = str(why.picture(doc, target))
@@ -200,35 +213,3 @@ def heads_why(
                   + doc["approximations"][0])
     if target is not None:
         console.print(f"picture: {doc['png']}")
-
-
-def patch_path(model: str, paths: list[str], n_random: int, n_seq: int, block: int, seed: int,
-               batch_size: int, as_json: bool, allow_pickle: bool) -> None:
-    """`glassbox patch MODEL --path S:R.kind`: validated before the model loads."""
-    from glassbox.circuits import path as pp
-
-    specs = [pp.parse_path(p) for p in paths]
-    if n_random < 0 or n_seq < 1 or block < 2 or batch_size < 1:
-        raise BadInput("--random must be ≥ 0, --sequences ≥ 1, --block ≥ 2 and --batch-size ≥ 1")
-    from glassbox.progress import track
-    from glassbox.run import load_model
-
-    loaded = load_model(model, allow_pickle=allow_pickle)
-    for s in specs:
-        pp.check_ranges(s, loaded.n_layers, loaded.n_heads)
-    doc = pp.with_null(loaded, specs, n_random, seed=seed, n_seq=n_seq, half=block, batch_size=batch_size,
-                       progress=track)
-    if as_json:
-        print(json.dumps(doc))
-        return
-    console = _console()
-    for r in doc["paths"]:
-        line = (f"{r['path']}: receiver induction score {r['clean_induction_score']:.3f} → "
-                f"{r['induction_score']:.3f} ({r['induction_effect']:+.3f}); second-copy loss "
-                f"{r['clean_loss_second_copy']:.3f} → {r['loss_second_copy']:.3f}")
-        null = r.get("random_senders")
-        if null:
-            line += (f"; {null['n']} random sender sets: {null['induction_effect_mean']:+.3f} ± "
-                     f"{null['induction_effect_sd']:.3f} (rank {null['rank']} of {null['n'] + 1})")
-        console.print(line)
-    console.print(f"{doc['forwards']} forward passes")

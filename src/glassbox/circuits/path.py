@@ -277,3 +277,38 @@ def with_null(loaded: Any, specs: Sequence[PathSpec], n_random: int, seed: int =
                 "rank": 1 + sum(e <= row["induction_effect"] for e in effects)}
     doc["paths"] = mine
     return doc
+
+
+def run_cli(model: str, paths: list[str], n_random: int, n_seq: int, block: int, seed: int,
+            batch_size: int, as_json: bool, allow_pickle: bool) -> None:
+    """`glassbox patch MODEL --path S:R.kind`: validated before the model loads."""
+    import json
+    import sys
+
+    specs = [parse_path(p) for p in paths]
+    if n_random < 0 or n_seq < 1 or block < 2 or batch_size < 1:
+        raise BadInput("--random must be ≥ 0, --sequences ≥ 1, --block ≥ 2 and --batch-size ≥ 1")
+    from glassbox.progress import track
+    from glassbox.run import load_model
+
+    loaded = load_model(model, allow_pickle=allow_pickle)
+    for s in specs:
+        check_ranges(s, loaded.n_layers, loaded.n_heads)
+    doc = with_null(loaded, specs, n_random, seed=seed, n_seq=n_seq, half=block, batch_size=batch_size,
+                    progress=track)
+    if as_json:
+        print(json.dumps(doc))
+        return
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
+    for r in doc["paths"]:
+        line = (f"{r['path']}: receiver induction score {r['clean_induction_score']:.3f} → "
+                f"{r['induction_score']:.3f} ({r['induction_effect']:+.3f}); second-copy loss "
+                f"{r['clean_loss_second_copy']:.3f} → {r['loss_second_copy']:.3f}")
+        null = r.get("random_senders")
+        if null:
+            line += (f"; {null['n']} random sender sets: {null['induction_effect_mean']:+.3f} ± "
+                     f"{null['induction_effect_sd']:.3f} (rank {null['rank']} of {null['n'] + 1})")
+        console.print(line)
+    console.print(f"{doc['forwards']} forward passes")

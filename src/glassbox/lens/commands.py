@@ -185,9 +185,9 @@ def patch(
     from glassbox.run import load_model
 
     if path:
-        from glassbox.circuits.commands import patch_path
+        from glassbox.circuits.path import run_cli
 
-        return patch_path(model, path, n_random, n_seq, block, seed, batch_size, as_json, allow_pickle)
+        return run_cli(model, path, n_random, n_seq, block, seed, batch_size, as_json, allow_pickle)
     if clean is None or corrupt is None:
         raise BadInput("glassbox patch needs --clean and --corrupt (or --path SENDER:RECEIVER.KIND)")
     if batch_size < 1:

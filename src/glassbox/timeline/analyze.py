@@ -30,7 +30,7 @@ VALIDATED_EFFECT = 0.1  # nats of second-copy loss lost when the head is zeroed
 # uniform causal attention scores ~0.09 on the 32-token probe (queries 2..31; heads at init 0.075-0.097), and
 # one head sharing its layer-0 job with positional mixing tops out near 0.5, so its bar is < 0.15 → > 0.4.
 PHASE_ROLES = {"induction": (0.1, 0.5), "previous_token": (0.15, 0.4), "duplicate_token": (0.1, 0.4)}
-VERSION = 3  # bump when the analysis changes, so cached timeline.json files are recomputed
+VERSION = 4  # bump when the analysis changes, so cached timeline.json files are recomputed
 
 
 def read_declaration(run: Path) -> dict[str, Any]:
@@ -84,8 +84,8 @@ class CheckpointProber:
         from glassbox.heads import masks
         from glassbox.train.model import build_model
 
-        set_threads()
         self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
+        set_threads(self.model)
         self.probe = probe_batch(self.model.config.vocab_size, decl["train"]["seq_len"])
         self.role_masks = masks.masks(self.probe, ROLES)  # built once, scored on every checkpoint
         self.outs = _head_out_modules(self.model, decl["architecture"], decl["model_config"]) if ablate else {}
@@ -120,8 +120,11 @@ class CheckpointProber:
             loss = float(meta.get("loss", "nan"))
         except ValueError:
             loss = float("nan")
+        from glassbox.circuits.timeline import scores  # every pair; analyze() keeps the strongest
+
         return {"step": step, "loss": loss, "icl_score": first - second,
-                "probe_loss_first_copy": first, "probe_loss_second_copy": second, "heads": heads}
+                "probe_loss_first_copy": first, "probe_loss_second_copy": second, "heads": heads,
+                "composition": scores(model)}
 
 
 def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) -> list[dict]:
@@ -245,6 +248,9 @@ def analyze(run: str | Path, ablate: bool = True, backend=None) -> dict[str, Any
     if cached is not None:
         return cached
     checkpoints = probe_checkpoints(run, decl, ablate, backend)
+    from glassbox.circuits.timeline import keep_strongest
+
+    keep_strongest(checkpoints)  # composition of the pairs strongest at the last checkpoint, at every checkpoint
     metrics = read_table(run, "metrics")
     ledger = read_table(run, "ledger")
     changes, loss_changes = detect_phase_changes(checkpoints, metrics)

@@ -47,10 +47,13 @@ def plot_runs(docs: list[dict[str, Any]], metrics: list, path: str | Path) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from glassbox.circuits.timeline import draw as draw_composition
+
     n = len(docs)
-    fig, axes = plt.subplots(2, n, figsize=(4.5 * n, 5), sharex="col", squeeze=False,
-                             gridspec_kw={"height_ratios": [2, 1]})
+    fig, axes = plt.subplots(3, n, figsize=(4.5 * n, 7), sharex="col", squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1, 1]})
     for i, (doc, m) in enumerate(zip(docs, metrics, strict=True)):
-        _draw(axes[0][i], axes[1][i], doc, m)
+        _draw(axes[0][i], axes[2][i], doc, m)
+        draw_composition(axes[1][i], doc)  # the circuit wiring up, under the induction score
     fig.tight_layout()
     return save_png(fig, path)
