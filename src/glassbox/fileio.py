@@ -1,11 +1,19 @@
 """Atomic output: every file we write goes to a temporary sibling first and is renamed into place,
-so an interrupted run never leaves a half-written file and never clobbers a good one."""
+so an interrupted run never leaves a half-written file and never clobbers a good one.
+
+Temporaries are named `.<target>.<pid>.<random>` so that the next write to the same target removes those
+a killed process left behind (their pid no longer runs) and never one that a live writer is still filling.
+`kill_point(name)` is the test hook for that: with GLASSBOX_KILL_AT=name the process SIGKILLs itself there,
+at a fixed step (after the temporary is complete, before the rename), not after a guessed sleep.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +27,69 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def kill_point(name: str) -> None:
+    """Die here, as kill -9 would, when GLASSBOX_KILL_AT names this point (the interrupted-write tests)."""
+    if os.environ.get("GLASSBOX_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_stale(target: str | Path) -> list[Path]:
+    """Remove temporaries of `target` (files or folders `.<name>.<pid>.*`) whose writer is dead; return them."""
+    target = Path(target)
+    removed = []
+    try:
+        siblings = list(target.parent.glob(f".{glob_escape(target.name)}.*"))
+    except OSError:
+        return removed
+    for path in siblings:
+        pid = path.name[len(target.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def temp_dir_beside(target: str | Path) -> Path:
+    """A fresh temporary folder next to `target` (for outputs that are folders), stale ones swept first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Yield a file handle on a temp file next to `path`; rename it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        kill_point(f"rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -50,11 +109,13 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
     def _cm() -> Iterator[Path]:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+        sweep_stale(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=target.suffix, dir=target.parent)
         os.close(fd)
         os.chmod(tmp, _umask_mode())
         try:
             yield Path(tmp)
+            kill_point(f"rename:{target.name}")
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

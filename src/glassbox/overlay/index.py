@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from glassbox import progress
+from glassbox import fileio, progress
 from glassbox.errors import BadInput
 from glassbox.overlay.ngram import HEAVY, NGram, Packed, heavy_tables
 
@@ -98,7 +97,7 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
     tokens = corpus_tokens(shards, sep)
     n_docs = sum(len(s) for s in shards)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = fileio.temp_dir_beside(out)  # `.<name>.<pid>.*`: a killed build's folder is swept by the next
     try:
         extra = write_arrays(tmp, tokens, vocab, options)
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -109,6 +108,7 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
             "semantic_from": options.semantic_from, **extra,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        fileio.kill_point("overlay-build:swap")
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
