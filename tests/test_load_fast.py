@@ -144,3 +144,26 @@ def test_smollm2_fast_load_equals_from_pretrained(smollm2):
     assert torch.equal(outputs(smollm2.model, ids), outputs(ref, ids))
     assert smollm2.model.lm_head.weight is smollm2.model.model.embed_tokens.weight
     assert np.isfinite(outputs(smollm2.model, ids).numpy()).all()
+
+
+def test_thread_count(monkeypatch):
+    """GLASSBOX_THREADS wins; otherwise one thread below SMALL_MODEL parameters, torch's default above."""
+    from glassbox.errors import BadInput
+
+    load_mod.set_threads()
+    default = load_mod._DEFAULT_THREADS  # torch's own count, remembered before anything changed it
+    small = tiny_model("llama")
+    with torch.device("meta"):  # counted, never allocated
+        big = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=200_000, hidden_size=64,
+                                                                     num_hidden_layers=1, intermediate_size=64))
+    assert sum(p.numel() for p in big.parameters()) >= load_mod.SMALL_MODEL
+    monkeypatch.delenv("GLASSBOX_THREADS", raising=False)
+    assert load_mod.set_threads(small) == 1 == torch.get_num_threads()
+    assert load_mod.set_threads(big) == default == torch.get_num_threads()
+    monkeypatch.setenv("GLASSBOX_THREADS", "3")
+    assert load_mod.set_threads(small) == 3 == torch.get_num_threads()
+    monkeypatch.setenv("GLASSBOX_THREADS", "two")
+    with pytest.raises(BadInput, match="GLASSBOX_THREADS"):
+        load_mod.set_threads()
+    monkeypatch.delenv("GLASSBOX_THREADS")
+    assert load_mod.set_threads() == default

@@ -107,9 +107,9 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     elif (out / "config.json").exists() or (out / "checkpoints").exists():
         raise BadInput("already holds a run; use --resume to continue it, or another --out", out)
 
-    set_threads()  # one thread unless GLASSBOX_THREADS says otherwise: faster here (shared/models.md)
     tr, seed = decl["train"], decl["seed"]
     model = M.build_model(decl["model_config"], decl["attention_only"])
+    set_threads(model)  # by model size (a preset: one thread), unless GLASSBOX_THREADS says otherwise
     init_record = M.initialize(model, decl["init"], seed, decl["attention_only"])
     model.train()
     vocab = model.config.vocab_size
