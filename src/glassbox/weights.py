@@ -215,16 +215,20 @@ def all_heads(src: Any, layers: Sequence[int] | None = None) -> AllHeads:
         spec = registry.get(source.family)
         chosen = list(range(d.n_layers)) if layers is None else list(layers)
         idx = [h // d.group_size for h in range(d.n_heads)]
-        stacks: dict[str, list[Any]] = {k: [] for k in ("q", "k", "v", "o", "bq", "bk", "bv", "bo")}
+        rows: dict[str, list[Any]] = {k: [] for k in ("q", "k", "v", "o", "bq", "bk", "bv")}
+        b_o: list[Any] = []
         for layer in chosen:
             parts = _layer(source, layer)
             _check(source, parts, layer)
             for key in ("q", "o", "bq"):
-                stacks[key].append(_stack([parts[key].get(h) for h in range(d.n_heads)]))
+                rows[key].append([parts[key].get(h) for h in range(d.n_heads)])
             for key in ("k", "v", "bk", "bv"):
-                stacks[key].append(_stack([parts[key].get(g) for g in idx]))
-            stacks["bo"].append(parts["bo"])
-        final = {k: _stack(v) for k, v in stacks.items()}
+                rows[key].append([parts[key].get(g) for g in idx])
+            b_o.append(parts["bo"])
+        final = {k: _fill(v) for k, v in rows.items()}
+        final["bo"] = _fill([[b] for b in b_o])
+        if final["bo"] is not None:
+            final["bo"] = final["bo"][:, 0]
         norm_in, norm_bias = _norms(source, spec.attn_input_norm, chosen, spec.norm_plus_one)
         q_norm, _ = _norms(source, spec.q_norm, chosen, spec.norm_plus_one)
         k_norm, _ = _norms(source, spec.k_norm, chosen, spec.norm_plus_one)
@@ -237,12 +241,18 @@ def all_heads(src: Any, layers: Sequence[int] | None = None) -> AllHeads:
             opened.close()
 
 
-def _stack(blocks: list[Any]) -> Any | None:
+def _fill(rows: list[list[Any]]) -> Any | None:
+    """[layer][head] blocks → one float32 tensor [layers, heads, ...], each block copied once (the blocks are
+    views into the checkpoint's or the model's memory); None when any block is missing (e.g. no biases)."""
     import torch
 
-    if not blocks or any(b is None for b in blocks):
+    if not rows or any(b is None for r in rows for b in r):
         return None
-    return torch.stack([b.detach().to(torch.float32) for b in blocks]).clone()
+    out = torch.empty((len(rows), len(rows[0]), *rows[0][0].shape), dtype=torch.float32)
+    with torch.no_grad():
+        for i, r in enumerate(rows):  # one op per layer, not per head: fewer parallel regions to schedule
+            torch.stack([b.to(torch.float32) for b in r], out=out[i])
+    return out
 
 
 def _norms(src: _Source, module: str | None, layers: list[int], plus_one: bool) -> tuple[Any | None, Any | None]:
