@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -181,9 +180,27 @@ def test_refuses_to_overwrite_a_run(short_run: Path):
     assert r.returncode == 2 and "--resume" in r.stderr
 
 
+# Runs `glassbox train` in a child that SIGKILLs itself as training reaches step KILL_AT: a fixed point (after the
+# save at 20, mid-way to the next), whatever the machine's speed, where a timed kill could land anywhere.
+_KILL_AT_STEP = """
+import os, signal, sys
+import glassbox.progress as progress
+inner = progress.track
+def track(iterable, *args, **kwargs):
+    for step in inner(iterable, *args, **kwargs):
+        if step == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield step
+progress.track = track
+from glassbox.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path: Path):
     """A run killed by SIGKILL mid-way and resumed ends with the same loss as an uninterrupted one."""
-    steps, every = "100", "20"
+    steps, every = "40", "10"
     ref = tmp_path / "ref"
     r = glassbox("-q", "train", "--preset", "induction-2l", "--seed", "4", "--steps", steps, "--save-every", every,
                  "--out", str(ref), "--json")
@@ -191,28 +208,23 @@ def test_resume_after_kill_9(tmp_path: Path):
     reference = json.loads(r.stdout)["final_loss"]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "glassbox", "-q", "train", "--preset", "induction-2l", "--seed",
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT_STEP, "-q", "train", "--preset", "induction-2l", "--seed",
                              "4", "--steps", steps, "--save-every", every, "--out", str(run)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (run / "parts" / "metrics-000060.parquet").exists():
-        if proc.poll() is not None:
-            pytest.fail("the run ended before it could be killed")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "KILL_AT": "25"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (run / "parts" / "metrics-000020.parquet").exists()
     assert not (run / "summary.json").exists(), "killed too late: the run had finished"
     r = glassbox("-q", "train", "--resume", "--out", str(run), "--json")
     assert r.returncode == 0, r.stderr
     resumed = json.loads(r.stdout)
-    assert resumed["resumed_from"] >= 40
+    assert resumed["resumed_from"] == 20  # the last save point before the kill
     assert resumed["final_loss"] == pytest.approx(reference, abs=1e-4)
     # nothing double-counted and nothing lost in the tables
-    assert pq.read_table(run / "metrics.parquet").column("step").to_pylist() == list(range(1, 101))
+    assert pq.read_table(run / "metrics.parquet").column("step").to_pylist() == list(range(1, 41))
     ledger_steps = sorted(set(pq.read_table(run / "ledger.parquet").column("step").to_pylist()))
-    assert ledger_steps == list(range(1, 101))
-    a = load_file(str(ck.checkpoint_path(run, 100)))
-    b = load_file(str(ck.checkpoint_path(ref, 100)))
+    assert ledger_steps == list(range(1, 41))
+    a = load_file(str(ck.checkpoint_path(run, 40)))
+    b = load_file(str(ck.checkpoint_path(ref, 40)))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
