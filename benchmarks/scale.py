@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--noop", type=int, default=200, help="no-op items for the per-task overhead")
     args = ap.parse_args()
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
 
     import ray
 

@@ -48,6 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
     print(f"torch threads: {torch.get_num_threads()}")
     base = timed(baseline, args.repeats)
     ours = timed(lambda: weights.all_heads(SPEC), args.repeats)
