@@ -71,6 +71,9 @@ def best_of(fn, repeat: int = 7) -> float:
 
 
 def main() -> None:
+    from threadcount import report
+
+    report()  # the thread line of issue 9 (anatomy itself runs no torch op; the matmul is the yardstick)
     with tempfile.TemporaryDirectory() as tmp:
         path = build(Path(tmp))
         size = path.stat().st_size

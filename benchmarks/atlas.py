@@ -6,7 +6,7 @@
 (b) the whole atlas on the bundled SmolLM2 in forward-pass equivalents: tokens run ÷ tokens of the main
     probe forward, and wall time ÷ the wall time of that forward (target ≤ 60 with issue 11's evidence).
 (c) TransformerLens's full cache on the same GPT-2-small-shaped model, when `transformer_lens` is installed.
-Also prints plain-forward time at 1 and 2 torch threads (why glassbox uses 1 on these machines).
+Also prints the torch thread count used and a plain forward's time at one thread ÷ at that count.
 
 Run: .venv/bin/python benchmarks/atlas.py [--skip-atlas] [--repeats N]
 """
@@ -133,12 +133,9 @@ def threads(loaded, seq: int) -> None:
         with torch.inference_mode():
             loaded.model(input_ids=ids, use_cache=False)
 
-    out = {}
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        out[n] = timed(plain, 3)
-    torch.set_num_threads(1)
-    print(f"threads: plain forward 1×{seq} at 1 thread {out[1] * 1000:.0f} ms, 2 threads {out[2] * 1000:.0f} ms")
+    from threadcount import report
+
+    report(plain, f"plain forward 1×{seq}", model=loaded.model)
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="write the new atlas JSON here")
     parser.add_argument("--atlas", default=None, help="reuse an atlas JSON built by this code instead of building")
     args = parser.parse_args()
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
     from glassbox.heads import atlas as atlas_mod
     from glassbox.heads import data, probes
     from glassbox.run import hooks, load_model

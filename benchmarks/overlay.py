@@ -130,7 +130,9 @@ def main() -> None:
     ap.add_argument("--latency-first-only", action="store_true", help="Full latency runs on the first pair only "
                     "(the others: one 2-token run; the LM's cost is the same on every pair).")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
     opts = evaluate.EvalOptions(max_tokens=args.max_tokens, scale_base=args.scale_base, lookup_steps=400,
                                 lookup_rounds=5, latency_runs=args.latency_runs, gen_tokens=args.gen_tokens)
     if args.quick:

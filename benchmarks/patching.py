@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
     loaded = load_model(args.model)
     print(f"model {loaded.name}: {loaded.n_layers} layers × {loaded.n_heads} heads; "
           f"torch threads {torch.get_num_threads()}")

@@ -35,7 +35,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    from threadcount import report
+
+    root0 = Path(tempfile.mkdtemp(prefix="glassbox-bench-threads-"))
+    report(lambda: timed_train(root0, "threads", seed=0, steps=5), "5 steps of induction-2l", repeats=2)
+    shutil.rmtree(root0, ignore_errors=True)
     root = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     try:
         timed_train(root, "warmup", seed=0, steps=20)  # imports and first-call costs out of the way

@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--atlas", type=Path, help="an atlas JSON of smollm2-135m to put in the cache first")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    from threadcount import report
+
+    report()  # the thread count and the one-thread ratio (issue 9)
 
     from webkit import browser, live_server
 
