@@ -61,7 +61,19 @@ def checkpoint_path(path: Path) -> Path:
     return path
 
 
+_anatomies: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
 def anatomy_doc(path: Path) -> dict[str, Any]:
+    """The anatomy document, remembered per file version (the page asks for it on every view)."""
+    key = file_key(path)
+    hit = _anatomies.get(str(path))
+    if hit is None or hit[0] != key:
+        hit = _anatomies[str(path)] = (key, _anatomy_doc(path))
+    return dict(hit[1])
+
+
+def _anatomy_doc(path: Path) -> dict[str, Any]:
     from glassbox.anatomy import describe
     from glassbox.anatomy.render import FORMULAS
     from glassbox.checkpoint import open_checkpoint

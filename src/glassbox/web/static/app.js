@@ -411,8 +411,7 @@
   }
 
   async function viewAtlas() {
-    const an = await Data.anatomy(S.src).catch(() => null);
-    let atlas = await Data.atlas(S.src, false);
+    const [an, atlas] = await Promise.all([Data.anatomy(S.src).catch(() => null), Data.atlas(S.src, false)]);
     const wrap = h('section', { class: 'atlas' });
     if (!atlas) {
       if (REPORT) return h('p', {}, 'This report has no atlas for this model.');

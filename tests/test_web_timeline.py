@@ -1,0 +1,55 @@
+"""The Timeline view in a real browser: two short training runs (seeds 0 and 1) side by side, their probe
+scores over steps, the loss, phase changes, and the write-share table equal to `glassbox writes`."""
+
+from __future__ import annotations
+
+import pytest
+from webkit import browser, live_server, screenshot
+
+STEPS = 4  # five checkpoints (0..4): enough to draw, cheap enough for the suite
+
+pytestmark = pytest.mark.timeout(1800)  # two trainings and their timelines: minutes on a loaded 2-core box
+
+
+@pytest.fixture(scope="module")
+def runs_site(tmp_path_factory):
+    from glassbox.train.loop import declare, train
+
+    root = tmp_path_factory.mktemp("runs")
+    from glassbox.timeline.analyze import analyze
+
+    for seed in (0, 1):
+        train(root / f"s{seed}", declare(preset="induction-2l", seed=seed, steps=STEPS))
+        analyze(root / f"s{seed}")  # what `glassbox timeline` writes; the server reads it from the run's cache
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSBOX_CACHE", str(root / ".cache"))
+        with live_server(root, ["s0", "s1"]) as url, browser() as b:
+            yield url, b, root
+
+
+def test_timeline_two_seeds_loss_and_write_shares(runs_site):
+    from glassbox.timeline.analyze import analyze
+    from glassbox.timeline.writes import write_table
+
+    url, b, root = runs_site
+    page = b.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/#src=s0&view=timeline&role=previous_token")
+    page.wait_for_selector("body[data-ready=timeline]", timeout=600_000)
+    assert page.locator(".runs canvas").count() == 2  # both seeds, side by side
+    tl = page.evaluate("window.glassbox.timeline")
+    want = analyze(root / "s0")  # cached by the server's run: the same document
+    assert [c["step"] for c in tl["checkpoints"]] == [c["step"] for c in want["checkpoints"]]
+    assert tl["phase_changes"] == want["phase_changes"]
+    writes = write_table(root / "s0")
+    first = writes["windows"][0]
+    header = page.locator("#writes-table tr").first.locator("th").all_inner_texts()
+    row = page.locator("#writes-table tr").nth(1).locator("td").all_inner_texts()
+    for lv in first["levels"]:
+        assert row[header.index(lv["level"])] == f"{100 * lv['update_share']:.1f}%"
+    # the chart is drawn: the top head's line is in colour somewhere on the canvas
+    coloured = page.evaluate("""() => { const c = document.getElementById('timeline-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - d[i+2]) > 60) n++; return n; }""")
+    assert coloured > 50
+    screenshot(page, "timeline")
+    page.close()
