@@ -134,3 +134,15 @@ def test_pickle_relative_goes_through_staging(here, capsys, tmp_path):
     code, out, err = run(capsys, "atlas", "../pickled ü", "--json", "--no-validate", "--allow-pickle")
     assert code == 0, err
     assert json.loads(out)["n_heads"] == 4
+
+
+def test_circuits_why_report(here, capsys):
+    code, out, err = run(capsys, "circuits", "../linked folder", "--json", "--out", "./circuits ü/")
+    assert code == 0, err
+    assert json.loads(out)["n_layers"] == 2 and Path("circuits ü/circuits.json").is_file()
+    code, out, err = run(capsys, "heads", "why", f"../{WORD}/", "1.0", "--text", "the cat sat on the", "--json",
+                         "--png", "./why ü.png")
+    assert code == 0, err
+    code, out, err = run(capsys, "report", f"./../{WORD}", "--out", "./repört ü.html", "--no-compute")
+    assert code == 0, err
+    assert Path("repört ü.html").stat().st_size > 0
