@@ -51,6 +51,9 @@ def main() -> None:
     from threadcount import report
 
     report()  # the thread count and the one-thread ratio (issue 9)
+    from glassbox.run.load import set_threads
+
+    set_threads()  # GLASSBOX_THREADS, else torch's default (SmolLM2 is above the small-model cut)
     print(f"torch threads: {torch.get_num_threads()}")
     base = timed(baseline, args.repeats)
     ours = timed(lambda: weights.all_heads(SPEC), args.repeats)

@@ -243,15 +243,18 @@ def all_heads(src: Any, layers: Sequence[int] | None = None) -> AllHeads:
 
 def _fill(rows: list[list[Any]]) -> Any | None:
     """[layer][head] blocks → one float32 tensor [layers, heads, ...], each block copied once (the blocks are
-    views into the checkpoint's or the model's memory); None when any block is missing (e.g. no biases)."""
+    views into the checkpoint's or the model's memory); None when any block is missing (e.g. no biases).
+    The copies go through numpy: single-threaded, they do not wait on torch's intra-op threads, which on a
+    busy machine made the same copies 6× slower on 2 threads than on 1 (docs/notes/issue-9-registry.md)."""
     import torch
 
     if not rows or any(b is None for r in rows for b in r):
         return None
     out = torch.empty((len(rows), len(rows[0]), *rows[0][0].shape), dtype=torch.float32)
-    with torch.no_grad():
-        for i, r in enumerate(rows):  # one op per layer, not per head: fewer parallel regions to schedule
-            torch.stack([b.to(torch.float32) for b in r], out=out[i])
+    dst = out.numpy()
+    for i, r in enumerate(rows):
+        for j, b in enumerate(r):
+            dst[i, j] = b.detach().numpy()
     return out
 
 
