@@ -81,6 +81,17 @@ def busy(n: int):  # type: ignore[no-untyped-def]
             p.wait()
 
 
+def lookup_report(name: str, lookup: dict) -> str:
+    """Growth from 1× to 10× / 100× of the p50, raw p99, best-of-rounds p99 and the link-table-only p99."""
+    def ratio(field: str, k: str) -> float:
+        return lookup[k][field] / lookup["1x"][field]
+
+    fields = ("p50_ms", "p99_ms", "best_of_rounds_p99_ms", "links_only_p99_ms", "links_only_best_of_rounds_p99_ms")
+    parts = [f"{f.replace('_ms', '')}: {ratio(f, '10x'):.3f} / {ratio(f, '100x'):.3f} "
+             f"({'/'.join(f'{lookup[k][f]:.3f}' for k in ('1x', '10x', '100x'))} ms)" for f in fields if f in lookup["1x"]]
+    return f"TARGET lookup growth 10x / 100x over 1x, {name}: " + "; ".join(parts)
+
+
 def feedback_check(path: Path) -> dict:
     """After --prefer at a step, the same prompt chooses that token there; an unrelated prompt is unchanged."""
     import tempfile
@@ -124,6 +135,7 @@ def main() -> None:
     ap.add_argument("--load", type=int, default=2, help="Busy processes for the loaded lookup figures (0: skip).")
     ap.add_argument("--fatigue", action="store_true", help="Also run the repeat-rule ablation.")
     ap.add_argument("--no-feedback", action="store_true", help="Skip the feedback check.")
+    ap.add_argument("--lookup-only", action="store_true", help="Only the lookup scaling (no LM), as is and loaded.")
     ap.add_argument("--latency-runs", type=int, default=5)
     ap.add_argument("--gen-tokens", type=int, default=24, help="Tokens per generation in the latency runs.")
     ap.add_argument("--dev-fraction", type=float, default=0.25, help="Share of the held-out tokens the gate is fitted on.")
@@ -145,6 +157,19 @@ def main() -> None:
         spec, held = pair.split("=", 1)
         path = ensure_index(args.root / spec.replace(":", "_"), spec, args.pos_filter)
         index = ix.Index(path)
+        if args.lookup_only:
+            tok = lm.load_tokenizer("smollm2-135m")
+            seq = evaluate.heldout_tokens(held, tok, index.sep, opts.lookup_steps + 2)
+            run = {"index": spec, "heldout": held, "lookup": evaluate.lookup_scaling(index, seq, opts)}
+            print(lookup_report(f"index {spec}, held-out {held}, as is", run["lookup"]))
+            if args.load:
+                with busy(args.load):
+                    run["lookup_loaded"] = evaluate.lookup_scaling(index, seq, opts)
+                print(lookup_report(f"same with {args.load} extra busy processes", run["lookup_loaded"]))
+            results["runs"].append(run)
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=1, default=float))
+            continue
         t0 = time.perf_counter()
         if args.latency_first_only and results["runs"]:
             opts.latency_runs, opts.gen_tokens = 1, 2
@@ -152,7 +177,6 @@ def main() -> None:
         print(f"\n=== index {spec} ({index.n_tokens} tokens), held-out {held} ({time.perf_counter() - t0:.0f} s) ===")
         print(evaluate.render(res))
         c, x = res["contract"], res["extra"]
-        p99 = c["lookup_p99_ms"]
         base_ppl = c["lm"]["ppl"]
         print(f"TARGET overlay/LM perplexity: {c['overlay']['ppl'] / base_ppl:.4f} (<= 1 on every pair, <= 0.98 "
               f"cross-genre); P_T with one λ: {x['fixed_lam']['ppl'] / base_ppl:.4f}; previous mixture: "
@@ -160,20 +184,14 @@ def main() -> None:
               f"{c['overlay']['top1']:.4f}")
         print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; whole overlay run over "
               f"its LM forwards; separate runs: {x['latency']['separate_runs_ratio']:.3f})")
-        p99 = c["lookup_p99_ms"]
-        links = {k: v["links_only_p99_ms"] for k, v in x["lookup"].items()}
-        print(f"TARGET lookup p99 100x/1x: {p99['100x'] / p99['1x']:.3f}, 10x/1x: {p99['10x'] / p99['1x']:.3f} "
-              f"(target <= 1.2); link tables only: {links['100x'] / links['1x']:.3f}, {links['10x'] / links['1x']:.3f}")
+        print(lookup_report("as is", x["lookup"]) + " (target <= 1.2)")
         run = {"index": spec, "index_tokens": index.n_tokens, "heldout": held, "contract": c, "extra": x}
         if args.load:
             tok = lm.load_lm("smollm2-135m")[1]
             seq = evaluate.heldout_tokens(held, tok, index.sep, opts.lookup_steps + 2)
             with busy(args.load):
                 loaded = evaluate.lookup_scaling(index, seq, opts)
-            lp, ll = ({k: v[f] for k, v in loaded.items()} for f in ("p99_ms", "links_only_p99_ms"))
-            print(f"TARGET lookup p99 100x/1x with {args.load} extra busy processes: {lp['100x'] / lp['1x']:.3f}, "
-                  f"10x/1x: {lp['10x'] / lp['1x']:.3f}; link tables only: {ll['100x'] / ll['1x']:.3f} "
-                  f"(p99 ms 1x/10x/100x: {lp['1x']:.3f}/{lp['10x']:.3f}/{lp['100x']:.3f})")
+            print(lookup_report(f"with {args.load} extra busy processes", loaded))
             run["lookup_loaded"] = {"busy_processes": args.load, **loaded}
         print(f"TARGET bytes/token: {c['bytes_per_token']:.2f} (target <= 12)")
         print(f"select/LM top-1: {x['select']['top1'] / c['lm']['top1']:.3f}")

@@ -40,7 +40,7 @@ from glassbox.overlay import lm
 from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig, table_distribution
 from glassbox.overlay.gate import Gate, features, vector
 from glassbox.overlay.gate import fit as gate_fit
-from glassbox.overlay.generate import GenerateConfig, LMRunner, generate, select_final
+from glassbox.overlay.generate import GenerateConfig, LMRunner, generate, mixture_final, select_final
 from glassbox.overlay.index import FORMAT, BuildOptions, Index, write_arrays
 from glassbox.overlay.pos import PosTable
 
@@ -184,14 +184,14 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
     gate = gate_fit(p_lm_true[dev], p_t_true[dev], phis[:n_dev])
     lams = np.array([gate.lam(f) for f in phi_d])
-    ov_lp = np.log((1 - lams) * p_lm_true + lams * p_t_true)
+    ov_lp = mixture_final(np.log(p_lm_true), p_t_true, lams)  # the generator's own scorer
     ov_hit = np.array([float(ids[np.argmax((1 - lam) * a + lam * b)] == seq[p + 1])
                        for p, ((ids, a, b), lam) in enumerate(zip(tops, lams, strict=True))])
     lam_i = int(np.argmax([m[dev].mean() for m in vote_lp]))
     beta_i = int(np.argmax([h[dev].mean() for h in sel_hit]))
     fixed = {}  # P_T mixed with one λ everywhere (tuned on dev): what the gate is measured against
     for lam in opts.lams:
-        lp_f = np.log((1 - lam) * p_lm_true + lam * p_t_true)
+        lp_f = mixture_final(np.log(p_lm_true), p_t_true, lam)
         fixed[str(lam)] = lp_f
 
     def fig(lp: np.ndarray, hit: np.ndarray | None) -> dict:
@@ -340,9 +340,16 @@ def lookup_scaling(index: Index, seq: list[int], opts: EvalOptions) -> dict:
                             acc.table().prob(cands)  # the mixture's table side for the candidates
                         sink.append((time.perf_counter() - t0) * 1000)
                     ix.ngram = ng
+        rounds = opts.lookup_rounds
+        # per step, the fastest of the rounds: what the step itself costs, without the scheduler's preemptions
+        # (on a loaded machine the raw p99 is preemption noise); its p99 over the steps is reported beside
+        best = {k: np.asarray(v).reshape(rounds, steps).min(axis=0) for k, v in times.items()}
+        best_links = {k: np.asarray(v).reshape(rounds, steps).min(axis=0) for k, v in links_only.items()}
         return {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
                     "links_only_p50_ms": float(np.percentile(links_only[k], 50)),
                     "links_only_p99_ms": float(np.percentile(links_only[k], 99)),
+                    "best_of_rounds_p99_ms": float(np.percentile(best[k], 99)),
+                    "links_only_best_of_rounds_p99_ms": float(np.percentile(best_links[k], 99)),
                     "corpus_tokens": scales[k].n_tokens, "samples": len(v)} for k, v in times.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -384,5 +391,7 @@ def render(res: dict) -> str:
     ]
     for k, v in x["lookup"].items():
         lines.append(f"lookup {k:>4} ({v['corpus_tokens']} tokens): p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms"
-                     f"; link tables only: p50 {v['links_only_p50_ms']:.3f} ms, p99 {v['links_only_p99_ms']:.3f} ms")
+                     f" (best of rounds per step: p99 {v['best_of_rounds_p99_ms']:.3f}); link tables only: p50 "
+                     f"{v['links_only_p50_ms']:.3f} ms, p99 {v['links_only_p99_ms']:.3f} ms "
+                     f"({v['links_only_best_of_rounds_p99_ms']:.3f})")
     return "\n".join(lines)

@@ -196,7 +196,7 @@ def select_final(lm_logp: np.ndarray, p_table: np.ndarray, beta: float) -> np.nd
     return lc - logsumexp(lc) + beta * np.log(p_table)
 
 
-def mixture_final(lm_logp: np.ndarray, p_inf: np.ndarray, lam: float) -> np.ndarray:
+def mixture_final(lm_logp: np.ndarray, p_inf: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
     """Mixture mode's scores: log((1 − λ) p_LM + λ P_T)."""
     return np.log((1 - lam) * np.exp(np.asarray(lm_logp, np.float64)) + lam * np.asarray(p_inf, np.float64))
 
