@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from glassbox import progress
 from glassbox.scale import seam
 
 # One torch thread per worker, and the same in the serial baseline: the workers compute with the driver's
@@ -118,7 +119,12 @@ def main() -> None:
                                            include_dashboard=False, log_to_driver=False))
         backend = seam.backend("auto", args.workers)
         ray_run = shutil.copytree(base, root / "ray")
+        stamps: list[float] = []
+        progress.listen(lambda description, done, total: stamps.append(time.perf_counter()))
         ray_doc, t_ray = timed(lambda: A.analyze(ray_run, backend=backend))
+        progress.listen(None)
+        t_first = stamps[1] - stamps[0]  # actors started (torch imported, model built) and one item done
+        steady = (stamps[-1] - stamps[1]) / (n_ck - 1)  # then: wall time per checkpoint, all workers busy
         same = ((ray_run / "timeline.json").read_text().replace(str(ray_run), "RUN")
                 == (local_run / "timeline.json").read_text().replace(str(local_run), "RUN"))
         if not same:
@@ -161,8 +167,10 @@ def main() -> None:
     print(f"Ray start (local instance, {p} CPUs): {t_init:.1f} s (once per session/cluster, not counted below)")
     print(f"timeline, {n_ck} checkpoints: local serial {t_local:.2f} s, Ray {p} workers {t_ray:.2f} s "
           f"→ speed-up {s2:.2f}x (identical timeline.json)")
-    print(f"  per checkpoint (serial): {item_time / n_ck * 1000:.0f} ms; worker start (model + probe build): "
-          f"{t_build * 1000:.0f} ms")
+    w = item_time / n_ck
+    print(f"  per checkpoint (serial): {w * 1000:.0f} ms; worker's model + probe build: {t_build * 1000:.0f} ms")
+    print(f"  on Ray: first result after {t_first:.1f} s (worker processes start, import torch, build the "
+          f"model), then {steady * 1000:.0f} ms per checkpoint → steady-state speed-up {w / steady:.2f}x")
     print(f"sweep, {len(seeds)} seeds × {args.sweep_steps} steps: local serial {t_sw_local:.1f} s, Ray {p} workers "
           f"{t_sw_ray:.1f} s → speed-up {t_sw_local / t_sw_ray:.2f}x (identical comparison)")
     print(f"per-task overhead on Ray: {overhead_ms:.2f} ms/item over local ({args.noop} no-op items: "
@@ -174,6 +182,14 @@ def main() -> None:
         f = min(max(f, 1e-6), 1.0)
         print(f"serial fraction, {name}: {f:.3f} → Amdahl at 16 workers {amdahl(f, 16):.1f}x, "
               f"at 64 workers {amdahl(f, 64):.1f}x")
+    t_serial = t_local - item_time
+    for n in (n_ck, 1000):
+        cells = []
+        for workers in (16, 64):
+            model = t_serial * n / n_ck + t_first + n * (w + overhead_ms / 1000) / workers
+            cells.append(f"{workers} workers {(t_serial * n / n_ck + n * w) / model:.1f}x")
+        print(f"projected with the measured start-up ({t_first:.1f} s) and per-task overhead, {n} checkpoints: "
+              + ", ".join(cells))
     print(f"1,000 checkpoints: timeline entry {entry_bytes / 1e3:.1f} kB → {entry_bytes * 1000 / 1e6:.1f} MB "
           f"of JSON on the driver; full-atlas entry {atlas_bytes / 1e3:.1f} kB → {atlas_bytes * 1000 / 1e6:.1f} MB "
           f"({t_atlas:.2f} s per checkpoint after a {t_atlas_load:.1f} s worker start); checkpoint "

@@ -198,6 +198,37 @@ def test_a_killed_driver_resumes_from_its_parts(tmp_path, base_run):
     assert dict(doc, run="") == dict(reference, run="")
 
 
+def test_a_driver_killed_with_sigkill_leaves_whole_parts_and_the_rerun_is_exact(tmp_path):
+    import time
+
+    src = tmp_path / "long"
+    train(src, declare(preset="induction-2l", seed=1, steps=30))  # 31 checkpoints: time to kill it midway
+    reference = analyze(copy_run(src, tmp_path / "ref"))
+    run = copy_run(src, tmp_path / "killed")
+    folder = run / ".glassbox-parts" / "timeline"
+    p = subprocess.Popen([sys.executable, "-m", "glassbox", "timeline", str(run), "--no-plot", "--json"],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, GLASSBOX_THREADS="1"))
+    deadline = time.monotonic() + 240
+    while len(list(folder.glob("step-*.json"))) < 3 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the timeline finished before it could be killed"
+    saved = sorted(folder.glob("step-*.json"))
+    assert 3 <= len(saved) < 31 and not (run / "timeline.json").exists()
+    for f in saved:  # every part on disk is whole: atomic writes
+        assert json.loads(f.read_text())["result"]["step"] == int(f.stem[5:])
+    seen: list[tuple[int, int | None]] = []
+    progress.listen(lambda d, done, total: seen.append((done, total)))
+    try:
+        doc = analyze(run)
+    finally:
+        progress.listen(None)
+    assert seen[0][1] == 31 - len(saved)  # only the missing ones were computed
+    assert dict(doc, run="") == dict(reference, run="")
+
+
 def test_a_saved_part_of_a_changed_checkpoint_is_not_reused(tmp_path, base_run):
     decl = read_declaration(base_run)
     items = [seam.Item("step-000000", (0, str(ck.checkpoint_path(base_run, 0))), "stamp-a")]

@@ -27,13 +27,17 @@ def listen(fn: Callable[[str, int, int | None], None] | None) -> None:
 
 @contextlib.contextmanager
 def silenced() -> Iterator[None]:
-    """No bars inside: work run under another bar (a fanned-out item) must not start a second live display."""
+    """No bars or listener reports inside: work run under another bar (a fanned-out item) must neither start a
+    second live display nor make the listener's progress jump between tasks."""
     global _quiet
     before, _quiet = _quiet, True
+    listener = getattr(_listeners, "fn", None)
+    _listeners.fn = None
     try:
         yield
     finally:
         _quiet = before
+        _listeners.fn = listener
 
 
 def enabled() -> bool:

@@ -32,6 +32,7 @@ from glassbox.errors import BadInput
 from glassbox.scale.seam import Backend, Item
 
 LOCAL_OBJECT_STORE = 256 << 20  # a private local instance: results are small JSON documents
+IN_FLIGHT = 2  # items queued per actor; actor tasks run in order, and a restarted actor gets both again
 
 
 class Worker:
@@ -80,7 +81,7 @@ def connect(address: str) -> bool:
 
 
 def stream(factory, args: tuple, pending: list[Item], backend: Backend) -> Iterator[tuple[Item, Any]]:
-    """Yield (item, result) as the cluster finishes them; every actor always has one item in flight."""
+    """Yield (item, result) as the cluster finishes them; every actor has IN_FLIGHT items queued."""
     import ray
 
     # Ray's own messages (a worker died, a task is retried) are printed on stdout; ours is for --json
@@ -101,8 +102,10 @@ def stream(factory, args: tuple, pending: list[Item], backend: Backend) -> Itera
                 item = queue.popleft()
                 inflight[actor.run.remote(item.args)] = (actor, item)
 
-            for actor in actors:
-                submit(actor)
+            for _ in range(IN_FLIGHT):  # the next item waits at the actor: no round trip between items
+                for actor in actors:
+                    if queue:
+                        submit(actor)
             while inflight:
                 done, _ = ray.wait(list(inflight), num_returns=1)
                 actor, item = inflight.pop(done[0])
