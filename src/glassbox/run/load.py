@@ -515,8 +515,9 @@ def _build_gguf_cache(path: Path, target: Path) -> None:
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     except Exception:
         tok = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    from glassbox import fileio
+
+    tmp = fileio.temp_dir_beside(target)  # `.<key>.<pid>.*`; a killed build's folder is swept by the next
     try:
         plain.save_pretrained(tmp)
         if tok is not None:
