@@ -219,3 +219,18 @@ def test_bundled_model_heads(smollm2):
             ours = _patterns("llama", smollm2.model, one, 0, ref.hidden_states[layer][0])
             assert (ours - ref.attentions[layer][0]).abs().max() < 1e-4, layer
             assert torch.equal(one.W_Q[0], from_model.W_Q[i])
+
+
+def test_heads_that_do_not_tile_are_bad_input(tmp_path):
+    """A config whose heads do not tile the stored tensors: BadInput naming the file, not wrong matrices."""
+    import json
+
+    from glassbox.errors import BadInput
+
+    folder = tmp_path / "m"
+    tiny_model("llama", hidden=64).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["num_attention_heads"] = 8  # 8 heads of head_dim 16 need 128 rows; q_proj has 64
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match="do not fit"):
+        weights.head(folder, 0, 0)

@@ -87,6 +87,7 @@ class _Source:
     by_layer: dict[int, list[tuple[str, str]]]  # layer → [(tensor name, level)]
     read: Any  # name → tensor
     entries: dict[str, Any] | None = None  # TensorEntry per name, for byte ranges (files only)
+    path: Any = None  # the file, for error messages
 
 
 def _source(src: Any) -> tuple[_Source, Any]:
@@ -114,7 +115,7 @@ def _from_checkpoint(ckpt: Any) -> _Source:
     if dims is None:
         raise BadInput("per-head weights need layers, heads and hidden size in the config", ckpt.path)
     shapes = {n: tuple(e.shape) for n, e in ckpt.tensors.items()}
-    return _Source(family, dims, shapes, _group(family, shapes), ckpt.tensor, dict(ckpt.tensors))
+    return _Source(family, dims, shapes, _group(family, shapes), ckpt.tensor, dict(ckpt.tensors), ckpt.path)
 
 
 def _from_model(model: Any) -> _Source:
@@ -175,11 +176,12 @@ def _layer(src: _Source, layer: int) -> dict[str, Any]:
 
 
 def _check(src: _Source, parts: dict[str, Any], layer: int) -> None:
+    """Every head found: a file whose tensor shapes do not tile into the config's heads is bad input."""
     d = src.dims
     for kind, count in (("q", d.n_heads), ("k", d.n_kv_heads), ("v", d.n_kv_heads), ("o", d.n_heads)):
         if len(parts[kind]) != count:
-            raise ValueError(f"layer {layer}: found {len(parts[kind])} {kind} heads of {count}; the tensor "
-                             "shapes do not fit the config's heads")
+            raise BadInput(f"layer {layer}: found {len(parts[kind])} {kind} heads of {count}; the tensor shapes "
+                           "do not fit the config's heads", src.path)
 
 
 def head(src: Any, layer: int, head: int) -> HeadWeights:
@@ -279,7 +281,7 @@ def _norms(src: _Source, module: str | None, layers: list[int], plus_one: bool) 
 
 def _detach_source(src: _Source) -> _Source:
     """Byte ranges need only names, shapes and entries: drop the reader (the file may be closed)."""
-    return _Source(src.family, src.dims, src.shapes, src.by_layer, None, src.entries)
+    return _Source(src.family, src.dims, src.shapes, src.by_layer, None, src.entries, src.path)
 
 
 def _head_bytes(src: _Source, layer: int, head: int) -> dict[str, list[dict[str, Any]]] | None:
