@@ -228,3 +228,66 @@ def test_cli_bad_path_fails_before_loading(tmp_path):
     r = _cli("patch", str(tmp_path / "missing"), "--path", "3.0:1.0.k")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "earlier layer" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The induction-2l preset (seed 0) and its timeline (no ablations: composition needs none)."""
+    from glassbox.timeline.analyze import analyze
+    from glassbox.train.loop import declare, train
+
+    run = tmp_path_factory.mktemp("circuits-run") / "s0"
+    train(run, declare(preset="induction-2l", seed=0))
+    return run, analyze(run, ablate=False)
+
+
+def test_trained_induction_heads_k_compose_with_the_previous_token_head(trained):
+    """At the last checkpoint each induction head's top K sender is the layer-0 previous-token head, and that
+    score rises across the induction phase change the timeline finds."""
+    run, doc = trained
+    last = doc["checkpoints"][-1]
+    scores = {(h["layer"], h["head"]): h["scores"] for h in last["heads"]}
+    prev = max((k for k in scores if k[0] == 0), key=lambda k: scores[k]["previous_token"])
+    inductors = [k for k in scores if k[0] == 1 and scores[k]["induction"] >= 0.4]
+    assert inductors, "the preset grew no induction head"
+    from glassbox.train import checkpoints as ck
+    from glassbox.train.model import build_model
+
+    decl = json.loads((run / "config.json").read_text())["glassbox_train"]
+    model = build_model(decl["model_config"], decl["attention_only"]).eval()
+    ck.load_weights(model, ck.list_checkpoints(run)[-1][1])
+    comp = compose.composition(weights.all_heads(model), dtype=torch.float64)
+    changes = [c for c in doc["phase_changes"] if c["role"] == "induction"]
+    assert changes
+    step = min(c["step"] for c in changes)
+    steps = [c["step"] for c in doc["checkpoints"]]
+    for lr, hr in inductors:
+        assert comp.top(lr, hr, kind="k", n=1)[0]["from"] == list(prev)
+        tracked = [i for i, p in enumerate(last["composition"])
+                   if p["kind"] == "k" and p["from"] == list(prev) and p["to"] == [lr, hr]]
+        assert tracked, "the timeline does not track the induction head's top K pair"
+        series = [c["composition"][tracked[0]]["score"] for c in doc["checkpoints"]]
+        before = [s for s, st in zip(series, steps, strict=True) if st < step]
+        after = [s for s, st in zip(series, steps, strict=True) if st > step]
+        assert max(after) > max(before) + 0.03  # rises across the phase change
+
+
+def test_timeline_png_has_the_composition_panel(trained, tmp_path):
+    from glassbox.timeline.plots import plot_runs
+    from glassbox.train.store import read_table
+
+    run, doc = trained
+    png = plot_runs([doc], [read_table(run, "metrics")], tmp_path / "t.png")
+    assert png.stat().st_size > 5000
+    assert all(len(c["composition"]) == len(doc["checkpoints"][-1]["composition"]) for c in doc["checkpoints"])
+
+
+@pytest.mark.slow
+def test_heads_why_on_smollm2(smollm2):
+    """The real model: GQA, RMSNorm, RoPE; the parts reproduce the logits and the pattern."""
+    ids = smollm2.tokenizer(" one two three four five six one two three four five six",
+                            add_special_tokens=False)["input_ids"]
+    ids = [smollm2.bos_id, *ids]
+    doc = why.decompose(smollm2, ids, 4, 0, keys=1)
+    assert doc["checks"]["pattern"] < 1e-4 and doc["checks"]["parts_sum"] <= why.TOLERANCE
+    assert len(doc["positions"][0]["parts"]) == 1 + 4 * (9 + 1)  # embed, 4 layers × (9 heads + mlp)

@@ -83,21 +83,28 @@ class Composition:
                 for v, k, ls, hs in rows[:n]]
 
 
-def _fold(aw: Any, dtype: Any = None) -> tuple[Any, Any, Any, Any]:
-    """W_Q, W_K, W_V as the receiver reads them (norms folded in), W_O as written (float64 by default)."""
+def _fold(aw: Any, dtype: Any = None, head: tuple[int, int] | None = None) -> tuple[Any, Any, Any, Any]:
+    """W_Q, W_K, W_V as the receiver reads them (norms folded in), W_O as written (float64 by default); all
+    heads [L, H, ...], or one head's matrices when `head` = (layer, head) is given."""
     import torch
 
     dtype = dtype or torch.float64
-    wq, wk, wv, wo = (t.to(dtype) for t in (aw.W_Q, aw.W_K, aw.W_V, aw.W_O))
-    if aw.norm_in is not None:  # x → diag(γ) x: scale the input columns
-        g = aw.norm_in.to(dtype)[:, None, None, :]
+    mats = (aw.W_Q, aw.W_K, aw.W_V, aw.W_O)
+    norm, qn, kn = aw.norm_in, aw.q_norm, aw.k_norm
+    if head is not None:
+        layer, h = head
+        mats = tuple(m[layer, h] for m in mats)
+        norm, qn, kn = (None if t is None else t[layer] for t in (norm, qn, kn))
+    wq, wk, wv, wo = (t.to(dtype) for t in mats)
+    if norm is not None:  # x → diag(γ) x: scale the input columns
+        g = norm.to(dtype)[:, None, None, :] if head is None else norm.to(dtype)[None, :]
         wq, wk, wv = wq * g, wk * g, wv * g
     if aw.family in LAYERNORM_FAMILIES:  # LayerNorm centres first: W (I − 11ᵀ/d) removes each row's mean
         wq, wk, wv = (w - w.mean(-1, keepdim=True) for w in (wq, wk, wv))
-    if aw.q_norm is not None:  # a per-head norm on q scales its rows (its 1/σ is per position)
-        wq = wq * aw.q_norm.to(dtype)[:, None, :, None]
-    if aw.k_norm is not None:
-        wk = wk * aw.k_norm.to(dtype)[:, None, :, None]
+    if qn is not None:  # a per-head norm on q scales its rows (its 1/σ is per position)
+        wq = wq * (qn.to(dtype)[:, None, :, None] if head is None else qn.to(dtype)[:, None])
+    if kn is not None:
+        wk = wk * (kn.to(dtype)[:, None, :, None] if head is None else kn.to(dtype)[:, None])
     return wq, wk, wv, wo
 
 
@@ -180,13 +187,13 @@ def dense_score(aw: Any, kind: str, sender: tuple[int, int], receiver: tuple[int
     """One score the naive way, forming the d_model² matrices (reference for tests and the benchmark)."""
     import torch
 
-    wq, wk, wv, wo = _fold(aw)
-    (ls, hs), (lr, hr) = sender, receiver
-    ov_s = wo[ls, hs] @ wv[ls, hs]
+    _, _, wv_s, wo_s = _fold(aw, head=sender)
+    wq, wk, wv, wo = _fold(aw, head=receiver)
+    ov_s = wo_s @ wv_s
     if kind == "k":
-        m = wq[lr, hr].T @ wk[lr, hr]
+        m = wq.T @ wk
     elif kind == "q":
-        m = (wq[lr, hr].T @ wk[lr, hr]).T
+        m = (wq.T @ wk).T
     else:
-        m = wo[lr, hr] @ wv[lr, hr]
+        m = wo @ wv
     return float(torch.linalg.norm(m @ ov_s) / (torch.linalg.norm(m) * torch.linalg.norm(ov_s)))
