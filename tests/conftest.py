@@ -30,3 +30,21 @@ def smollm2():
     from glassbox.run import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture
+def reuse_smollm2(smollm2, monkeypatch):
+    """CLI commands run in-process (glassbox.cli.main) get the session's SmolLM2 for "smollm2-135m" instead of
+    loading it again (seconds per call); every other spec loads as usual. Commands look up
+    glassbox.run.load_model when they run, so this reaches them all."""
+    import glassbox.run as run
+
+    load = run.load_model
+
+    def load_model(spec, *args, **kwargs):
+        if str(spec) == "smollm2-135m" and not args and not kwargs.get("allow_pickle"):
+            return smollm2
+        return load(spec, *args, **kwargs)
+
+    monkeypatch.setattr(run, "load_model", load_model)
+    return smollm2

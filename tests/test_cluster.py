@@ -93,7 +93,7 @@ def test_probe_roles_find_the_planted_heads(planted):
 
 
 @pytest.mark.slow
-def test_cluster_cli_on_smollm2(smollm2, capsys, tmp_path):
+def test_cluster_cli_on_smollm2(reuse_smollm2, capsys, tmp_path):
     from glassbox import corpora
 
     texts = tmp_path / "texts.txt"
@@ -104,7 +104,7 @@ def test_cluster_cli_on_smollm2(smollm2, capsys, tmp_path):
               "--json", "--png", str(png)])
     assert exc.value.code == 0
     doc = json.loads(capsys.readouterr().out)
-    assert 2 <= doc["k"] <= 12 and len(doc["heads"]) == smollm2.n_layers * smollm2.n_heads
+    assert 2 <= doc["k"] <= 12 and len(doc["heads"]) == reuse_smollm2.n_layers * reuse_smollm2.n_heads
     assert sum(c["size"] for c in doc["clusters"]) == len(doc["heads"])
     assert doc["silhouette_by_k"][str(doc["k"])] == max(doc["silhouette_by_k"].values())
     if "contingency" in doc:

@@ -65,14 +65,14 @@ def test_encoder_is_refused(tiny_folder, capsys):
 
 
 @pytest.mark.slow
-def test_lens_json_contract_on_smollm2(smollm2, capsys, tmp_path):
+def test_lens_json_contract_on_smollm2(reuse_smollm2, capsys, tmp_path):
     png = tmp_path / "lens.png"
     main_args = ["lens", "smollm2-135m", "--text", "The Eiffel Tower is in the city of", "--json", "--png", str(png)]
     with pytest.raises(SystemExit) as exc:
         main(main_args)
     assert exc.value.code == 0
     doc = json.loads(capsys.readouterr().out)
-    n = smollm2.n_layers
+    n = reuse_smollm2.n_layers
     assert [entry["layer"] for entry in doc["layers"]] == list(range(n + 1))
     seq = len(doc["tokens"])
     assert "".join(doc["tokens"]) == "The Eiffel Tower is in the city of"

@@ -59,7 +59,7 @@ def test_bad_lens_file_is_refused(tiny_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_lens_train_and_tuned_cli_on_smollm2(smollm2, capsys, tmp_path):
+def test_lens_train_and_tuned_cli_on_smollm2(reuse_smollm2, capsys, tmp_path):
     from glassbox import corpora
 
     out = tmp_path / "lens.safetensors"
@@ -70,7 +70,7 @@ def test_lens_train_and_tuned_cli_on_smollm2(smollm2, capsys, tmp_path):
               "--tokens", "1024", "--steps", "2", "--json"])
     assert exc.value.code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["layers"] == smollm2.n_layers and out.is_file()
+    assert report["layers"] == reuse_smollm2.n_layers and out.is_file()
     prompt = "In the beginning God created the heaven and the earth. And the earth was without form"
     docs = {}
     for name, extra in (("logit", []), ("tuned", ["--tuned", str(out)])):
@@ -79,13 +79,13 @@ def test_lens_train_and_tuned_cli_on_smollm2(smollm2, capsys, tmp_path):
         assert exc.value.code == 0
         docs[name] = json.loads(capsys.readouterr().out)
     assert docs["tuned"]["tokens"] == docs["logit"]["tokens"]
-    assert [e["layer"] for e in docs["tuned"]["layers"]] == list(range(smollm2.n_layers + 1))
+    assert [e["layer"] for e in docs["tuned"]["layers"]] == list(range(reuse_smollm2.n_layers + 1))
 
     def mean_kl(doc, layer):
         kl = doc["layers"][layer]["kl_to_final"][1:]  # position 0 is the sink; the lens is not trained on it
         return sum(kl) / len(kl)
 
-    middle = range(1, smollm2.n_layers - 1)
+    middle = range(1, reuse_smollm2.n_layers - 1)
     assert sum(mean_kl(docs["tuned"], i) for i in middle) < sum(mean_kl(docs["logit"], i) for i in middle)
     with pytest.raises(SystemExit) as exc:
         main(["lens", "train", "smollm2-135m", "--corpus", str(tmp_path / "nope.txt"), "--out", str(out)])

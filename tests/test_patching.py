@@ -80,7 +80,7 @@ def test_patch_cli_json_and_errors(planted, capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_ioi_patching_on_smollm2(smollm2, capsys, tmp_path):
+def test_ioi_patching_on_smollm2(reuse_smollm2, capsys, tmp_path):
     png = tmp_path / "ioi.png"
     with pytest.raises(SystemExit) as exc:
         main(["patch", "smollm2-135m", "--clean", "When Mary and John went to the store, John gave a drink to",
@@ -89,7 +89,7 @@ def test_ioi_patching_on_smollm2(smollm2, capsys, tmp_path):
     assert exc.value.code == 0
     doc = json.loads(capsys.readouterr().out)
     effect = torch.tensor(doc["effect"])
-    assert effect.shape == (smollm2.n_layers, smollm2.n_heads)
+    assert effect.shape == (reuse_smollm2.n_layers, reuse_smollm2.n_heads)
     assert doc["clean"] > 0 > doc["corrupt"]  # the model prefers the indirect object
     # non-trivial: a few heads carry much of the effect, most carry little
     assert effect.abs().max() > 0.2
