@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--lookup-only", action="store_true", help="Only the lookup scaling (no LM), as is and loaded.")
     ap.add_argument("--latency-runs", type=int, default=5)
     ap.add_argument("--gen-tokens", type=int, default=24, help="Tokens per generation in the latency runs.")
-    ap.add_argument("--dev-fraction", type=float, default=0.25, help="Share of the held-out tokens the gate is fitted on.")
+    ap.add_argument("--dev-fraction", type=float, default=0.5, help="Share of the held-out tokens the gate is fitted on.")
     ap.add_argument("--latency-first-only", action="store_true", help="Full latency runs on the first pair only "
                     "(the others: one 2-token run; the LM's cost is the same on every pair).")
     args = ap.parse_args()

@@ -53,7 +53,7 @@ class EvalOptions:
     gen_tokens: int = 24
     window: int = 512
     stride: int = 256
-    dev_fraction: float = 0.25
+    dev_fraction: float = 0.5  # the gate needs data: half the held-out tokens fit it, half test it
     mu: float = 0.1
     lams: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
     betas: tuple[float, ...] = (0.0, 0.3, 1.0)

@@ -8,10 +8,11 @@ Features φ of the context only (never of the token being scored, so p stays a d
     concentration  share of its most frequent continuation
     sparse         1 if a single continuation was ever seen after it (infini-gram's "sparse" estimate)
     lm_maxp        the LM's own top probability (kNN-LM: trust the LM where it is sure)
-Fitting (on the eval's dev part): maximize Σ log p(true) − ridge·|w|² (concave in λ per position, L-BFGS).
-Never worse than the LM by construction on data it was not fitted on: the fit is cross-fitted on K
-contiguous blocks of the dev part, and the gate is shipped only if a block-bootstrap 95% interval of the
-out-of-fold gain in log-likelihood lies above 0; otherwise λ ≡ 0 and the mixture *is* the LM.
+Fitting (on the eval's dev part): maximize Σ log p(true) − ridge·n·|w|² (L-BFGS). Two nested candidates, a
+constant λ where the tables saw something (w = 0) and the full gate, are cross-fitted on K contiguous blocks
+of the dev part; the one with the larger out-of-fold gain is kept. Never worse than the LM by construction
+on data it was not fitted on: it is shipped only if a block-bootstrap 95% interval of its out-of-fold gain
+in log-likelihood lies above 0; otherwise λ ≡ 0 and the mixture *is* the LM.
 """
 
 from __future__ import annotations
@@ -88,10 +89,30 @@ def _fit(p_lm: np.ndarray, p_t: np.ndarray, x: np.ndarray, ridge: float) -> tupl
     return res.x[:-1], float(res.x[-1])
 
 
-def fit(p_lm: np.ndarray, p_t: np.ndarray, phi: list[np.ndarray | None], folds: int = 5, ridge: float = 1.0,
+def _oof(p_lm: np.ndarray, p_t: np.ndarray, x: np.ndarray, pos: np.ndarray, n: int, folds: int,
+         ridge: float) -> np.ndarray:
+    """Out-of-fold gain in log-likelihood over the LM per position (0 where λ = 0), K contiguous blocks."""
+    gain = np.zeros(n)
+    edges = np.linspace(0, n, folds + 1).astype(int)
+    for f in range(folds):
+        test = (pos >= edges[f]) & (pos < edges[f + 1])
+        if not test.any() or test.all():
+            continue
+        w, b = _fit(p_lm[~test], p_t[~test], x[~test], ridge * (~test).sum())
+        lam = 1.0 / (1.0 + np.exp(-np.clip(b + x[test] @ w, -60, 60)))
+        gain[pos[test]] = np.log((1 - lam) * p_lm[test] + lam * p_t[test]) - np.log(p_lm[test])
+    return gain
+
+
+def fit(p_lm: np.ndarray, p_t: np.ndarray, phi: list[np.ndarray | None], folds: int = 5, ridge: float = 0.001,
         block: int = 64, boot: int = 2000, seed: int = 0) -> Gate:
     """Fit the gate on dev positions (true-token probabilities under each model, φ per position) and decide
-    whether to ship it (see the module docstring). Positions whose φ is None keep λ = 0."""
+    whether to ship it (see the module docstring). Positions whose φ is None keep λ = 0.
+
+    Two nested candidates are cross-fitted: a constant λ wherever the tables saw something (w = 0) and the
+    full gate (ridge·n·|w|²: a weight of 1 costs `ridge` nats a token: sharp gates only where the data pay for them, else near the
+    constant). The one with the larger out-of-fold gain is kept, and shipped only if the block-bootstrap 95%
+    interval of that gain lies above 0."""
     keep = np.array([f is not None for f in phi])
     n = len(phi)
     if keep.sum() < 20:
@@ -99,26 +120,23 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, phi: list[np.ndarray | None], folds: 
     x = np.stack([f for f in phi if f is not None])
     pl, pt = np.asarray(p_lm, np.float64)[keep], np.asarray(p_t, np.float64)[keep]
     pos = np.flatnonzero(keep)
-    gain = np.zeros(n)  # out-of-fold gain per dev position (0 where λ = 0)
-    edges = np.linspace(0, n, folds + 1).astype(int)
-    for f in range(folds):
-        test = (pos >= edges[f]) & (pos < edges[f + 1])
-        if not test.any() or test.all():
-            continue
-        w, b = _fit(pl[~test], pt[~test], x[~test], ridge)
-        lam = 1.0 / (1.0 + np.exp(-np.clip(b + x[test] @ w, -60, 60)))
-        gain[pos[test]] = np.log((1 - lam) * pl[test] + lam * pt[test]) - np.log(pl[test])
+    x0 = np.zeros_like(x)  # the constant-λ candidate: features that never move λ
+    gains = {"constant": _oof(pl, pt, x0, pos, n, folds, ridge), "gate": _oof(pl, pt, x, pos, n, folds, ridge)}
+    kind = max(gains, key=lambda k: gains[k].mean())
+    gain = gains[kind]
     rng = np.random.default_rng(seed)
     block = max(1, min(block, n // 10))  # at least ~10 blocks to resample
     nb = max(1, n // block)
-    sums = np.add.reduceat(gain[: nb * block], np.arange(0, nb * block, block)) if nb * block else np.zeros(1)
+    sums = np.add.reduceat(gain[: nb * block], np.arange(0, nb * block, block))
     draws = rng.integers(0, nb, (boot, nb))
-    totals = sums[draws].sum(axis=1) / max(1, nb * block)
+    totals = sums[draws].sum(axis=1) / (nb * block)
     lo, hi = (float(q) for q in np.percentile(totals, [2.5, 97.5]))
-    w, b = _fit(pl, pt, x, ridge)
-    report = {"dev_positions": n, "seen_positions": int(keep.sum()), "folds": folds, "ridge": ridge,
-              "oof_gain_nats_per_token": float(gain.mean()), "oof_gain_ci95": [lo, hi], "bootstrap_block": block}
+    w, b = _fit(pl, pt, x0 if kind == "constant" else x, ridge * len(pl))
+    report = {"dev_positions": n, "seen_positions": int(keep.sum()), "folds": folds, "ridge_per_token": ridge,
+              "kind": kind, "oof_gain_nats_per_token": float(gain.mean()), "oof_gain_ci95": [lo, hi],
+              "oof_gain_by_kind": {k: float(v.mean()) for k, v in gains.items()}, "bootstrap_block": block}
     shipped = lo > 0
-    report["reason"] = ("out-of-fold gain above 0 at 95%" if shipped else
+    report["reason"] = (f"{kind}: out-of-fold gain above 0 at 95%" if shipped else
                         "out-of-fold gain not above 0 at 95%: λ ≡ 0, the mixture is the LM")
-    return Gate(w=[float(v) for v in w], b=b, shipped=shipped, report=report)
+    return Gate(w=[0.0] * len(w) if kind == "constant" else [float(v) for v in w], b=b, shipped=shipped,
+                report=report)
