@@ -73,29 +73,38 @@ def test_lens_train(model, tmp_path, capsys):
     assert temporaries(out) == [] and out.read_bytes() != before
 
 
-def test_overlay_build_and_consolidate(model, tmp_path, capsys):
+def overlay_index(model: Path, tmp_path: Path, capsys) -> tuple[Path, Path]:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat. the dog sat on the log. the cat ate the fish. " * 30)
-    idx, store = tmp_path / "idx", tmp_path / "store.sqlite"
+    idx = tmp_path / "idx"
     cli(capsys, "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model)
+    return idx, corpus
+
+
+def test_overlay_build(model, tmp_path, capsys):
+    idx, corpus = overlay_index(model, tmp_path, capsys)
     meta = (idx / "meta.json").read_text()
-    # build: killed after the new index folder is complete, before it replaces the old one
     corpus.write_text("a different corpus. " * 50)
+    # killed after the new index folder is complete, before it replaces the old one
     killed("overlay-build:swap", "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model,
            cwd=tmp_path)
     assert (idx / "meta.json").read_text() == meta and len(temporaries(idx)) == 1
     assert temporaries(idx)[0].is_dir()
-    # consolidate: fold one trace's answer, then kill the folding of a second before its file lands
+    cli(capsys, "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model)
+    assert temporaries(idx) == [] and (idx / "meta.json").read_text() != meta
+
+
+def test_overlay_consolidate(model, tmp_path, capsys):
+    idx, _ = overlay_index(model, tmp_path, capsys)
+    store = tmp_path / "store.sqlite"
     traces = [json.loads(cli(capsys, "overlay", "generate", idx, "--prompt", p, "--no-lm", "--max-tokens", "3",
                              "--store", store, "--json"))["id"] for p in ("the cat", "the dog")]
     cli(capsys, "overlay", "consolidate", idx, "--answers", traces[0], "--store", store)
     answers = idx / "answers.npz"
     before = answers.read_bytes()
+    # killed after the second answer's new answers.npz is complete, before it replaces the first
     killed("rename:answers.npz", "overlay", "consolidate", idx, "--answers", traces[1], "--store", store,
            cwd=tmp_path)
     assert answers.read_bytes() == before and len(temporaries(answers)) == 1
     cli(capsys, "overlay", "consolidate", idx, "--forget", traces[0], "--store", store)
-    assert temporaries(answers) == []
-    # the next build sweeps the dead build's folder and lands
-    cli(capsys, "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model)
-    assert temporaries(idx) == [] and (idx / "meta.json").read_text() != meta
+    assert temporaries(answers) == [] and answers.read_bytes() != before
