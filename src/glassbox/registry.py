@@ -46,13 +46,15 @@ class Layout:
 
 @dataclass(frozen=True)
 class GGUFArch:
-    """One GGUF `general.architecture` this family reads: its HF model_type and class, and whether llama.cpp
-    permuted the Q/K rows inside each head for its rope kernel (llama and mistral files: yes)."""
+    """One GGUF `general.architecture` this family reads: its HF model_type and class, whether llama.cpp
+    permuted the Q/K rows inside each head for its rope kernel (llama and mistral files: yes), and whether
+    `<arch>.rope.dimension_count` gives head_dim when `attention.key_length` is absent (llama, mistral)."""
 
     name: str
     model_type: str
     hf_class: str
     permuted_qk: bool = False
+    rope_dims_are_head_dim: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,8 @@ LLAMA = Family(
     rules=_llama_rules(r"(?:model\.)?"), layout=_LLAMA_LAYOUT, rotary=True,
     attn_input_norm="input_layernorm", final_norm="norm", mlp_down="mlp.down_proj",
     gguf=GGUFNames({**_GGUF_LAYER, "ffn_norm": "post_attention_layernorm"}, (
-        GGUFArch("llama", "llama", "LlamaForCausalLM", permuted_qk=True),
-        GGUFArch("mistral", "mistral", "MistralForCausalLM", permuted_qk=True),
+        GGUFArch("llama", "llama", "LlamaForCausalLM", permuted_qk=True, rope_dims_are_head_dim=True),
+        GGUFArch("mistral", "mistral", "MistralForCausalLM", permuted_qk=True, rope_dims_are_head_dim=True),
         GGUFArch("qwen2", "qwen2", "Qwen2ForCausalLM"))),
 )
 

@@ -403,7 +403,7 @@ def _config(arch: str, values: dict[str, Any], entries: dict[str, TensorEntry]) 
     heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
     if "head_dim" not in config:
         rope_dims = values.get(f"{arch}.rope.dimension_count")
-        if isinstance(rope_dims, int) and arch in ("llama", "mistral"):
+        if isinstance(rope_dims, int) and garch is not None and garch.rope_dims_are_head_dim:
             config["head_dim"] = rope_dims
         elif heads and hidden:
             config["head_dim"] = hidden // heads
