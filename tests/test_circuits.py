@@ -232,12 +232,13 @@ def test_cli_bad_path_fails_before_loading(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The induction-2l preset (seed 0) and its timeline (no ablations: composition needs none)."""
+    """The induction-2l preset (seed 0; 200 of its 350 steps: the phase change is at ~steps 60-105) and its
+    timeline (no ablations: composition needs none)."""
     from glassbox.timeline.analyze import analyze
     from glassbox.train.loop import declare, train
 
     run = tmp_path_factory.mktemp("circuits-run") / "s0"
-    train(run, declare(preset="induction-2l", seed=0))
+    train(run, declare(preset="induction-2l", seed=0, steps=200))
     return run, analyze(run, ablate=False)
 
 
