@@ -45,7 +45,7 @@ ARCHITECTURES: dict[str, str] = registry.MODEL_TYPES
 # encoder families and their model_types (both get asked)
 ENCODERS = {n for f in registry.FAMILIES.values() if not f.causal for n in (f.name, *f.model_types)}
 _HASH_SPAN = 4 << 20
-_DEFAULT_THREADS: int | None = None  # torch's own count, remembered before we ever change it
+_DEFAULT_THREADS: int | None = None  # torch's count when first asked (its default, or the host program's choice)
 SMALL_MODEL = 10_000_000  # parameters; below this one thread (see set_threads)
 
 
