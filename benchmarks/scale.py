@@ -62,6 +62,18 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def ray_timed(fn):
+    """(result, total s, s until the first item is done, wall s per item after it): the seam's bar reports
+    every finished item to the progress listener."""
+    stamps: list[float] = []
+    progress.listen(lambda description, done, total: stamps.append(time.perf_counter()))
+    try:
+        out, total = timed(fn)
+    finally:
+        progress.listen(None)
+    return out, total, stamps[1] - stamps[0], (stamps[-1] - stamps[1]) / (len(stamps) - 2)
+
+
 def amdahl(f: float, p: int) -> float:
     return 1.0 / (f + (1.0 - f) / p)
 
@@ -119,25 +131,22 @@ def main() -> None:
                                            include_dashboard=False, log_to_driver=False))
         backend = seam.backend("auto", args.workers)
         ray_run = shutil.copytree(base, root / "ray")
-        stamps: list[float] = []
-        progress.listen(lambda description, done, total: stamps.append(time.perf_counter()))
-        ray_doc, t_ray = timed(lambda: A.analyze(ray_run, backend=backend))
-        progress.listen(None)
-        t_first = stamps[1] - stamps[0]  # actors started (torch imported, model built) and one item done
-        steady = (stamps[-1] - stamps[1]) / (n_ck - 1)  # then: wall time per checkpoint, all workers busy
+        ray_doc, t_ray, t_first, steady = ray_timed(lambda: A.analyze(ray_run, backend=backend))
         same = ((ray_run / "timeline.json").read_text().replace(str(ray_run), "RUN")
                 == (local_run / "timeline.json").read_text().replace(str(local_run), "RUN"))
         if not same:
             raise SystemExit("timeline on Ray differs from the local one")
         s2 = t_local / t_ray
+        w = item_time / n_ck
         p = args.workers
         karp_flatt = (1 / s2 - 1 / p) / (1 - 1 / p)
 
         # 3. per-task overhead
         items = [seam.Item(f"n{i}", (i,)) for i in range(args.noop)]
         _, t_noop_local = timed(lambda: seam.run_items(Noop, (), items))
-        _, t_noop_ray = timed(lambda: seam.run_items(Noop, (), items, backend))
-        overhead_ms = (t_noop_ray - t_noop_local) / args.noop * 1000
+        _, t_noop_ray, t_noop_start, noop_steady = ray_timed(lambda: seam.run_items(Noop, (), items, backend))
+        # a worker spends `workers × wall per item` on each item it handles
+        overhead_ms = (noop_steady * args.workers - t_noop_local / args.noop) * 1000
 
         peak = seam.run_items(PeakMemory, (decl,), [seam.Item("m", (0, str(ck.checkpoint_path(base, 0))))],
                               backend)[0]["peak_rss_mb"]
@@ -167,19 +176,24 @@ def main() -> None:
     print(f"Ray start (local instance, {p} CPUs): {t_init:.1f} s (once per session/cluster, not counted below)")
     print(f"timeline, {n_ck} checkpoints: local serial {t_local:.2f} s, Ray {p} workers {t_ray:.2f} s "
           f"→ speed-up {s2:.2f}x (identical timeline.json)")
-    w = item_time / n_ck
     print(f"  per checkpoint (serial): {w * 1000:.0f} ms; worker's model + probe build: {t_build * 1000:.0f} ms")
     print(f"  on Ray: first result after {t_first:.1f} s (worker processes start, import torch, build the "
           f"model), then {steady * 1000:.0f} ms per checkpoint → steady-state speed-up {w / steady:.2f}x")
     print(f"sweep, {len(seeds)} seeds × {args.sweep_steps} steps: local serial {t_sw_local:.1f} s, Ray {p} workers "
           f"{t_sw_ray:.1f} s → speed-up {t_sw_local / t_sw_ray:.2f}x (identical comparison)")
-    print(f"per-task overhead on Ray: {overhead_ms:.2f} ms/item over local ({args.noop} no-op items: "
-          f"{t_noop_ray:.2f} s vs {t_noop_local:.3f} s) = {overhead_ms / (item_time / n_ck * 1000):.2f}x "
-          f"a timeline checkpoint's work")
+    print(f"per-task overhead on Ray: {overhead_ms:.1f} ms of a worker's time per item over local ({args.noop} "
+          f"no-op items: {t_noop_ray:.2f} s in all, of which {t_noop_start:.1f} s until the first result (worker "
+          f"start), then {noop_steady * 1000:.1f} ms wall per item; locally {t_noop_local * 1000 / args.noop:.3f} "
+          f"ms) = {overhead_ms / (item_time / n_ck * 1000):.2f}x a timeline checkpoint's work")
     print(f"memory per task: a Ray timeline worker peaks at {peak:.0f} MB resident (torch + model + one probe)")
+    s_steady = w / steady
+    karp_flatt_steady = (1 / s_steady - 1 / p) / (1 - 1 / p)
     for name, f in (("direct (driver-only share of the serial timeline)", serial_direct),
-                    (f"Karp-Flatt from the {p}-worker speed-up", karp_flatt)):
-        f = min(max(f, 1e-6), 1.0)
+                    (f"Karp-Flatt from the {p}-worker steady-state speed-up {s_steady:.2f}x", karp_flatt_steady),
+                    (f"Karp-Flatt from the {p}-worker end-to-end speed-up {s2:.2f}x", karp_flatt)):
+        if not 0 < f <= 1:
+            print(f"serial fraction, {name}: {f:.3f} (outside (0, 1]: no Amdahl projection)")
+            continue
         print(f"serial fraction, {name}: {f:.3f} → Amdahl at 16 workers {amdahl(f, 16):.1f}x, "
               f"at 64 workers {amdahl(f, 64):.1f}x")
     t_serial = t_local - item_time

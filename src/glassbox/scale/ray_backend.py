@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,7 +75,9 @@ def connect(address: str) -> bool:
         ray.init(object_store_memory=LOCAL_OBJECT_STORE, **common)
         return True
     try:
-        ray.init(address=address, runtime_env=shipped, log_to_driver=False)
+        with warnings.catch_warnings():  # the client warns before it raises: the error line says it all
+            warnings.simplefilter("ignore")
+            ray.init(address=address, runtime_env=shipped, log_to_driver=False)
     except Exception as exc:  # the client raises several kinds for an unreachable or refusing server
         raise BadInput(f"--ray {address}: cannot connect: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     return True
