@@ -86,7 +86,13 @@ class CheckpointProber:
 
         self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
         set_threads(self.model)
-        self.probe = probe_batch(self.model.config.vocab_size, decl["train"]["seq_len"])
+        if decl["data"].get("kind") == "tokens":  # real text: held-out real spans repeated, in distribution
+            from glassbox.train.data import make_data
+
+            tr = decl["train"]
+            self.probe = make_data(decl["data"], self.model.config.vocab_size, tr["seq_len"], 1, 0).probe()
+        else:
+            self.probe = probe_batch(self.model.config.vocab_size, decl["train"]["seq_len"])
         self.role_masks = masks.masks(self.probe, ROLES)  # built once, scored on every checkpoint
         self.outs = _head_out_modules(self.model, decl["architecture"], decl["model_config"]) if ablate else {}
 

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         out: Path = typer.Option(..., "--out", help="Run directory to create (or to continue with --resume)."),
-        preset: str | None = typer.Option(None, "--preset", help="Named preset: induction-2l (the synthetic task), text-2l (byte-level KJV)."),
+        preset: str | None = typer.Option(None, "--preset", help="Named preset: induction-2l (the synthetic task), text-2l (byte-level KJV), text-induction (KJV in SmolLM2 tokens, quoted repeats)."),
         config: Path | None = typer.Option(None, "--config", help="A transformers config JSON (with model_type)."),
         corpus: str | None = typer.Option(None, "--corpus", help="A text file or folder, or kjv[:A-B] / pydoc[:A-B] "
                                            "(byte-level tokens)."),

@@ -49,7 +49,9 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
         from glassbox import corpora
 
         spec = corpora.parse_spec(corpus)  # a bad spec fails here, before any model is built
-        data = {"kind": "text", "path": spec.text if spec.named else str(Path(corpus).resolve())}
+        path = spec.text if spec.named else str(Path(corpus).resolve())
+        # a token-data preset keeps its tokenizer and repeats on another corpus
+        data = dict(data, path=path) if data.get("kind") == "tokens" else {"kind": "text", "path": path}
     elif not data:
         raise BadInput("--config needs --corpus (a text file or folder, or kjv / pydoc[:A-B]); the synthetic task "
                        "comes with --preset")
@@ -135,6 +137,8 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     else:
         write_json(out / "config.json", dict(hf_config, glassbox_train=decl, init=init_record))
         write_json(out / "checkpoints" / "config.json", hf_config)
+        if hasattr(data, "vocab_map"):  # token data: how class ids turn back into text (writes --examples, report)
+            write_json(out / "vocab.json", data.vocab_map())
         with torch.no_grad():  # the untrained model's loss on the first batch, so step 0 has a loss too
             first = data.batch(1).tokens
             loss0 = torch.nn.functional.cross_entropy(model(first).logits[:, :-1].flatten(0, 1).float(),

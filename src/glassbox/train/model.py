@@ -37,6 +37,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"kind": "text", "path": "kjv"},
         "train": {"steps": 3000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "grad_clip": 1.0},
     },
+    # real text with quoted repeats: KJV in SmolLM2 tokens remapped to 1,023 frequent ids + a rare class; half the
+    # rows carry one real span repeated right after itself (natural repeats are too rare for induction to pay
+    # within a CPU budget). The recipe search is in docs/notes/issue-15.md.
+    "text-induction": {
+        "config": {
+            "model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 1024, "n_positions": 64,
+            "n_inner": 4, "tie_word_embeddings": False, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+            "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
+        },
+        "attention_only": True,
+        "init": "wide",
+        "data": {"kind": "tokens", "path": "kjv", "tokenizer": "smollm2-135m", "repeat_rate": 0.5, "heldout": 0.1},
+        "train": {"steps": 5000, "batch_size": 32, "seq_len": 64, "lr": 3e-3, "grad_clip": 1.0},
+    },
 }
 
 # name -> what it does, for --help and for config.json
