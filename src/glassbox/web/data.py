@@ -345,3 +345,69 @@ def patch_doc(loaded: Any, clean: str, corrupt: str, metric: str, over: str) -> 
     if over != "heads":
         result.cols = [f"{i}:{t}" for i, t in enumerate(result.tokens)]
     return result.to_json()
+
+
+OVERLAY_MAX_TOKENS = 64
+
+
+def overlay_generate(index: Path, prompt: str, max_tokens: int, mode: str) -> dict[str, Any]:
+    """`glassbox overlay generate INDEX --prompt P` (table mode: no LM; mixture/select: SmolLM2 selects);
+    the trace goes to the overlay store ($GLASSBOX_HOME/overlay/store.sqlite), as on the command line."""
+    from glassbox.errors import BadInput
+    from glassbox.overlay.generate import GenerateConfig
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import run
+
+    if mode not in ("table", "mixture", "select"):
+        raise BadInput("mode must be table, mixture or select")
+    if not 1 <= max_tokens <= OVERLAY_MAX_TOKENS:
+        raise BadInput(f"max_tokens must be in 1..{OVERLAY_MAX_TOKENS}")
+    cfg = GenerateConfig(mode=mode, max_tokens=max_tokens)
+    cfg.check()
+    st = Store(None)
+    try:
+        with model_lock:
+            return run(index, prompt, cfg, None if mode == "table" else bundled.DEFAULT_MODEL, st)
+    finally:
+        st.close()
+
+
+def overlay_trace(trace_id: str) -> dict[str, Any]:
+    from glassbox.overlay.store import Store
+
+    st = Store(None)
+    try:
+        return st.trace(trace_id)
+    finally:
+        st.close()
+
+
+def overlay_feedback(trace_id: str, step: int, text: str, prefer: bool) -> dict[str, Any]:
+    """`glassbox overlay feedback TRACE --step N --prefer|--reject TEXT`."""
+    from glassbox.errors import BadInput
+    from glassbox.overlay import lm
+    from glassbox.overlay.feedback import record
+    from glassbox.overlay.store import Store
+
+    st = Store(None)
+    try:
+        trace = st.trace(trace_id)
+        if not 0 <= step < len(trace["steps"]):
+            raise BadInput(f"trace {trace_id} has steps 0..{len(trace['steps']) - 1}")
+        folder = Path(trace["index"]) / "tokenizer"
+        tok = lm.load_tokenizer(folder if folder.exists() else (trace["model"] or bundled.DEFAULT_MODEL))
+        return record(st, trace, step, text, prefer, tok)
+    finally:
+        st.close()
+
+
+def overlay_replay(trace_id: str) -> dict[str, Any]:
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import replay
+
+    st = Store(None)
+    try:
+        with model_lock:
+            return replay(st.trace(trace_id), st)
+    finally:
+        st.close()

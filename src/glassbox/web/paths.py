@@ -66,3 +66,8 @@ def resolve(root: Path, raw: str) -> tuple[str, Path]:
 def is_run(path: Path) -> bool:
     """A training run written by `glassbox train`: a folder with checkpoints/ and metrics."""
     return path.is_dir() and (path / "checkpoints").is_dir() and (path / "metrics.parquet").exists()
+
+
+def is_index(path: Path) -> bool:
+    """An overlay index written by `glassbox overlay build` (its meta.json, no model config)."""
+    return path.is_dir() and (path / "meta.json").is_file() and not (path / "config.json").exists()

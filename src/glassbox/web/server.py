@@ -24,7 +24,7 @@ from glassbox import bundled
 from glassbox.errors import BadInput
 from glassbox.web import data
 from glassbox.web.jobs import Jobs
-from glassbox.web.paths import Refused, is_run, resolve
+from glassbox.web.paths import Refused, is_index, is_run, resolve
 
 MAX_BODY = 64 * 1024  # bytes; a 1,000-token text is ~5 KB
 STATIC = ("app.js", "app.css")
@@ -121,6 +121,20 @@ class PatchRequest(BaseModel):
     over: str = Field("heads", pattern="^(heads|resid|mlp)$")
 
 
+class GenerateRequest(BaseModel):
+    src: str = Field(..., max_length=1024, description="an overlay index folder under the root")
+    prompt: str = Field(..., max_length=2_000)
+    max_tokens: int = Field(20, ge=1, le=64)
+    mode: str = Field("table", pattern="^(table|mixture|select)$", description="table: no LM; else SmolLM2 selects")
+
+
+class FeedbackRequest(BaseModel):
+    trace: str = Field(..., max_length=64, pattern="^[A-Za-z0-9_-]+$")
+    step: int = Field(..., ge=0, le=10_000)
+    text: str = Field(..., max_length=200, description="the token text to prefer or reject at that step")
+    prefer: bool = True
+
+
 def create_app(root: str | Path = ".", sources: list[str] | None = None, loopback_only: bool = True) -> Any:
     """The ASGI app. `sources`: what the page lists first (default: the bundled default model if installed)."""
     root = Path(root).resolve()
@@ -167,7 +181,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         for spec in sources if sources is not None else [bundled.DEFAULT_MODEL]:
             try:
                 sid, path = resolve(root, spec)
-                given.append({"src": sid, "kind": "run" if is_run(path) else "model"})
+                given.append({"src": sid, "kind": "run" if is_run(path) else "index" if is_index(path) else "model"})
             except Refused as exc:
                 given.append({"src": spec, "kind": "missing", "error": str(exc)})
         return {"root": str(root), "sources": given, "bundled": installed_bundled()}
@@ -265,6 +279,25 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             return JSONResponse({"job": pending}, status_code=202)
         return await run_in_threadpool(data.patch_doc, data.load(path, sid), req.clean, req.corrupt, req.metric,
                                        req.over)
+
+    @app.post("/api/overlay/generate", summary="Generate with an overlay index; every step traced in the store")
+    async def overlay_generate(req: GenerateRequest) -> Any:
+        sid, path = src_of(req.src)
+        if not is_index(path):
+            raise HTTPException(400, "not an overlay index (no meta.json)")
+        return await run_in_threadpool(data.overlay_generate, path, req.prompt, req.max_tokens, req.mode)
+
+    @app.get("/api/overlay/trace", summary="A stored trace: every step's candidates and score terms")
+    async def overlay_trace(id: str = Query(..., max_length=64, pattern="^[A-Za-z0-9_-]+$")) -> Any:
+        return await run_in_threadpool(data.overlay_trace, id)
+
+    @app.post("/api/overlay/feedback", summary="Prefer or reject a token at a traced step (later generations use it)")
+    async def overlay_feedback(req: FeedbackRequest) -> Any:
+        return await run_in_threadpool(data.overlay_feedback, req.trace, req.step, req.text, req.prefer)
+
+    @app.post("/api/overlay/replay", summary="Regenerate a trace from its own record: identical or not")
+    async def overlay_replay(id: str = Query(..., max_length=64, pattern="^[A-Za-z0-9_-]+$")) -> Any:
+        return await run_in_threadpool(data.overlay_replay, id)
 
     @app.get("/api/timeline", summary="A training run's timeline, write shares and loss",
              responses={202: {"description": "being computed"}})

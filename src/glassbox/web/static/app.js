@@ -184,7 +184,7 @@
   }
   function fail(err) { status(''); mainEl.replaceChildren(h('div', { class: 'error', role: 'alert' }, 'error: ' + err.message)); }
 
-  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline' };
+  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline', overlay: 'Overlay' };
   async function boot() {
     if (REPORT) {
       const raw = atob(document.getElementById('glassbox-data').textContent.trim());
@@ -211,7 +211,7 @@
       window.glassbox.sources = srcs;
       for (const n of names) {
         const kind = (srcs.sources.find((s) => s.src === n) || { kind: 'model' }).kind;
-        srcSel.appendChild(h('option', { value: n, title: n }, label(n) + (kind === 'run' ? ' (run)' : '')));
+        srcSel.appendChild(h('option', { value: n, title: n }, label(n) + (kind === 'run' ? ' (run)' : kind === 'index' ? ' (overlay index)' : '')));
       }
       if (!S.src || !names.includes(S.src)) S.src = names[0];
       srcSel.value = S.src;
@@ -229,7 +229,8 @@
   let renderSeq = 0;
   async function render() {
     const seq = ++renderSeq;
-    const views = kindOf(S.src) === 'run' ? ['map', 'timeline'] : ['map', 'atlas', 'head', 'lens'];
+    const kind = kindOf(S.src);
+    const views = kind === 'run' ? ['map', 'timeline'] : kind === 'index' ? ['overlay'] : ['map', 'atlas', 'head', 'lens'];
     if (!views.includes(S.view)) S.view = views[0];
     tabsEl.replaceChildren(...views.map((v) => h('button', { role: 'tab', 'aria-selected': S.view === v ? 'true' : 'false', 'data-view': v,
       class: S.view === v ? 'on' : '', onclick: () => { S.view = v; render(); } }, VIEWS[v])));
@@ -237,7 +238,7 @@
     mainEl.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
     try {
       const t0 = performance.now();
-      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline })[S.view]();
+      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline, overlay: viewOverlay })[S.view]();
       if (seq !== renderSeq) return;
       mainEl.replaceChildren(el);
       window.glassbox.last.render_ms = performance.now() - t0;
@@ -805,6 +806,66 @@
       g.fillText(`step ${lo} … ${hi} (log scale)`, W / 2 - 50, Hh + 128);
     }
     return cv;
+  }
+
+  // ---------- Overlay: generate, step through the trace, score terms, feedback, replay ----------
+  const TERMS = ['next', 'cooc', 'semantic', 'triad', 'suffix', 'feedback'];
+  const TERM_COLOURS = { next: '#0072B2', cooc: '#56B4E9', semantic: '#009E73', triad: '#E69F00', suffix: '#D55E00', feedback: '#CC79A7' };
+  async function viewOverlay() {
+    const wrap = h('section', { class: 'overlay' });
+    const prompt = h('input', { id: 'ov-prompt', size: 60, value: 'In the beginning', 'aria-label': 'prompt' });
+    const mode = h('select', { id: 'ov-mode', 'aria-label': 'mode' }, ['table', 'mixture', 'select'].map((m) => h('option', { value: m }, m)));
+    const n = h('input', { id: 'ov-max', type: 'number', min: 1, max: 64, value: 12, 'aria-label': 'max tokens' });
+    const go = h('button', { id: 'ov-go' }, 'Generate');
+    const out = h('div', { class: 'card', id: 'ov-out' }, h('p', { class: 'muted' }, 'Generate to see every step traced. table: the index alone; mixture/select: SmolLM2 weighs in.'));
+    wrap.append(h('h2', {}, `Overlay generator on ${label(S.src)}`), h('div', { class: 'form' }, h('label', {}, 'prompt ', prompt), h('label', {}, 'mode ', mode), h('label', {}, 'tokens ', n), go), out);
+    go.onclick = async () => {
+      out.replaceChildren(h('p', { class: 'muted' }, 'generating…'));
+      try {
+        const trace = await Data.post('/api/overlay/generate', { src: S.src, prompt: prompt.value, max_tokens: +n.value, mode: mode.value });
+        showTrace(trace, out);
+      } catch (e) { out.replaceChildren(h('div', { class: 'error' }, 'error: ' + e.message)); }
+    };
+    return wrap;
+  }
+  function showTrace(trace, out) {
+    window.glassbox.last.trace = trace;
+    const stepBox = h('div', { id: 'ov-step' });
+    const msg = h('p', { class: 'small', id: 'ov-msg' });
+    const toks = trace.steps.map((s, i) => h('button', { class: 'otok', 'data-step': i, onclick: () => showStep(i) }, visible(s.chosen_text)));
+    function showStep(i) {
+      for (const b of toks) b.classList.toggle('on', +b.dataset.step === i);
+      const s = trace.steps[i];
+      const maxAbs = Math.max(1e-9, ...s.candidates.flatMap((c) => TERMS.map((t) => Math.abs(c.terms[t] || 0))));
+      const rows = s.candidates.slice(0, 15).map((c) => h('tr', { class: c.token === s.chosen ? 'chosen' : '', 'data-token': c.token },
+        h('td', {}, h('code', {}, visible(c.text))), h('td', {}, c.sources.join(', ')),
+        h('td', {}, h('span', { class: 'terms' }, TERMS.map((t) => h('span', { title: `${t} ${fmt(c.terms[t] || 0, 4)}`, style: `width:${Math.round(60 * Math.abs(c.terms[t] || 0) / maxAbs)}px;background:${TERM_COLOURS[t]}` })))),
+        h('td', { class: 'num' }, fmt(c.p_table, 4)), h('td', { class: 'num' }, c.lm_logprob === null ? '–' : fmt(c.lm_logprob, 3)), h('td', { class: 'num' }, fmt(c.final, 3)),
+        h('td', {}, h('button', { class: 'fb', 'data-prefer': c.text, onclick: () => feedback(i, c.text, true) }, 'prefer'), h('button', { class: 'fb', onclick: () => feedback(i, c.text, false) }, 'reject'))));
+      stepBox.replaceChildren(h('h3', {}, `step ${i}: after …${visible(s.context_tail)} → ${visible(s.chosen_text)}`),
+        h('p', { class: 'small muted' }, `${s.candidates.length} candidates; longest corpus match ${s.match_length} tokens; ` + (s.lm_top_text === null ? 'no LM' : `the LM's own top: ${visible(s.lm_top_text)} (rank ${s.lm_top_rank === null ? 'absent' : s.lm_top_rank})`)),
+        h('div', { class: 'legend' }, TERMS.map((t) => h('span', { class: 'lg' }, h('span', { class: 'dot', style: `background:${TERM_COLOURS[t]}` }), t))),
+        h('table', { class: 'grid', id: 'ov-candidates' }, h('tr', {}, ['token', 'sources', 'score terms', 'p_table', 'LM logp', 'final', 'feedback'].map((x) => h('th', {}, x))), rows));
+    }
+    async function feedback(step, text, prefer) {
+      try {
+        const r = await Data.post('/api/overlay/feedback', { trace: trace.id, step, text, prefer });
+        msg.textContent = `feedback #${r.feedback_id}: ${prefer ? 'prefer' : 'reject'} ${visible(r.text)} at step ${step}; later generations use it.`;
+        window.glassbox.last.feedback = r; document.body.dataset.feedback = String(r.feedback_id);
+      } catch (e) { msg.textContent = 'error: ' + e.message; }
+    }
+    const replay = h('button', { id: 'ov-replay', onclick: async () => {
+      try {
+        const r = (await api('/api/overlay/replay?id=' + enc(trace.id), { method: 'POST' })).body;
+        msg.textContent = r.identical ? 'replay: identical output from the trace alone' : 'replay differs: ' + r.output;
+        window.glassbox.last.replay = r; document.body.dataset.replay = String(r.identical);
+      } catch (e) { msg.textContent = 'error: ' + e.message; }
+    } }, 'Replay');
+    out.replaceChildren(h('p', {}, h('b', {}, trace.prompt), h('span', { class: 'otoks' }, toks)),
+      h('p', { class: 'small muted' }, `trace ${trace.id}: ${trace.steps.length} steps, stopped on ${trace.stop_reason}, ${fmt(trace.ms_per_token, 1)} ms/token. Click a token to see why it won.`),
+      replay, msg, stepBox);
+    document.body.dataset.trace = trace.id;
+    if (trace.steps.length) showStep(0);
   }
 
   boot();
