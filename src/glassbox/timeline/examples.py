@@ -1,0 +1,241 @@
+"""Which training examples wrote a head: `glassbox writes RUN --examples --head L.H [--steps A-B]`.
+
+For each step s of the window the run is replayed exactly (glassbox.train.replay: data are a function of
+(seed, step)); at the weights W_{s-1} every batch row i gets its own gradient g_i of its mean token loss, on
+the head's Q/K/V/O slices only (torch.func: functional_call + vmap(grad)). The update actually taken is the
+replayed Adam step u_s = W_s − W_{s−1} on those slices. Example i's contribution is
+
+    c_{s,i} = −⟨g_i / b, u_s⟩ / ‖u_s‖
+
+the descent its gradient makes along the direction the head moved; the batch loss is the mean of the rows', so
+Σ_i c_{s,i} = −⟨∇L_batch, u_s/‖u_s‖⟩ exactly (tested by brute force). Positive: the example pushed the way the
+head went. Ranking all (step, row) pairs of the window by c gives the examples that wrote the head.
+
+`retrain` checks the ranking causally: replay to the window's start, then train on with the top-ranked rows
+replaced by fresh rows of the same data (rows of far-away steps), or the same number of random rows replaced,
+and find the step at which the head's role forms in each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from glassbox.errors import BadInput
+
+FAR = 10_000_000  # replacement rows come from batches of steps this far on: never used in training
+
+
+def parse_head(text: str) -> tuple[int, int]:
+    try:
+        layer, head = (int(x) for x in text.upper().replace("L", "").replace("H", ".").split(".") if x != "")
+    except ValueError:
+        raise BadInput(f"--head wants LAYER.HEAD (e.g. 1.0), got {text!r}") from None
+    return layer, head
+
+
+def parse_steps(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise BadInput(f"--steps wants A-B (e.g. 80-140), got {text!r}") from None
+    if not 1 <= a <= b:
+        raise BadInput(f"--steps {text}: need 1 <= A <= B")
+    return a, b
+
+
+def head_params(model, architecture: str, config: dict, layer: int, head: int) -> dict[str, list[tuple]]:
+    """parameter name -> index tuples of the head's Q/K/V/O blocks in it (K/V: the head's kv group)."""
+    from glassbox.anatomy import roles
+
+    dims = roles.Dims.from_config(architecture, config)
+    if dims is None or not (0 <= layer < dims.n_layers and 0 <= head < dims.n_heads):
+        raise BadInput(f"no head L{layer}H{head} in this model")
+    group = dims.group_size
+    out: dict[str, list[tuple]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad or roles.classify(architecture, name)[1] != layer:
+            continue
+        for hs in roles.head_slices(architecture, name, tuple(p.shape), dims):
+            want = head // group if hs.kind in ("k", "v") else head
+            if hs.head == want:
+                out.setdefault(name, []).append(hs.index(p.ndim))
+    if not out:
+        raise BadInput(f"cannot find the Q/K/V/O slices of L{layer}H{head} ({architecture})")
+    return out
+
+
+def _flat(tensors: dict[str, Any], slices: dict[str, list[tuple]], batched: bool = False):
+    import torch
+
+    parts = []
+    for name, idx in slices.items():
+        t = tensors[name]
+        for index in idx:
+            block = t[(slice(None),) + index] if batched else t[index]
+            parts.append(block.reshape(block.shape[0], -1) if batched else block.reshape(-1))
+    return torch.cat(parts, dim=1 if batched else 0)
+
+
+def per_example_grads(model, tokens, slices: dict[str, list[tuple]]):
+    """[batch, n] gradients of each row's mean token loss on the head's slices (torch.func)."""
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    names = list(slices)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    wanted = {n: params[n] for n in names}
+
+    def row_loss(w, row):
+        logits = functional_call(model, {**params, **w}, (row.unsqueeze(0),)).logits[0, :-1].float()
+        return torch.nn.functional.cross_entropy(logits, row[1:])
+
+    grads = vmap(grad(row_loss), in_dims=(None, 0), randomness="same")(wanted, tokens)
+    return _flat(grads, slices, batched=True)
+
+
+def contributions(run: str | Path, layer: int, head: int, steps: tuple[int, int],
+                  quiet: bool = False) -> dict[str, Any]:
+    """Per (step, row) contribution to the head's update over the window, by exact replay."""
+    import torch
+
+    from glassbox.train import replay
+
+    state = replay.setup(run)
+    decl, model = state["decl"], state["model"]
+    last = decl["train"]["steps"]
+    a, b = steps
+    if b > last:
+        raise BadInput(f"--steps {a}-{b} runs past the run's last step {last}", run)
+    slices = head_params(model, decl["architecture"], decl["model_config"], layer, head)
+    named = dict(model.named_parameters())
+    replay.advance(state, a - 1, progress=None if quiet else "replaying to the window")
+    rows: list[dict[str, Any]] = []
+    held: dict[str, Any] = {}
+
+    def before(step, batch):
+        model.eval()  # no dropout in these presets; eval keeps vmap free of randomness anyway
+        g = per_example_grads(model, batch.tokens, slices) / batch.tokens.shape[0]
+        model.train()
+        held["g"], held["w"], held["batch"] = g, _flat({n: named[n].detach() for n in slices}, slices).clone(), batch
+        held["batch_grad"] = _flat({n: named[n].grad for n in slices}, slices).clone()
+
+    def after(step, batch):
+        u = _flat({n: named[n].detach() for n in slices}, slices) - held["w"]
+        norm = float(u.norm())
+        c = -(held["g"] @ u) / norm if norm > 0 else torch.zeros(held["g"].shape[0])
+        total = float(-(held["batch_grad"] @ u) / norm) if norm > 0 else 0.0
+        for i in range(len(c)):
+            rows.append({"step": step, "row": i, "contribution": float(c[i]), "batch_total": total,
+                         "update_norm": norm})
+
+    replay.advance(state, b, before=before, after=after, progress=None if quiet else "per-example gradients")
+    return {"rows": rows, "replay_max_abs_diff": replay.check_against_checkpoint(state), "data": state["data"]}
+
+
+def default_window(run: Path, layer: int, head: int, last: int) -> tuple[tuple[int, int], str]:
+    """The head's first phase change in timeline.json (its window), else the whole run."""
+    try:
+        doc = json.loads((run / "timeline.json").read_text())
+        changes = [c for c in doc.get("phase_changes", []) if c["layer"] == layer and c["head"] == head]
+    except (OSError, ValueError, KeyError, TypeError):
+        changes = []
+    if changes:
+        c = min(changes, key=lambda c: c["step"])
+        lo, hi = c["window"]
+        return (max(1, int(lo) + 1), max(int(hi), int(lo) + 1)), f"{c['role']} phase change (timeline.json)"
+    return (1, last), "whole run (no phase change of this head in timeline.json)"
+
+
+def _ngram_repeat(seq: list[int], n: int = 4) -> bool:
+    seen = set()
+    for k in range(len(seq) - n + 1):
+        g = tuple(seq[k : k + n])
+        if g in seen:
+            return True
+        seen.add(g)
+    return False
+
+
+def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None = None, top: int = 10,
+         quiet: bool = False) -> dict[str, Any]:
+    """The `writes --examples` document: the window's rows ranked by contribution, with their text."""
+    from glassbox.train import data as D
+    from glassbox.train.loop import _read_declaration
+
+    run = Path(run)
+    decl = _read_declaration(run)
+    if steps is None:
+        steps, source = default_window(run, layer, head, decl["train"]["steps"])
+    else:
+        source = "given (--steps)"
+    got = contributions(run, layer, head, steps, quiet)
+    rows, data = got["rows"], got["data"]
+    decode = D.decoder(run)
+    ranked = sorted(rows, key=lambda r: -r["contribution"])
+    batches: dict[int, Any] = {}
+
+    def features(r: dict) -> dict:
+        if r["step"] not in batches:
+            batches[r["step"]] = data.batch(r["step"])
+        bt = batches[r["step"]]
+        seq = bt.tokens[r["row"]].tolist()
+        return {"repeated_fraction": float(bt.repeated[r["row"]].float().mean()), "ngram_repeat": _ngram_repeat(seq),
+                "tokens": seq}
+
+    total = sum(r["contribution"] for r in rows)
+    top_rows = []
+    for r in ranked[:top]:
+        f = features(r)
+        top_rows.append({**{k: r[k] for k in ("step", "row", "contribution")},
+                         "share": r["contribution"] / total if total else None,
+                         "text": decode(f["tokens"]), "repeated_fraction": f["repeated_fraction"],
+                         "ngram_repeat": f["ngram_repeat"]})
+    every = [features(r) for r in rows]
+    top_feats = [features(r) for r in ranked[: max(top, len(rows) // 10)]]
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else None
+
+    summary = {
+        "top_decile": {"n": len(top_feats),
+                       "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in top_feats]),
+                       "repeated_fraction": mean([f["repeated_fraction"] for f in top_feats]),
+                       "with_4gram_repeat": mean([f["ngram_repeat"] for f in top_feats])},
+        "all_rows": {"n": len(every),
+                     "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in every]),
+                     "repeated_fraction": mean([f["repeated_fraction"] for f in every]),
+                     "with_4gram_repeat": mean([f["ngram_repeat"] for f in every])},
+    }
+    positive = sum(r["contribution"] for r in rows if r["contribution"] > 0)
+    top_mass = sum(r["contribution"] for r in ranked[:top] if r["contribution"] > 0)
+    return {"run": str(run), "layer": layer, "head": head, "steps": list(steps), "window_source": source,
+            "update": "the replayed Adam step W_s - W_(s-1) on the head's Q/K/V/O slices (exact replay from step 0)",
+            "contribution": "-<g_i / batch, u_s> / |u_s|: row i's descent along the head's actual update",
+            "replay_max_abs_diff": got["replay_max_abs_diff"], "rows": len(rows), "total_contribution": total,
+            "top_share_of_positive": top_mass / positive if positive else None,
+            "top": top_rows, "summary": summary}
+
+
+def render(doc: dict[str, Any]) -> str:
+    lines = [f"{doc['run']}: examples that wrote L{doc['layer']}H{doc['head']}, steps {doc['steps'][0]}-"
+             f"{doc['steps'][1]} ({doc['window_source']}); {doc['rows']} rows ranked by their gradient's descent "
+             "along the head's actual update"]
+    if doc["replay_max_abs_diff"] is not None:
+        lines.append(f"replay check: max |replayed - saved checkpoint| = {doc['replay_max_abs_diff']:.2e}")
+    for k, r in enumerate(doc["top"], 1):
+        text = r["text"].replace("\n", " ")
+        text = text if len(text) <= 160 else text[:157] + "..."
+        lines.append(f"{k:>3}. step {r['step']:>5} row {r['row']:>3}  {r['contribution']:+.4f}  "
+                     f"repeat {r['repeated_fraction'] * 100:3.0f}%  {text}")
+    s = doc["summary"]
+    lines.append("")
+    lines.append("what the top rows have in common (top decile vs all rows of the window):")
+    for key, label in (("with_quoted_or_periodic_repeat", "rows with a marked repeat"),
+                       ("repeated_fraction", "positions predictable by copying"),
+                       ("with_4gram_repeat", "rows with a repeated 4-gram")):
+        a, b = s["top_decile"][key], s["all_rows"][key]
+        if a is not None and b is not None:
+            lines.append(f"  {label:<34} {a * 100:5.1f}%  vs  {b * 100:5.1f}%")
+    return "\n".join(lines)
