@@ -22,6 +22,7 @@ user's, and comes back as one `error:` line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import warnings
 from collections import deque
@@ -77,7 +78,8 @@ def connect(address: str) -> bool:
     try:
         with warnings.catch_warnings():  # the client warns before it raises: the error line says it all
             warnings.simplefilter("ignore")
-            ray.init(address=address, runtime_env=shipped, log_to_driver=False)
+            logging.getLogger("ray.client_builder").setLevel(logging.WARNING)  # its INFO line on stderr
+            ray.init(address=address, runtime_env=shipped)
     except Exception as exc:  # the client raises several kinds for an unreachable or refusing server
         raise BadInput(f"--ray {address}: cannot connect: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     return True
