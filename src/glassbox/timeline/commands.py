@@ -60,10 +60,34 @@ def register(app: typer.Typer) -> None:
     def writes(
         run: Path = typer.Argument(..., help="A run directory written by `glassbox train`."),
         as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
-        top: int = typer.Option(5, "--top", help="How many heads to list per window."),
+        top: int = typer.Option(5, "--top", help="How many heads to list per window (--examples: how many rows)."),
+        examples: bool = typer.Option(False, "--examples", help="Rank the training examples (batch rows) by how "
+                                      "much each one's gradient moved --head along the update taken."),
+        head: str | None = typer.Option(None, "--head", help="With --examples: LAYER.HEAD, e.g. 1.0."),
+        steps: str | None = typer.Option(None, "--steps", help="With --examples: window A-B (default: the head's "
+                                         "phase change in timeline.json, else the whole run)."),
+        retrain: bool = typer.Option(False, "--retrain", help="With --examples: retrain from the window's start "
+                                     "with the top rows replaced, and with as many random rows replaced; report "
+                                     "the step at which the head's role forms in each."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """The seed's table, measured: share of the update written per level and per head, over time."""
+        from glassbox.errors import BadInput
         from glassbox.timeline.writes import render, write_table
 
+        if examples or retrain:
+            from glassbox.timeline import examples as E
+
+            if head is None:
+                raise BadInput("--examples needs --head LAYER.HEAD")
+            layer, h = E.parse_head(head)
+            window = E.parse_steps(steps) if steps else None
+            if not run.is_dir():
+                raise BadInput("not a directory", run)
+            doc = E.rank(run, layer, h, window, top=top if top != 5 else 10, quiet=quiet)
+            if retrain:
+                doc["retrain"] = E.retrain(run, layer, h, doc, quiet=quiet)
+            typer.echo(json.dumps(doc) if as_json else E.render(doc))
+            return
         doc = write_table(run, top)
         typer.echo(json.dumps(doc) if as_json else render(doc))

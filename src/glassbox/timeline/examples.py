@@ -215,7 +215,90 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
             "contribution": "-<g_i / batch, u_s> / |u_s|: row i's descent along the head's actual update",
             "replay_max_abs_diff": got["replay_max_abs_diff"], "rows": len(rows), "total_contribution": total,
             "top_share_of_positive": top_mass / positive if positive else None,
-            "top": top_rows, "summary": summary}
+            "top": top_rows, "summary": summary,
+            "top_decile_rows": [[r["step"], r["row"]] for r in ranked[: len(top_feats)]]}
+
+
+def _role_of(run: Path, layer: int, head: int) -> str:
+    try:
+        doc = json.loads((run / "timeline.json").read_text())
+        changes = [c for c in doc.get("phase_changes", []) if c["layer"] == layer and c["head"] == head]
+    except (OSError, ValueError, KeyError, TypeError):
+        changes = []
+    return min(changes, key=lambda c: c["step"])["role"] if changes else "induction"
+
+
+def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: int | None = None,
+            every: int = 2, quiet: bool = False, seed: int = 0) -> dict[str, Any]:
+    """From the window's start: train on unchanged (baseline), with the top-decile rows of `doc` replaced by
+    fresh rows, and with as many random rows of the window replaced; the step at which the head's role forms
+    in each (glassbox.timeline.phases thresholds of that role), and the score series."""
+    import copy
+
+    import torch
+
+    from glassbox.heads import masks
+    from glassbox.timeline import phases
+    from glassbox.timeline.analyze import PHASE_ROLES
+    from glassbox.timeline.probes import probe_batch
+    from glassbox.train import replay
+
+    run = Path(run)
+    role = _role_of(run, layer, head)
+    low, high = PHASE_ROLES.get(role, (phases.LOW, phases.HIGH))
+    state = replay.setup(run)
+    model, data, opt = state["model"], state["data"], state["optimizer"]
+    a, b = doc["steps"]
+    last = state["decl"]["train"]["steps"]
+    until = min(last, until or b + 3 * (b - a + 1))
+    top = {tuple(x) for x in doc["top_decile_rows"]}
+    bs = state["decl"]["train"]["batch_size"]
+    g = torch.Generator()
+    g.manual_seed(seed)
+    every_row = [(s, r) for s in range(a, b + 1) for r in range(bs)]
+    pick = torch.randperm(len(every_row), generator=g)[: len(top)].tolist()
+    random_rows = {every_row[k] for k in pick}
+    probe = data.probe() if hasattr(data, "probe") else probe_batch(model.config.vocab_size, data.seq_len)
+    role_masks = masks.masks(probe, (role,))
+    replay.advance(state, a - 1, progress=None if quiet else "replaying to the window")
+    snap_model = {k: v.clone() for k, v in model.state_dict().items()}
+    snap_opt = copy.deepcopy(opt.state_dict())
+
+    def score() -> float:
+        model.eval()
+        with torch.no_grad():
+            att = model(probe, output_attentions=True).attentions
+        model.train()
+        return float(masks.pattern_scores(att, role_masks)[role][layer, head])
+
+    def variant(replace: set) -> dict[str, Any]:
+        model.load_state_dict(snap_model)
+        opt.load_state_dict(copy.deepcopy(snap_opt))
+        state["step"] = a - 1
+        steps, series = [a - 1], [score()]
+
+        def edit(step, batch):
+            rows = [r for (s, r) in replace if s == step]
+            if rows:
+                fresh = data.batch(FAR + step)  # rows from a batch never trained on
+                batch.tokens[rows] = fresh.tokens[rows]
+                batch.repeated[rows] = fresh.repeated[rows]
+            return batch
+
+        def after(step, batch):
+            if step % every == 0 or step == until:
+                steps.append(step)
+                series.append(score())
+
+        replay.advance(state, until, edit=edit, after=after)
+        found = phases.score_change(steps, series, low, high)
+        return {"phase_change_step": found["step"] if found else None, "steps": steps, "scores": series}
+
+    out = {"role": role, "from_step": a - 1, "until": until, "replaced_rows": len(top), "every": every,
+           "thresholds": [low, high]}
+    for name, replace in (("baseline", set()), ("top_replaced", top), ("random_replaced", random_rows)):
+        out[name] = variant(replace)
+    return out
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -238,4 +321,12 @@ def render(doc: dict[str, Any]) -> str:
         a, b = s["top_decile"][key], s["all_rows"][key]
         if a is not None and b is not None:
             lines.append(f"  {label:<34} {a * 100:5.1f}%  vs  {b * 100:5.1f}%")
+    rt = doc.get("retrain")
+    if rt:
+        lines.append("")
+        lines.append(f"retraining from step {rt['from_step']} to {rt['until']} ({rt['replaced_rows']} rows replaced), "
+                     f"step at which L{doc['layer']}H{doc['head']}'s {rt['role']} forms:")
+        for name in ("baseline", "top_replaced", "random_replaced"):
+            step = rt[name]["phase_change_step"]
+            lines.append(f"  {name:<16} {step if step is not None else 'not formed'}")
     return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""`writes --examples`: exact replay, per-example contributions checked by brute force, and the token data kind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+import torch  # noqa: E402
+
+from glassbox.timeline import examples as E  # noqa: E402
+from glassbox.train import replay  # noqa: E402
+from glassbox.train.loop import declare, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ex") / "run"
+    train(out, declare(preset="induction-2l", seed=3, steps=8, save_every=4))
+    return out
+
+
+def test_replay_reproduces_the_saved_checkpoints(tiny_run: Path):
+    state = replay.setup(tiny_run)
+    replay.advance(state, 8)
+    diff = replay.check_against_checkpoint(state)
+    assert diff is not None and diff < 1e-6
+
+
+def test_head_slices_are_the_heads_own(tiny_run: Path):
+    state = replay.setup(tiny_run)
+    decl, model = state["decl"], state["model"]
+    h0 = E.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
+    h1 = E.head_params(model, decl["architecture"], decl["model_config"], 1, 1)
+    assert set(h0) == set(h1) and all(".h.1." in n for n in h0)
+    w = dict(model.named_parameters())
+    size0 = E._flat({n: w[n] for n in h0}, h0).numel()
+    # Q, K, V columns (+ their biases) and O rows of one head of width 32 in a 64-wide model
+    assert size0 == 4 * 32 * 64 + 3 * 32
+    mark = {n: torch.zeros_like(w[n]) for n in h0}
+    for n, idx in h0.items():
+        for index in idx:
+            mark[n][index] += 1
+    for n, idx in h1.items():
+        for index in idx:
+            assert float(mark[n][index].abs().sum()) == 0.0  # disjoint from head 0's blocks
+
+
+def test_contributions_match_brute_force_and_sum_to_the_batch(tiny_run: Path):
+    got = E.contributions(tiny_run, 1, 0, (4, 5), quiet=True)
+    rows = got["rows"]
+    assert len(rows) == 2 * 64
+    # brute force: one backward per row at the replayed weights, projected on the replayed update
+    state = replay.setup(tiny_run)
+    decl, model = state["decl"], state["model"]
+    slices = E.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
+    named = dict(model.named_parameters())
+    replay.advance(state, 3)
+    for step in (4, 5):
+        w0 = E._flat({n: named[n].detach() for n in slices}, slices).clone()
+        batch = state["data"].batch(step)
+        grads = []
+        for i in range(batch.tokens.shape[0]):
+            model.zero_grad(set_to_none=True)
+            replay.lm_loss(model, batch.tokens[i : i + 1]).backward()
+            grads.append(E._flat({n: named[n].grad for n in slices}, slices).clone())
+        replay.advance(state, step)
+        u = E._flat({n: named[n].detach() for n in slices}, slices) - w0
+        brute = [float(-(g @ u) / u.norm() / len(grads)) for g in grads]
+        mine = [r["contribution"] for r in rows if r["step"] == step]
+        assert mine == pytest.approx(brute, rel=1e-4, abs=1e-7)
+        total = next(r["batch_total"] for r in rows if r["step"] == step)
+        assert sum(mine) == pytest.approx(total, rel=1e-4, abs=1e-7)  # Σ_i c_i = −⟨∇L_batch, û⟩
+        assert abs(total) > 1e-6
+
+
+def test_writes_examples_cli(tiny_run: Path):
+    proc = subprocess.run([sys.executable, "-m", "glassbox.cli", "writes", str(tiny_run), "--examples", "--head",
+                           "1.0", "--steps", "2-3", "--top", "3", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["top"]) == 3 and doc["steps"] == [2, 3]
+    c = [r["contribution"] for r in doc["top"]]
+    assert c == sorted(c, reverse=True)
+    bad = subprocess.run([sys.executable, "-m", "glassbox.cli", "writes", str(tiny_run), "--examples", "--head",
+                          "7.0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_token_data_repeats_heldout_and_map(tmp_path: Path):
+    from glassbox.train.data import TokenData, decoder
+
+    corpus = tmp_path / "c.txt"
+    words = ["alpha", "beta", "gamma", "delta", "the", "king", "said", "unto", "him", "and"]
+    g = torch.Generator().manual_seed(0)
+    corpus.write_text(" ".join(words[int(i)] for i in torch.randint(0, len(words), (6000,), generator=g)))
+    try:
+        d = TokenData(str(corpus), 32, 8, 0, 64, repeat_rate=1.0)
+    except Exception as exc:  # the bundled tokenizer is an installed package; without it there is nothing to test
+        pytest.skip(f"bundled tokenizer unavailable: {exc}")
+    b1, b2 = d.batch(7), d.batch(7)
+    assert torch.equal(b1.tokens, b2.tokens) and not torch.equal(b1.tokens, d.batch(8).tokens)
+    for r in range(8):  # every row carries one span whose second copy is marked and equals the first
+        pos = b1.repeated[r].nonzero().flatten()
+        span = len(pos)
+        assert 8 <= span <= 16
+        first, second = pos[0] + 1 - span, pos[0] + 1
+        assert torch.equal(b1.tokens[r, first : first + span], b1.tokens[r, second : second + span])
+    probe = d.probe(n=4)
+    assert torch.equal(probe[:, :16], probe[:, 16:])
+    # the map turns classes back into the corpus's text
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "vocab.json").write_text(json.dumps(d.vocab_map()))
+    text = decoder(run)(d.stream[:40].tolist())
+    assert "<rare>" not in text and text.strip().split()[1] in words
