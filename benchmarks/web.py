@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--atlas", type=Path, help="an atlas JSON of smollm2-135m to put in the cache first")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--probes-only", action="store_true",
-                    help="no cached atlas: build one without the ablations (same 270 heads and scores, no roles), "
-                         "in a private cache so the real one is untouched")
+                    help="build an atlas without the ablations (same 270 heads and scores, no roles) in a "
+                         "private cache (~/.cache/glassbox/bench-web), so the real one is untouched")
     args = ap.parse_args()
     if args.probes_only:
         import os
@@ -38,8 +38,9 @@ def main() -> None:
         from glassbox import bundled as _b
 
         real = _b.cache_dir()
-        private = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
-        if (real / "gguf").exists():
+        private = real / "bench-web"  # kept: a second run reuses its probes-only atlas
+        private.mkdir(exist_ok=True)
+        if (real / "gguf").exists() and not (private / "gguf").exists():
             (private / "gguf").symlink_to(real / "gguf")  # reuse the dequantized model, not the atlas cache
         os.environ["GLASSBOX_CACHE"] = str(private)
     from threadcount import report
