@@ -38,7 +38,7 @@ TEXT_BATCH = 4  # repeated real passages (natural-text induction)
 VALIDATION_BATCH = 4
 VALIDATION_HALF = 10
 TEXT_VALIDATION = 6  # sentences per text task
-BUDGET_FPE = 55.0  # the whole atlas stops adding checks (lowest-ranked first) when tokens reach this many main forwards
+BUDGET_FPE = 58.0  # the whole atlas stops adding checks (lowest-ranked first) when tokens reach this many main forwards
 EXTRA_SCORES = {"copying_act", "copying_ov", "induction_text"}  # cross-checks reported beside the probes, never roles
 SATURATED = 0.25  # a copying measure with more than this share of heads above threshold does not separate heads
 
@@ -193,44 +193,27 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         if task not in validator.tasks:
             continue
         plan += [(rank, role, task, metric, kind, lh, holders) for rank, lh in enumerate(ranked)]
-    plan.sort(key=lambda p: p[0])  # every role's best head first, so a budget cut drops the weakest
+    # The attention roles (their task: the repeated sequences) and their groups first, then the text roles;
+    # within each, every role's best head first, so a budget cut drops the weakest checks.
+    phases = [sorted([p for p in plan if p[2] == "repeats"], key=lambda p: p[0]),
+              sorted([p for p in plan if p[2] != "repeats"], key=lambda p: p[0])]
     unchecked = 0
     results: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
-    members: dict[str, list[tuple[int, int]]] = {}
-    for _, role, task, metric, kind, lh, holders in progress.track(plan, "atlas: ablations"):
-        null, where = validator.null_heads(lh[0], {lh} | holders, holders)
-        if spent() + validator.new_tokens(task, kind, [(lh,)] + [(h,) for h in null]) > budget:
-            unchecked += 1
-            continue
-        kinds = {"total": validator.total(task, metric, kind, lh, null)}
-        kinds["total"]["null"] = f"{validate.KINDS[kind]} of {where}"
-        if metric == "loss":  # the task has a correct token: the head's direct push on it
-            kinds["direct"] = validator.direct(task, lh)
-            kinds["direct"]["null"] = f"the head's direct effect on {validate.NULL_TOKENS} random tokens"
-        results[(role, lh)] = {"task": task, "metric": metric, "kind": kind, "kinds": kinds, "null_heads": null}
-        members.setdefault(role, []).append(lh)
-    # group evidence: roles whose members fall short alone first (redundancy is what it is for)
-    groups = [(role, heads) for role, heads in members.items() if len(heads) >= 2]
-    groups.sort(key=lambda g: -sum(results[(g[0], lh)]["kinds"]["total"]["p_up"] > 1e-3 for lh in g[1]))
-    for role, heads in progress.track(groups, "atlas: groups"):
-        r0 = results[(role, heads[0])]
-        task, metric, kind = r0["task"], r0["metric"], r0["kind"]
-        pool_heads = validator.panel()
-        if len(pool_heads) <= len(heads):  # a small model with too few role-free heads: any head without the role
-            holders = {lh for (r, lh) in results if r == role}
-            pool_heads = [(lay, h) for lay in range(loaded.n_layers) for h in range(loaded.n_heads)
-                          if (lay, h) not in holders]
-        sets = validator.null_sets(len(heads), pool_heads, f"{task}:{kind}:{len(heads)}")
-        group = tuple(sorted(heads))
-        loo = [tuple(m for m in group if m != x) for x in group]
-        if spent() + validator.new_tokens(task, kind, [group, *loo, *sets]) > budget:
-            unchecked += 1
-            continue
-        result, credit = validator.group(task, metric, kind, heads, sets)
-        for lh in heads:
-            g = dict(result, members=[list(m) for m in group], **credit[lh])
-            g["null"] = f"{validate.KINDS[kind]} of {len(sets)} random sets of {len(heads)} heads without the role"
-            results[(role, lh)]["kinds"]["group"] = g
+    for phase in phases:
+        members: dict[str, list[tuple[int, int]]] = {}
+        for _, role, task, metric, kind, lh, holders in progress.track(phase, "atlas: ablations"):
+            null, where = validator.null_heads(lh[0], {lh} | holders, holders)
+            if spent() + validator.new_tokens(task, kind, [(lh,)] + [(h,) for h in null]) > budget:
+                unchecked += 1
+                continue
+            kinds = {"total": validator.total(task, metric, kind, lh, null)}
+            kinds["total"]["null"] = f"{validate.KINDS[kind]} of {where}"
+            if metric == "loss":  # the task has a correct token: the head's direct push on it
+                kinds["direct"] = validator.direct(task, lh)
+                kinds["direct"]["null"] = f"the head's direct effect on {validate.NULL_TOKENS} random tokens"
+            results[(role, lh)] = {"task": task, "metric": metric, "kind": kind, "kinds": kinds}
+            members.setdefault(role, []).append(lh)
+        unchecked += _groups(loaded, validator, results, members, budget, spent)
     # Holm–Bonferroni over every test, each tail
     tests = [e for r in results.values() for e in r["kinds"].values()]
     for key in ("p_up", "p_down"):
@@ -258,6 +241,35 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         roles.setdefault(lh, []).append(_clean(entry))
     return roles, unchecked, len(tests)
 
+
+
+def _groups(loaded: Loaded, validator: validate.Validator, results: dict, members: dict[str, list[tuple[int, int]]],
+            budget: float, spent: Any) -> int:
+    """Group evidence for every role with ≥ 2 checked heads (roles whose members fall short alone first:
+    redundancy is what it is for) → the number skipped over budget."""
+    skipped = 0
+    groups = [(role, heads) for role, heads in members.items() if len(heads) >= 2]
+    groups.sort(key=lambda g: -sum(results[(g[0], lh)]["kinds"]["total"]["p_up"] > 1e-3 for lh in g[1]))
+    for role, heads in progress.track(groups, "atlas: groups"):
+        r0 = results[(role, heads[0])]
+        task, metric, kind = r0["task"], r0["metric"], r0["kind"]
+        pool_heads = validator.panel()
+        if len(pool_heads) <= len(heads):  # a small model with too few role-free heads: any head without the role
+            holders = {lh for (r, lh) in results if r == role}
+            pool_heads = [(lay, h) for lay in range(loaded.n_layers) for h in range(loaded.n_heads)
+                          if (lay, h) not in holders]
+        sets = validator.null_sets(len(heads), pool_heads, f"{task}:{kind}:{len(heads)}")
+        group = tuple(sorted(heads))
+        loo = [tuple(m for m in group if m != x) for x in group]
+        if spent() + validator.new_tokens(task, kind, [group, *loo, *sets]) > budget:
+            skipped += 1
+            continue
+        result, credit = validator.group(task, metric, kind, heads, sets)
+        for lh in heads:
+            g = dict(result, members=[list(m) for m in group], **credit[lh])
+            g["null"] = f"{validate.KINDS[kind]} of {len(sets)} random sets of {len(heads)} heads without the role"
+            results[(role, lh)]["kinds"]["group"] = g
+    return skipped
 
 def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, Any]:
     """Scores, roles and their causal checks for every head → the atlas document (shared/design.md)."""
@@ -302,8 +314,9 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
                          "correction": "Holm–Bonferroni over every (head, role, kind) test of this atlas, "
                                        "each tail separately",
                          "test": "prediction t-test of the effect against the null's mean and sd "
-                                 "(t = (x − m)/√(s²(1+1/n) + se²), Student's t with n − 1 df; se from "
-                                 f"{validate.BOOTSTRAP} bootstrap resamples of the examples)",
+                                 "(t = (x − m)/(s√(1+1/n)), Student's t with n − 1 df), and the 95% interval "
+                                 f"of the effect ({validate.BOOTSTRAP} bootstrap resamples of the examples) "
+                                 "above max(0, null mean)",
                          "null_heads": validate.NULL_HEADS, "null_sets": validate.NULL_SETS,
                          "null_tokens": validate.NULL_TOKENS},
         "skipped": skipped,

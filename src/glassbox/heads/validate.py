@@ -34,12 +34,14 @@ Evidence kinds:
           same task and size, so they cost one batch per task, not one per role); a member is credited with the group only when removing it from the group
           lowers the group effect (paired bootstrap interval of the difference above 0).
 
-Test: effect x against the null's mean m and sd s (n values): t = (x − m) / √(s²(1 + 1/n) + se²), se the
-bootstrap standard error of x; p from Student's t with n − 1 degrees of freedom (a prediction test for one
-more draw from the null). Both tails, each corrected with Holm–Bonferroni over every (head, role, kind) test
-of the atlas. A kind is significant when its corrected upper p < ALPHA, its interval lies above 0 and the
-effect exceeds FLOOR; significantly negative when its corrected lower p < ALPHA and its interval lies
-below 0. A role is validated when at least one kind is significant and none is significantly negative.
+Test, in two parts. Against the null population: effect x vs the null's mean m and sd s (n values),
+t = (x − m) / (s √(1 + 1/n)), p from Student's t with n − 1 degrees of freedom (a prediction test: is x a
+plausible draw from the null?), both tails, each corrected with Holm–Bonferroni over every (head, role, kind)
+test of the atlas. Over examples: the 95% bootstrap interval of x must clear the null's mean (and 0), so an
+effect carried by a few examples does not pass. A kind is significant when its corrected upper p < ALPHA,
+its interval lies above max(0, m) and the effect exceeds FLOOR; significantly negative when its corrected
+lower p < ALPHA and its interval lies below min(0, m). A role is validated when at least one kind is
+significant and none is significantly negative.
 """
 
 from __future__ import annotations
@@ -367,8 +369,9 @@ def evidence(values: Any, null: list[float], seed: int) -> dict[str, Any]:
         m = sum(null) / n
         out["null_mean"] = m
         out["null_sd"] = math.sqrt(sum((x - m) ** 2 for x in null) / (n - 1)) if n > 1 else float("nan")
+    out["se"] = se
     if n >= MIN_NULL:
-        scale = math.sqrt(out["null_sd"] ** 2 * (1 + 1 / n) + se ** 2)
+        scale = out["null_sd"] * math.sqrt(1 + 1 / n)
         if scale > 0:
             t = (effect - out["null_mean"]) / scale
             out["p_up"], out["p_down"] = float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
@@ -394,9 +397,13 @@ def decide(kinds: dict[str, dict[str, Any]]) -> tuple[bool, list[str], str | Non
     """(validated, significant kinds, the kind whose figures lead the entry) from corrected kinds.
 
     Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail)."""
-    positive = [k for k, e in kinds.items()
-                if e["p"] < ALPHA and e["ci"][0] > 0 and e["effect"] > FLOOR and e.get("credited", True)]
-    negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < 0]
+    def floor(e: dict[str, Any]) -> float:
+        m = e.get("null_mean")
+        return 0.0 if m is None or math.isnan(m) else m
+
+    positive = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
+                and e["effect"] > FLOOR and e.get("credited", True)]
+    negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < min(0.0, floor(e))]
     for k, e in kinds.items():
         e["significant"] = "positive" if k in positive else "negative" if k in negative else "no"
     lead = min(positive, key=lambda k: kinds[k]["p"]) if positive else ("total" if "total" in kinds else None)
