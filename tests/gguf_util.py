@@ -34,7 +34,7 @@ def write_tiny_gguf(model, path: str | Path, qtype: str = "F32") -> Path:
     from gguf.constants import MODEL_ARCH_NAMES
 
     cfg = model.config
-    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3"}[cfg.model_type]
+    arch = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3_text": "gemma3"}[cfg.model_type]
     arch_enum = next(k for k, v in MODEL_ARCH_NAMES.items() if v == arch)
     names = gguf.get_tensor_name_map(arch_enum, cfg.num_hidden_layers)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -126,6 +126,23 @@ def tiny_qwen3(seed: int = 0):
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
                       tie_word_embeddings=False)
     model = Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def tiny_phi3(seed: int = 0):
+    """A tiny random Phi3ForCausalLM: fused qkv_proj and gate_up_proj, GQA, norms randomized."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Phi3Config(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                     tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = Phi3ForCausalLM(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):

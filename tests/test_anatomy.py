@@ -179,8 +179,9 @@ def test_human_output_binds_formulas(saved):
     assert "[0:16" in run.stdout  # a head's slice of a projection is printed literally
 
 
-GGUF_MODELS = {"llama": "tiny_llama", "qwen2": "tiny_qwen2", "qwen3": "tiny_qwen3", "gemma3": "tiny_gemma3"}
-GGUF_FAMILY = {"llama": "llama", "qwen2": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
+GGUF_MODELS = {"llama": "tiny_llama", "qwen2": "tiny_qwen2", "qwen3": "tiny_qwen3", "phi3": "tiny_phi3",
+               "gemma3": "tiny_gemma3"}
+GGUF_FAMILY = {"llama": "llama", "qwen2": "llama", "qwen3": "qwen3", "phi3": "phi3", "gemma3": "gemma3"}
 
 
 @pytest.mark.parametrize("arch", sorted(GGUF_MODELS))

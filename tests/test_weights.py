@@ -176,7 +176,7 @@ def test_loaded_model(tmp_path):
     assert hw.bytes is None and torch.equal(hw.W_O, b.W_O[0, 3])
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "phi3", "gemma3"])
 def test_gguf_heads(tmp_path, arch):
     """GGUF llama files store Q/K rows permuted for llama.cpp's rope kernel, Gemma norms as 1 + w: the
     accessor reads through both, so a GGUF file gives the same heads and norms as the model it came from."""
@@ -189,8 +189,13 @@ def test_gguf_heads(tmp_path, arch):
         x, y = getattr(a, key), getattr(b, key)
         assert (x is None) == (y is None), key
         assert x is None or torch.allclose(x, y), key
-    assert (a.q_norm is not None) == (arch != "llama")
-    assert a.bytes(0, 0)["q"][0]["tensor"] == "model.layers.0.self_attn.q_proj.weight"
+    assert (a.q_norm is not None) == (arch in ("qwen3", "gemma3"))
+    fused = "self_attn.qkv_proj" if arch == "phi3" else "self_attn.q_proj"
+    assert a.bytes(0, 0)["q"][0]["tensor"] == f"model.layers.0.{fused}.weight"
+    from glassbox.anatomy import describe
+
+    with open_checkpoint(path) as ck:
+        assert describe(ck).warnings == []  # every GGUF tensor has its Hugging Face name and a role
 
 
 def test_out_of_range(saved):

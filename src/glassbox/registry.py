@@ -152,7 +152,9 @@ PHI3 = replace(
         _PHI3_P,
         qkv=(Rule(rf"{_PHI3_P}layers\.{L}\.self_attn\.qkv_proj\.(weight|bias)", "attention.qkv", "qkv_blocked"),),
         mlp_in=(Rule(rf"{_PHI3_P}layers\.{L}\.mlp\.gate_up_proj\.weight", "mlp.gate_up"),)),
-    gguf=None,
+    gguf=GGUFNames({"attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
+                    "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj", "ffn_norm": "post_attention_layernorm"},
+                   (GGUFArch("phi3", "phi3", "Phi3ForCausalLM"),)),
 )
 
 # Gemma 3 normalizes the attention output before the residual add: post_attention_layernorm belongs to
