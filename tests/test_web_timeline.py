@@ -53,3 +53,23 @@ def test_timeline_two_seeds_loss_and_write_shares(runs_site):
     assert coloured > 50
     screenshot(page, "timeline")
     page.close()
+
+
+def test_run_report_offline(runs_site, tmp_path):
+    from glassbox.report import build_report
+
+    url, b, root = runs_site
+    out = build_report([str(root / "s0")], tmp_path / "run.html")
+    ctx = b.new_context(offline=True)
+    attempted = []
+    ctx.route("**/*", lambda r: (attempted.append(r.request.url), r.abort()) if not r.request.url.startswith("file://")
+              else r.continue_())
+    page = ctx.new_page()
+    page.goto(out.as_uri())
+    page.wait_for_selector("body[data-ready=map]", timeout=60_000)
+    page.click('button[data-view="timeline"]')
+    page.wait_for_selector("body[data-ready=timeline]", timeout=60_000)
+    assert page.locator("#timeline-canvas").count() == 1 and page.locator("#writes-table tr").count() > 1
+    screenshot(page, "report-timeline")
+    assert attempted == []
+    ctx.close()
