@@ -120,3 +120,16 @@ def test_token_data_repeats_heldout_and_map(tmp_path: Path):
     (run / "vocab.json").write_text(json.dumps(d.vocab_map()))
     text = decoder(run)(d.stream[:40].tolist())
     assert "<rare>" not in text and text.strip().split()[1] in words
+
+
+def test_retrain_replaces_the_rows_it_says(tiny_run: Path):
+    ranked = E.rank(tiny_run, 1, 0, (3, 4), top=2, quiet=True)
+    assert sorted(map(tuple, ranked["ranked_rows"])) == [(s, r) for s in (3, 4) for r in range(64)]
+    whole = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=1.0)
+    # every row of the window replaced, by the ranking or at random: the same set, the same training
+    assert whole["replaced_rows"] == 128
+    assert whole["top_replaced"]["scores"] == whole["random_replaced"]["scores"]
+    assert whole["top_replaced"]["scores"][-1] != whole["baseline"]["scores"][-1]
+    assert whole["baseline"]["steps"] == [2, 3, 4, 5, 6]
+    part = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25)
+    assert part["replaced_rows"] == 32 and part["baseline"]["scores"] == whole["baseline"]["scores"]

@@ -69,6 +69,8 @@ def register(app: typer.Typer) -> None:
         retrain: bool = typer.Option(False, "--retrain", help="With --examples: retrain from the window's start "
                                      "with the top rows replaced, and with as many random rows replaced; report "
                                      "the step at which the head's role forms in each."),
+        replace_share: float = typer.Option(0.1, "--replace-share", help="With --retrain: the share of the "
+                                            "window's rows replaced (top-ranked, and as many random ones)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """The seed's table, measured: share of the update written per level and per head, over time."""
@@ -86,7 +88,10 @@ def register(app: typer.Typer) -> None:
                 raise BadInput("not a directory", run)
             doc = E.rank(run, layer, h, window, top=top if top != 5 else 10, quiet=quiet)
             if retrain:
-                doc["retrain"] = E.retrain(run, layer, h, doc, quiet=quiet)
+                doc["retrain"] = E.retrain(run, layer, h, doc, quiet=quiet, share=replace_share)
+            from glassbox.fileio import write_json
+
+            write_json(run / f"examples-L{layer}H{h}.json", doc)  # beside timeline.json, for the report views
             typer.echo(json.dumps(doc) if as_json else E.render(doc))
             return
         doc = write_table(run, top)

@@ -216,7 +216,7 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
             "replay_max_abs_diff": got["replay_max_abs_diff"], "rows": len(rows), "total_contribution": total,
             "top_share_of_positive": top_mass / positive if positive else None,
             "top": top_rows, "summary": summary,
-            "top_decile_rows": [[r["step"], r["row"]] for r in ranked[: len(top_feats)]]}
+            "ranked_rows": [[r["step"], r["row"]] for r in ranked]}
 
 
 def _role_of(run: Path, layer: int, head: int) -> str:
@@ -229,9 +229,9 @@ def _role_of(run: Path, layer: int, head: int) -> str:
 
 
 def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: int | None = None,
-            every: int = 2, quiet: bool = False, seed: int = 0) -> dict[str, Any]:
-    """From the window's start: train on unchanged (baseline), with the top-decile rows of `doc` replaced by
-    fresh rows, and with as many random rows of the window replaced; the step at which the head's role forms
+            every: int = 2, quiet: bool = False, seed: int = 0, share: float = 0.1) -> dict[str, Any]:
+    """From the window's start: train on unchanged (baseline), with the top `share` of the ranked rows of `doc`
+    replaced by fresh rows, and with as many random rows of the window replaced; the step at which the head's role forms
     in each (glassbox.timeline.phases thresholds of that role), and the score series."""
     import copy
 
@@ -251,7 +251,9 @@ def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: 
     a, b = doc["steps"]
     last = state["decl"]["train"]["steps"]
     until = min(last, until or b + 3 * (b - a + 1))
-    top = {tuple(x) for x in doc["top_decile_rows"]}
+    if not 0 < share <= 1:
+        raise BadInput(f"--replace-share must be in (0, 1], got {share}")
+    top = {tuple(x) for x in doc["ranked_rows"][: max(1, int(round(share * len(doc["ranked_rows"]))))]}
     bs = state["decl"]["train"]["batch_size"]
     g = torch.Generator()
     g.manual_seed(seed)
@@ -294,7 +296,8 @@ def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: 
         found = phases.score_change(steps, series, low, high)
         return {"phase_change_step": found["step"] if found else None, "steps": steps, "scores": series}
 
-    out = {"role": role, "from_step": a - 1, "until": until, "replaced_rows": len(top), "every": every,
+    out = {"role": role, "from_step": a - 1, "until": until, "replaced_rows": len(top), "share": share,
+           "every": every,
            "thresholds": [low, high]}
     for name, replace in (("baseline", set()), ("top_replaced", top), ("random_replaced", random_rows)):
         out[name] = variant(replace)
