@@ -96,11 +96,23 @@ def main() -> None:
             pattern_s.append(time.perf_counter() - t0)
             n = page.evaluate("window.glassbox.last.pattern.shape[0]")
         page.close()
+    import torch
+
+    from glassbox.run import hooks
+
+    plain = []  # the same-run baseline: one plain forward of the same 512 tokens, in this process
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            hooks.run(loaded, torch.tensor([ids]))
+        plain.append(time.perf_counter() - t0)
     a, p = statistics.median(atlas_s[1:]), statistics.median(pattern_s[1:])
     print(f"atlas page, SmolLM2 270 heads, cached atlas ({roles} roles): {a * 1000:.0f} ms (heatmap draw {draw_ms:.1f} ms) "
           f"= {a / ATLAS_TARGET_S:.2f} × the 1 s target")
     print(f"head {layer}.{head} pattern on {n} tokens: {p * 1000:.0f} ms (first, with model warm-up: "
-          f"{pattern_s[0] * 1000:.0f} ms) = {p / PATTERN_TARGET_S:.2f} × the 2 s target")
+          f"{pattern_s[0] * 1000:.0f} ms) = {p / PATTERN_TARGET_S:.2f} × the 2 s target; "
+          f"{p / statistics.median(plain):.2f} × a plain forward of the same tokens here "
+          f"({statistics.median(plain) * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":
