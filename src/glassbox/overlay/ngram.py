@@ -9,7 +9,9 @@ extension per kept level, and an extension costs:
   - a context with at most `cap` occurrences: one vectorized read of its ≤ cap next tokens and a search;
   - a heavier context of length ≤ HEAVY tokens: its children (distinct next tokens and where their runs
     start) were stored at build time, so the search runs over at most V entries, never over the corpus;
-  - a heavier, longer context (only in highly repetitive corpora): a binary search over its interval.
+  - a heavier, longer context (only in highly repetitive corpora): rounds of `cap` evenly spaced reads, each
+    dividing the range by cap; its continuation counts are estimated from `cap` evenly spaced rows (the rows
+    are sorted by next token, so each run's share is read to within 2·c(h)/cap; `Level.sampled` says so).
 Levels kept at a step: the suffixes of length 1..SHORT (the n-gram part, n ≤ SHORT+1 = 5) and the longest
 match, grown by one token per step while the context keeps copying the corpus (the ∞-gram part). When it
 breaks, the longest becomes the longest of the short levels' extensions and grows again from there.
@@ -19,8 +21,7 @@ Distribution (interpolated absolute discounting down that chain, a proper distri
     P_k(w)   = max(c(h_k w) − D_k, 0) / c(h_k) + γ_k · P_{k−1}(w)
     γ_k      = (D_k · N1+(h_k •) + unread) / c(h_k)                              so Σ_w P_k(w) = 1
 with D_k = n1 / (n1 + 2 n2) from the corpus's count-of-counts of (k+1)-grams (long levels use the 6-gram D),
-N1+ the number of distinct continuations, and `unread` the continuations not enumerated (only ever > 0 past
-`max_runs` runs of a heavy long context; their mass goes down the chain, never lost).
+N1+ the number of distinct continuations (`unread`, continuations not enumerated, is 0 in this version).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class Level:
     hi: int
     ids: np.ndarray | None = None  # continuation token ids, ascending
     counts: np.ndarray | None = None
-    unread: int = 0  # continuations not enumerated (heavy long contexts past max_runs)
+    unread: int = 0  # continuations not enumerated (kept for the formula; 0 since counts are never truncated)
+    sampled: bool = False  # counts estimated from `cap` evenly spaced rows (a heavy context longer than HEAVY)
 
     @property
     def count(self) -> int:
@@ -229,18 +231,13 @@ class NGram:
             tok, start, end = kids
             ids = np.asarray(tok, dtype=np.int64)
             counts = np.diff(np.append(np.asarray(start, dtype=np.int64), end))
-        else:  # a heavy long context: walk its runs, each found by a binary search, at most max_runs of them
-            ids_l, counts_l, row = [], [], lo
-            while row < hi and len(ids_l) < self.max_runs:
-                t = self._next(row, k)
-                end = self._bound(row, hi, k, t, left=False)
-                if t >= 0:
-                    ids_l.append(t)
-                    counts_l.append(end - row)
-                row = end
-            ids, counts = np.array(ids_l, np.int64), np.array(counts_l, np.int64)
-            level.unread = hi - row
-        level.ids, level.counts = ids.astype(np.int64), counts.astype(np.int64)
+        else:  # a heavy long context (very repetitive corpora only): `cap` evenly spaced rows, one read
+            rows = np.linspace(lo, hi - 1, self.cap).astype(np.int64)
+            col = self._col_rows(rows, k)
+            ids, counts = np.unique(col[col >= 0], return_counts=True)
+            counts = counts * ((hi - lo) / len(rows))  # runs are contiguous: each sampled row stands for its share
+            level.sampled = True
+        level.ids, level.counts = ids.astype(np.int64), np.asarray(counts, np.float64)
         return level
 
 
