@@ -71,12 +71,12 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
     cols = "  ".join(f"{x:>8}" for x in SOURCES)
     lines = [head, "who voted:", *voters, formula,
              f"p_table = (1 - {cfg['mu']}) * table / sum(table) + {cfg['mu']} * unigram", "",
-             f"rank  token                {cols}     table  p_table  LM logp     final  sources"]
+             f"rank  token                {cols}     table  {'p_inf' if mix else 'p_table':>7}  LM logp     final  sources"]
     for i, c in enumerate(s["candidates"][:limit]):
         terms = "  ".join(f"{c['terms'][x]:8.4f}" for x in SOURCES)
         lmv = "       -" if c["lm_logprob"] is None else f"{c['lm_logprob']:8.3f}"
         mark = "*" if c["token"] == s["chosen"] else " "
-        lines.append(f"{i:3d}{mark}  {c['text']!r:20} {terms}  {c['table']:8.4f}  {c['p_table']:7.4f}  {lmv}  "
+        lines.append(f"{i:3d}{mark}  {c['text']!r:20} {terms}  {c['table']:8.4f}  {c.get('p_inf', c['p_table']):7.4f}  {lmv}  "
                      f"{c['final']:8.3f}  {','.join(c['sources'])}")
     rest = len(s["candidates"]) - limit
     if rest > 0:
