@@ -133,3 +133,24 @@ def test_retrain_replaces_the_rows_it_says(tiny_run: Path):
     assert whole["baseline"]["steps"] == [2, 3, 4, 5, 6]
     part = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25)
     assert part["replaced_rows"] == 32 and part["baseline"]["scores"] == whole["baseline"]["scores"]
+
+
+def test_text_induction_preset_on_another_corpus_trains_and_probes_held_out_text(tmp_path: Path):
+    from glassbox.timeline.analyze import analyze
+
+    corpus = tmp_path / "c.txt"
+    words = ["and", "the", "king", "of", "Judah", "went", "down", "to", "see", "Joram", "son", "Ahab"]
+    g = torch.Generator().manual_seed(1)
+    corpus.write_text(" ".join(words[int(i)] for i in torch.randint(0, len(words), (5000,), generator=g)))
+    try:
+        decl = declare(preset="text-induction", corpus=str(corpus), steps=3, batch_size=4)
+    except Exception as exc:
+        pytest.skip(f"bundled tokenizer unavailable: {exc}")
+    assert decl["data"]["kind"] == "tokens" and decl["data"]["repeat_rate"] == 0.5
+    out = tmp_path / "run"
+    train(out, decl)
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert vocab["rare"] == 1023 and len(vocab["ids"]) <= 1023
+    doc = analyze(out, ablate=False)
+    assert len(doc["checkpoints"]) >= 2
+    assert all(0.0 <= h["scores"]["induction"] <= 1.0 for c in doc["checkpoints"] for h in c["heads"])
