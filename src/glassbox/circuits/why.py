@@ -263,7 +263,8 @@ def picture(doc: dict[str, Any], path: Any, n_positions: int = 4, n_parts: int =
 
     from glassbox.fileio import save_png
 
-    chosen = sorted(doc["positions"], key=lambda p: -p["attention"])[:n_positions] or []
+    # the most attended pairs, those off position 0 first: a sink's logit is the same story at every query
+    chosen = sorted(doc["positions"], key=lambda p: (p["key"] == 0, -p["attention"]))[:n_positions] or []
     fig, axes = plt.subplots(max(1, len(chosen)), 2, figsize=(11, 2.4 * max(1, len(chosen))), squeeze=False)
     toks = doc.get("tokens") or []
     for row, pos in enumerate(chosen):
