@@ -93,9 +93,9 @@ def main() -> None:
     import ray
 
     from glassbox.run.load import set_threads
-    from glassbox.scale.atlas_over import CheckpointAtlas
-    from glassbox.scale.sweep import sweep
     from glassbox.timeline import analyze as A
+    from glassbox.timeline.atlas_over import CheckpointAtlas
+    from glassbox.timeline.sweep import sweep
     from glassbox.train import checkpoints as ck
     from glassbox.train.loop import declare, train
 

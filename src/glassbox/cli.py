@@ -36,7 +36,6 @@ COMMAND_MODULES = [
     "glassbox.demo",
     "glassbox.train.commands",
     "glassbox.timeline.commands",
-    "glassbox.scale.commands",
     "glassbox.lens.commands",
     "glassbox.overlay.commands",
     "glassbox.circuits.commands",

@@ -66,7 +66,7 @@ def build(
         ix.build(docs, tok, out, opts,
                  source=",".join(corpus), tokenizer_spec=model)
     else:  # shards tokenized where the seam says, merged in order: the same index
-        from glassbox.scale.overlay_build import build_sharded
+        from glassbox.overlay.shards import build_sharded
 
         build_sharded(docs, tok, out, opts, backend, source=",".join(corpus), tokenizer_spec=model)
     if pos:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
-from glassbox.scale.seam import Backend, Item
+from glassbox.scale.worker import Backend, Item
 
 LOCAL_OBJECT_STORE = 256 << 20  # a private local instance: results are small JSON documents
 IN_FLIGHT = 2  # items queued per actor; actor tasks run in order, and a restarted actor gets both again
@@ -42,7 +42,7 @@ class Worker:
 
     def __init__(self, factory, args: tuple, threads: int):
         from glassbox import progress
-        from glassbox.scale.seam import worker_threads
+        from glassbox.scale.worker import worker_threads
 
         worker_threads(threads)  # the driver's count: the same floats as the local run
         progress.set_quiet(True)  # no terminal here; the driver draws the bar

@@ -23,33 +23,18 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
+from glassbox.scale.worker import Backend, Item, worker_threads  # noqa: F401 (re-exported)
 
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install 'glassbox[ray]' (or pip install 'ray[default]')"
 _ADDRESS = re.compile(r"ray://[A-Za-z0-9._\-\[\]:]+:\d{1,5}")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,120}")
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where items run: `local` (this process), `pool` (N local processes) or `ray` (a cluster)."""
-
-    kind: str = "local"
-    workers: int = 1  # pool size; for ray, an upper bound on actors (0: one per cluster CPU)
-    address: str | None = None  # ray: "auto" or "ray://HOST:PORT"
-    max_retries: int = 3  # how often an item is retried after its worker process died
-    threads: int = 1  # torch threads per worker: set to the driver's count when the job starts
-
-    def describe(self) -> str:
-        if self.kind == "ray":
-            return f"ray ({self.address})"
-        return f"pool of {self.workers}" if self.kind == "pool" else "local"
 
 
 def backend(ray: str | None = None, workers: int = 1, max_retries: int = 3) -> Backend:
@@ -71,16 +56,6 @@ def require_ray() -> None:
         import ray  # noqa: F401
     except ImportError:
         raise BadInput(INSTALL_HINT) from None
-
-
-@dataclass(frozen=True)
-class Item:
-    """One unit of work: `key` names its saved result (file-safe, unique in the job), `args` go to the worker,
-    `stamp` is what the result depends on besides the job (a saved result with another stamp is recomputed)."""
-
-    key: str
-    args: tuple
-    stamp: str = ""
 
 
 def file_stamp(path: str | Path) -> str:
@@ -189,16 +164,6 @@ def _local(factory, args, pending: list[Item], backend: Backend) -> Iterator[tup
 
 
 _pool_worker: Any = None
-
-
-def worker_threads(threads: int) -> None:
-    """In a worker process: compute with `threads` torch threads, also where the work calls set_threads()."""
-    import os
-
-    from glassbox.run.load import set_threads
-
-    os.environ["GLASSBOX_THREADS"] = str(threads)
-    set_threads()
 
 
 def _pool_init(factory, args, threads: int) -> None:
