@@ -69,6 +69,23 @@ def test_only_named_items_are_kept(tiny_folder):
         hooks.select(["blocks.9.nothing"], 2)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert"])
+def test_cache_until_a_layer_equals_the_full_forward_there(arch, tiny_folder):
+    loaded = load_model(tiny_folder(arch))
+    names = ["blocks.*.attn.pattern", "blocks.0.attn.head_out"]
+    _, full = hooks.run_with_cache(loaded, tokens(), names=names)
+    before = hooks.stats["forwards"]
+    part = hooks.run_with_cache_until(loaded, tokens(), 0, names=names)
+    assert hooks.stats["forwards"] == before + 1
+    # block 0 recorded exactly as in the full forward; block 1 never ran
+    assert sorted(part) == ["blocks.0.attn.head_out", "blocks.0.attn.pattern"]
+    assert torch.equal(part["blocks.0.attn.pattern"], full["blocks.0.attn.pattern"])
+    assert torch.allclose(part["blocks.0.attn.head_out"], full["blocks.0.attn.head_out"], atol=1e-6)
+    # the model is usable afterwards: the stop hook is gone
+    _, again = hooks.run_with_cache(loaded, tokens(), names=names)
+    assert torch.equal(again["blocks.1.attn.pattern"], full["blocks.1.attn.pattern"])
+
+
 @pytest.mark.parametrize("arch", ["llama", "phi3", "gpt2", "bert"])
 def test_zero_ablation_equals_weight_surgery(arch, tiny_folder):
     loaded = load_model(tiny_folder(arch))

@@ -188,7 +188,7 @@ def pattern(loaded: Any, layer: int, head: int, text: str) -> dict[str, Any]:
         raise BadInput("the text has no tokens")
     names = [f"blocks.{layer}.attn.pattern"] + ([] if loaded.is_encoder else [f"blocks.{layer}.attn.head_out"])
     with model_lock, torch.inference_mode():
-        _, cache = hooks.run_with_cache(loaded, torch.tensor([ids]), names=names)
+        cache = hooks.run_with_cache_until(loaded, torch.tensor([ids]), layer, names=names)
         pat = cache[f"blocks.{layer}.attn.pattern"][0, head].float().contiguous()  # [q, k]
         lens: list[list[list[Any]]] = []
         if not loaded.is_encoder:
