@@ -123,22 +123,15 @@ def sweep(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Train one run per seed and its timeline (fanned out), then compare the runs: which head wins, and why."""
-    from glassbox.errors import BadInput
     from glassbox.scale import seam
     from glassbox.timeline import render as R
     from glassbox.timeline.sweep import parse_seeds
     from glassbox.timeline.sweep import sweep as run_sweep
+    from glassbox.train.model import read_config
 
     seed_list = parse_seeds(seeds)
     backend = seam.backend(ray, workers)
-    config_dict = None
-    if config is not None:
-        if not config.is_file():
-            raise BadInput("config file not found", config)
-        try:
-            config_dict = json.loads(config.read_text())
-        except ValueError as exc:
-            raise BadInput(f"not valid JSON: {exc}", config) from None
+    config_dict = read_config(config)
     declaration = {"preset": preset, "config": config_dict, "corpus": str(corpus) if corpus else None,
                    "init": init, "steps": steps, "steer": list(steer)}
     doc = run_sweep(out, declaration, seed_list, ablate=not no_ablation, backend=backend, plot=not no_plot)

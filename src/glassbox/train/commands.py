@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         """Train a model and record how every step writes into every tensor and head."""
         from glassbox.train.loop import declare
         from glassbox.train.loop import train as run_training
+        from glassbox.train.model import read_config
 
         if resume:
             if preset or config or corpus or steer:
@@ -42,16 +43,7 @@ def register(app: typer.Typer) -> None:
                                "give only --out", out)
             summary = run_training(out, resume=True)
         else:
-            config_dict = None
-            if config is not None:
-                if not config.is_file():
-                    raise BadInput("config file not found", config)
-                try:
-                    config_dict = json.loads(config.read_text())
-                except ValueError as exc:
-                    raise BadInput(f"not valid JSON: {exc}", config) from None
-                if not isinstance(config_dict, dict):
-                    raise BadInput("the config must be a JSON object", config)
+            config_dict = read_config(config)
             decl = declare(preset=preset, config=config_dict, corpus=str(corpus) if corpus else None, seed=seed,
                            init=init, steps=steps, steer=steer, ledger_every=ledger_every, save_every=save_every,
                            batch_size=batch_size, seq_len=seq_len, lr=lr)

@@ -62,6 +62,26 @@ INIT_SCHEMES = {
 }
 
 
+def read_config(path: Any) -> dict[str, Any] | None:
+    """A `--config` file (a transformers config JSON) → its dict; None without one. BadInput for a missing file,
+    invalid JSON or JSON that is not an object."""
+    import json
+    from pathlib import Path
+
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput("config file not found", path)
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BadInput(f"not valid JSON: {exc}", path) from None
+    if not isinstance(config, dict):
+        raise BadInput("the config must be a JSON object", path)
+    return config
+
+
 def parse_init(scheme: str) -> tuple[str, float | None]:
     name, _, arg = scheme.partition(":")
     if name not in INIT_SCHEMES:
