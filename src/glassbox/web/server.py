@@ -234,14 +234,20 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             raise HTTPException(400, job["error"])
         return job
 
+    def _model(raw: str) -> tuple[Any, JSONResponse | None]:
+        """The loaded model a `src` names, or (None, the 202 answer naming the job that loads it)."""
+        sid, path = src_of(raw)
+        pending = _need_model(sid, path)
+        if pending is not None:
+            return None, JSONResponse({"job": pending}, status_code=202)
+        return data.load(path, sid), None
+
     @app.post("/api/pattern", summary="One head's attention on a text (float32 [q, k], base64) and its lens",
               responses={202: {"description": "the model is loading: poll the job, then ask again"}})
     async def pattern(req: PatternRequest) -> Any:
-        sid, path = src_of(req.src)
-        pending = _need_model(sid, path)
-        if pending is not None:
-            return JSONResponse({"job": pending}, status_code=202)
-        loaded = data.load(path, sid)
+        loaded, wait = _model(req.src)
+        if wait is not None:
+            return wait
         doc = await run_in_threadpool(data.pattern, loaded, req.layer, req.head, req.text)
         pat = doc.pop("pattern")
         doc["shape"] = list(pat.shape)
@@ -252,11 +258,9 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
              responses={202: {"description": "the model is loading"}})
     async def ov(src: str = Query(..., max_length=1024), layer: int = Query(..., ge=0),
                  head: int = Query(..., ge=0)) -> Any:
-        sid, path = src_of(src)
-        pending = _need_model(sid, path)
-        if pending is not None:
-            return JSONResponse({"job": pending}, status_code=202)
-        loaded = data.load(path, sid)
+        loaded, wait = _model(src)
+        if wait is not None:
+            return wait
         if not (layer < loaded.n_layers and head < loaded.n_heads) or loaded.is_encoder:
             raise HTTPException(400, f"no OV readout for head {layer}.{head} of this model")
         return await run_in_threadpool(data.ov_tokens, loaded, layer, head)
@@ -264,20 +268,18 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
     @app.post("/api/lens", summary="The logit lens on a text: KL to the final layer and top token per cell",
               responses={202: {"description": "the model is loading"}})
     async def lens(req: LensRequest) -> Any:
-        sid, path = src_of(req.src)
-        pending = _need_model(sid, path)
-        if pending is not None:
-            return JSONResponse({"job": pending}, status_code=202)
-        return await run_in_threadpool(data.lens_doc, data.load(path, sid), req.text)
+        loaded, wait = _model(req.src)
+        if wait is not None:
+            return wait
+        return await run_in_threadpool(data.lens_doc, loaded, req.text)
 
     @app.post("/api/patch", summary="Activation patching (denoising), clean vs corrupt: effect per cell",
               responses={202: {"description": "the model is loading"}})
     async def patch(req: PatchRequest) -> Any:
-        sid, path = src_of(req.src)
-        pending = _need_model(sid, path)
-        if pending is not None:
-            return JSONResponse({"job": pending}, status_code=202)
-        return await run_in_threadpool(data.patch_doc, data.load(path, sid), req.clean, req.corrupt, req.metric,
+        loaded, wait = _model(req.src)
+        if wait is not None:
+            return wait
+        return await run_in_threadpool(data.patch_doc, loaded, req.clean, req.corrupt, req.metric,
                                        req.over)
 
     @app.post("/api/overlay/generate", summary="Generate with an overlay index; every step traced in the store")
