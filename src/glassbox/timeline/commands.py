@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
         from glassbox.train.store import read_table
 
         backend = seam.backend(ray, workers)
-        docs = [analyze(r, ablate=not no_ablation, backend=backend) for r in runs]
+        from glassbox.timeline.spans import attach
+
+        # the examples section (RUN/examples-L*H*.json) is read fresh, not cached in timeline.json
+        docs = [attach(analyze(r, ablate=not no_ablation, backend=backend), r) for r in runs]
         plots: list[str] = []
         if not no_plot:
             from glassbox.timeline.plots import plot_runs

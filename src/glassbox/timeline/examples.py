@@ -161,6 +161,7 @@ def _ngram_repeat(seq: list[int], n: int = 4) -> bool:
 def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None = None, top: int = 10,
          quiet: bool = False) -> dict[str, Any]:
     """The `writes --examples` document: the window's rows ranked by contribution, with their text."""
+    from glassbox.timeline.spans import row_span
     from glassbox.train import data as D
     from glassbox.train.loop import _read_declaration
 
@@ -182,7 +183,7 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
         bt = batches[r["step"]]
         seq = bt.tokens[r["row"]].tolist()
         return {"repeated_fraction": float(bt.repeated[r["row"]].float().mean()), "ngram_repeat": _ngram_repeat(seq),
-                "tokens": seq}
+                "tokens": seq, "repeated": bt.repeated[r["row"]].tolist()}
 
     total = sum(r["contribution"] for r in rows)
     top_rows = []
@@ -191,7 +192,9 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
         top_rows.append({**{k: r[k] for k in ("step", "row", "contribution")},
                          "share": r["contribution"] / total if total else None,
                          "text": decode(f["tokens"]), "repeated_fraction": f["repeated_fraction"],
-                         "ngram_repeat": f["ngram_repeat"]})
+                         "ngram_repeat": f["ngram_repeat"],
+                         # the text cut into token pieces, the repeated part marked (the report highlights it)
+                         "span": row_span(decode, f["tokens"], f["repeated"])})
     every = [features(r) for r in rows]
     top_feats = [features(r) for r in ranked[: max(top, len(rows) // 10)]]
 

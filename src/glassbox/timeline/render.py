@@ -56,6 +56,16 @@ def render(doc: dict[str, Any], plot: str | None = None) -> str:
             gs = "/".join(_f(h.get("grad_share", {}).get(k)) for k in ("before", "during", "after"))
             lines.append(f"  L{why['layer']}H{h['head']:<4} {sc:<32} {ws:<18} {gs:<18} "
                          f"{_f(h['early_ablation_effect'], '.3f')}/{_f(h['final_ablation_effect'], '.3f')}")
+    for ex in doc.get("examples", []):  # `glassbox writes --examples` files of this run (timeline/spans.py)
+        lines.append("")
+        steps = ex["steps"] or ["?", "?"]
+        lines.append(f"examples that wrote L{ex['layer']}H{ex['head']} (steps {steps[0]}-{steps[1]}, {ex['rows']} rows, "
+                     f"{ex['file']}): {ex['summary_line']}")
+        rt = ex.get("retrain")
+        if rt:
+            got = ", ".join(f"{name} {rt[name]['phase_change_step'] if rt[name]['phase_change_step'] is not None else '-'}"
+                            for name in ("baseline", "top_replaced", "random_replaced"))
+            lines.append(f"  retrained ({rt['replaced_rows']} rows replaced): {rt['role']} forms at step {got}")
     if plot:
         lines.append("")
         lines.append(f"plot: {plot}")

@@ -276,9 +276,10 @@ def head_bytes(anatomy: dict[str, Any], layer: int, head: int) -> list[dict[str,
 def timeline_doc(run: Path) -> dict[str, Any]:
     """`glassbox timeline RUN --json` (its own cache makes a second call cheap) and `glassbox writes RUN`."""
     from glassbox.timeline.analyze import analyze
+    from glassbox.timeline.spans import attach
     from glassbox.timeline.writes import write_table
 
-    doc = analyze(run)
+    doc = attach(analyze(run), run)  # + `examples` when the run has writes --examples files
     doc["writes"] = write_table(run)
     try:
         from glassbox.train.store import read_table
