@@ -46,7 +46,7 @@ def test_row_span_periodic_row_and_id_decoder():
 def test_summary_line():
     s = {"top_decile": {"with_quoted_or_periodic_repeat": 0.583, "repeated_fraction": 0.187, "with_4gram_repeat": None},
          "all_rows": {"with_quoted_or_periodic_repeat": 0.501, "repeated_fraction": 0.157, "with_4gram_repeat": 0.7}}
-    assert spans.summary_line(s) == ("top decile: 58% quoted vs 50% of all rows; "
+    assert spans.summary_line(s) == ("top decile: 58% with a quoted/periodic repeat vs 50% of all rows; "
                                      "19% copy-predictable positions vs 16% of all rows")
 
 

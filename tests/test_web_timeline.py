@@ -1,5 +1,6 @@
 """The Timeline view in a real browser: two short training runs (seeds 0 and 1) side by side, their probe
-scores over steps, the loss, phase changes, and the write-share table equal to `glassbox writes`."""
+scores over steps, the loss, phase changes, the write-share table equal to `glassbox writes`, and the
+examples that wrote a head (spans with the repeated part marked) equal to the timeline JSON's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,40 @@ from webkit import browser, live_server, screenshot
 STEPS = 4  # five checkpoints (0..4): enough to draw, cheap enough for the suite
 
 pytestmark = pytest.mark.timeout(1800)  # two trainings and their timelines: minutes on a loaded 2-core box
+
+
+def write_examples(run):
+    """What `glassbox writes RUN --examples --head 1.0 --steps 2-3 --retrain` writes (in-process: cheaper)."""
+    from glassbox.fileio import write_json
+    from glassbox.timeline import examples as E
+
+    doc = E.rank(run, 1, 0, (2, 3), top=5, quiet=True)
+    doc["retrain"] = E.retrain(run, 1, 0, doc, quiet=True, every=1)
+    write_json(run / "examples-L1H0.json", doc)
+
+
+def check_examples(page, run):
+    """The examples card shows the spans of the timeline JSON's `examples` section: each row's text, the
+    repeated part highlighted exactly at its character ranges, the summary line and the retrain steps."""
+    from glassbox.timeline.spans import section
+
+    (want,) = section(run)
+    card = page.locator("#examples-L1H0")
+    assert card.count() == 1
+    assert page.evaluate("window.glassbox.timeline.examples[0].top.length") == len(want["top"])
+    rows = card.locator("tr.ex-row")
+    assert rows.count() == len(want["top"]) == 5
+    for k, r in enumerate(want["top"]):
+        row = rows.nth(k)
+        assert (row.get_attribute("data-step"), row.get_attribute("data-row")) == (str(r["step"]), str(r["row"]))
+        assert row.locator("td.span").text_content() == r["text"]
+        marked = row.locator("mark.rep").all_text_contents()
+        assert marked == [r["text"][a:b] for a, b in r["repeated_chars"]] and marked
+    assert card.locator(".ex-summary").text_content() == want["summary_line"]
+    for name in ("baseline", "top_replaced", "random_replaced"):
+        step = want["retrain"][name]["phase_change_step"]
+        cell = card.locator(f'tr[data-variant="{name}"] td.num').text_content()
+        assert cell == ("not formed" if step is None else str(step))
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +56,7 @@ def runs_site(tmp_path_factory):
     for seed in (0, 1):
         train(root / f"s{seed}", declare(preset="induction-2l", seed=seed, steps=STEPS))
         analyze(root / f"s{seed}")  # what `glassbox timeline` writes; the server reads it from the run's cache
+    write_examples(root / "s0")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GLASSBOX_CACHE", str(root / ".cache"))
         with live_server(root, ["s0", "s1"]) as url, browser() as b:
@@ -51,6 +87,7 @@ def test_timeline_two_seeds_loss_and_write_shares(runs_site):
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
         for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - d[i+2]) > 60) n++; return n; }""")
     assert coloured > 50
+    check_examples(page, root / "s0")
     screenshot(page, "timeline")
     page.close()
 
@@ -67,9 +104,19 @@ def test_run_report_offline(runs_site, tmp_path):
     page = ctx.new_page()
     page.goto(out.as_uri())
     page.wait_for_selector("body[data-ready=map]", timeout=60_000)
+    # the head-bytes strip is hidden until a head is shown, then drawn (issue 10's empty box)
+    assert not page.locator("#headstrip-wrap").is_visible()
+    page.click("#show-head")
+    page.wait_for_selector("#head-card")
+    assert page.locator("#headstrip-wrap").is_visible()
+    painted = page.evaluate("""() => { const c = document.getElementById('headstrip');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] < 250 || d[i+1] < 250 || d[i+2] < 250) n++; return n; }""")
+    assert painted > 100
     page.click('button[data-view="timeline"]')
     page.wait_for_selector("body[data-ready=timeline]", timeout=60_000)
     assert page.locator("#timeline-canvas").count() == 1 and page.locator("#writes-table tr").count() > 1
+    check_examples(page, root / "s0")
     screenshot(page, "report-timeline")
     assert attempted == []
     ctx.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = re.compile(r"examples-L(\d+)H(\d+)\.json")
-SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "quoted"), ("repeated_fraction", "copy-predictable positions"),
+SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "with a quoted/periodic repeat"), ("repeated_fraction", "copy-predictable positions"),
                 ("with_4gram_repeat", "with a repeated 4-gram"))
 
 
@@ -79,7 +79,7 @@ def row_span(decode: Callable[[Sequence[int]], str], seq: Sequence[int], repeate
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """"top decile: 58% quoted vs 50% of all rows; ..." from a `writes --examples` summary."""
+    """'top decile: 58% with a quoted/periodic repeat vs 50% of all rows; ...' from a `writes --examples` summary."""
     top, every = summary.get("top_decile") or {}, summary.get("all_rows") or {}
     parts = []
     for key, name in SUMMARY_KEYS:

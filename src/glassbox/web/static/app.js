@@ -287,7 +287,8 @@
     const pick = () => { S.head = layerSel.value + '.' + headSel.value; writeHash(); showHead(); };
     layerSel.onchange = pick; headSel.onchange = pick;
     if (d.n_heads) wrap.appendChild(h('div', { class: 'picker' }, 'Head: ', layerSel, headSel, h('button', { id: 'show-head', onclick: pick }, 'show its bytes')));
-    wrap.appendChild(h('div', { class: 'stripwrap' }, zoom));
+    const zoomWrap = h('div', { class: 'stripwrap', id: 'headstrip-wrap', hidden: !(S.head && d.n_heads) }, zoom); // empty until a head is shown
+    wrap.appendChild(zoomWrap);
     wrap.appendChild(detail);
     // tensors as blocks, one row per level
     const byLevel = {};
@@ -352,6 +353,7 @@
     }
     function showHead() {
       const [layer, head] = headOf();
+      zoomWrap.hidden = false;
       const { group, slices } = headSlices(an, layer, head);
       window.glassbox.last.slices = slices;
       // zoomed strip: from the first to the last byte of the tensors this head lives in
@@ -764,7 +766,43 @@
             return h('tr', { class: x.all ? 'all' : '' }, h('td', {}, x.all ? `all (${x.start}–${x.end})` : `${x.start}–${x.end}`), levels.map((l) => h('td', { class: 'num' }, by[l] === undefined ? '–' : (100 * by[l]).toFixed(1) + '%')),
               h('td', {}, x.top_heads.slice(0, 3).map((y) => `L${y.layer}.H${y.head} ${(100 * y.share).toFixed(1)}%`).join(', '))); }))));
     }
+    for (const ex of tl.examples || []) wrap.appendChild(examplesCard(ex));
     return wrap;
+  }
+
+  // the training rows that wrote a head (`glassbox writes --examples`): text spans, the repeated part marked
+  function spanText(r) {
+    // cut the text at the range edges; a repeated range wins over a source range where they meet
+    const marks = [...(r.source_chars || []).map(([a, b]) => [a, b, 'src']), ...(r.repeated_chars || []).map(([a, b]) => [a, b, 'rep'])];
+    const cls = new Array(r.text.length).fill('');
+    for (const [a, b, c] of marks) for (let i = a; i < b; i++) if (cls[i] !== 'rep') cls[i] = c;
+    const out = [];
+    for (let i = 0; i < r.text.length;) {
+      let j = i; while (j < r.text.length && cls[j] === cls[i]) j++;
+      const part = r.text.slice(i, j);
+      out.push(cls[i] ? h('mark', { class: cls[i], title: cls[i] === 'rep' ? 'repeated (predictable by copying)' : 'the earlier copy it repeats' }, part) : document.createTextNode(part));
+      i = j;
+    }
+    return out;
+  }
+  function examplesCard(ex) {
+    const id = `L${ex.layer}H${ex.head}`;
+    const maxC = Math.max(1e-12, ...ex.top.map((r) => Math.abs(r.contribution || 0)));
+    const steps = ex.steps || ['?', '?'];
+    const rt = ex.retrain;
+    const name = { baseline: 'baseline (unchanged)', top_replaced: 'top-ranked rows replaced', random_replaced: 'random rows replaced' };
+    return h('div', { class: 'card examples', id: 'examples-' + id, 'data-layer': ex.layer, 'data-head': ex.head },
+      h('h3', {}, `Examples that wrote L${ex.layer}.H${ex.head}: steps ${steps[0]}–${steps[1]} (${ex.window_source || ''}), ${fmt(ex.rows)} rows ranked`),
+      h('p', { class: 'small muted' }, 'Each training row (batch row of a step) by how far its own gradient moved the head\'s Q/K/V/O slices along the update actually taken (exact replay). ',
+        h('mark', { class: 'rep' }, 'repeated'), ' = tokens predictable by copying; ', h('mark', { class: 'src' }, 'earlier copy'), ' = what they repeat.'),
+      ex.summary_line ? h('p', { class: 'ex-summary' }, ex.summary_line) : null,
+      rt ? h('table', { class: 'grid ex-retrain' }, h('tr', {}, h('th', {}, `retrained from step ${rt.from_step} to ${rt.until}, ${rt.replaced_rows} rows replaced`), h('th', {}, `${rt.role} forms at step`)),
+        ['baseline', 'top_replaced', 'random_replaced'].map((k) => h('tr', { 'data-variant': k }, h('td', {}, name[k]), h('td', { class: 'num' }, rt[k].phase_change_step === null ? 'not formed' : rt[k].phase_change_step)))) : null,
+      h('table', { class: 'grid ex-rows' }, h('tr', {}, ['step', 'row', 'contribution', 'text (repeated part marked)'].map((c) => h('th', {}, c))),
+        ex.top.map((r) => h('tr', { class: 'ex-row', 'data-step': r.step, 'data-row': r.row },
+          h('td', { class: 'num' }, r.step), h('td', { class: 'num' }, r.row),
+          h('td', { class: 'num' }, h('span', { class: 'hbar', style: `width:${Math.round(80 * Math.abs(r.contribution || 0) / maxC)}px;background:${(r.contribution || 0) >= 0 ? '#0072B2' : '#D55E00'}` }), ' ', signed(r.contribution, 4)),
+          h('td', { class: 'span' }, spanText(r))))));
   }
 
   function timelineChart(tl, id) {
