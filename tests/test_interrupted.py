@@ -94,6 +94,30 @@ def test_overlay_build(model, tmp_path, capsys):
     assert temporaries(idx) == [] and (idx / "meta.json").read_text() != meta
 
 
+def test_overlay_build_between_renames(model, tmp_path, capsys):
+    """Killed after the old index went aside and before the new one took its place: no folder at the target.
+    The next open puts the old one back, and it answers exactly as before; the next build then succeeds."""
+    idx, corpus = overlay_index(model, tmp_path, capsys)
+    meta = (idx / "meta.json").read_text()
+    gen = ["overlay", "generate", idx, "--prompt", "the cat sat", "--no-lm", "--max-tokens", "4", "--json",
+           "--store", tmp_path / "store.sqlite"]
+    before = json.loads(cli(capsys, *gen))
+    corpus.write_text("a different corpus. " * 50)
+    killed(f"aside:{idx.name}", "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model,
+           cwd=tmp_path)
+    assert not idx.exists()  # the window this test is about: only the aside copy holds the old index
+    assert [p.name.startswith(".idx.old-") for p in temporaries(idx)].count(True) == 1
+    after = json.loads(cli(capsys, *gen))
+    assert (idx / "meta.json").read_text() == meta
+    def answer(trace: dict) -> dict:  # everything but the step timings
+        steps = [{k: v for k, v in step.items() if k != "ms"} for step in trace["steps"]]
+        return {"steps": steps, **{k: trace[k] for k in ("index_id", "output_ids", "output")}}
+
+    assert before["output_ids"] and answer(after) == answer(before)
+    cli(capsys, "overlay", "build", "--corpus", corpus, "--out", idx, "--model", model)
+    assert temporaries(idx) == [] and (idx / "meta.json").read_text() != meta
+
+
 def test_overlay_consolidate(model, tmp_path, capsys):
     idx, _ = overlay_index(model, tmp_path, capsys)
     store = tmp_path / "store.sqlite"

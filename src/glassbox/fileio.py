@@ -5,6 +5,8 @@ Temporaries are named `.<target>.<pid>.<random>` so that the next write to the s
 a killed process left behind (their pid no longer runs) and never one that a live writer is still filling.
 `kill_point(name)` is the test hook for that: with GLASSBOX_KILL_AT=name the process SIGKILLs itself there,
 at a fixed step (after the temporary is complete, before the rename), not after a guessed sleep.
+Folders cannot be renamed over a non-empty folder, so `replace_dir` moves the old one aside first and
+`restore_dir` (called before every build and open) renames a dead writer's aside back: no kill loses both.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +77,62 @@ def temp_dir_beside(target: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
+
+
+def _asides(target: Path, live: bool) -> list[Path]:
+    """The complete old copies `.<target>.old-<pid>-<hex>` that `replace_dir` moved aside; with live=False
+    only those whose writer is dead (a live one is mid-swap and will finish or restore it itself)."""
+    prefix = f".{target.name}.old-"
+    found = []
+    with contextlib.suppress(OSError):
+        for path in target.parent.glob(f"{glob_escape(prefix)}*"):
+            pid = path.name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and (live or (int(pid) != os.getpid() and not _pid_alive(int(pid)))):
+                found.append(path)
+    return found
+
+
+def _discard_dir(path: Path, target: Path) -> None:
+    # renamed to a pid temporary first (atomic), so an `.old-` aside is always whole and a kill mid-rmtree
+    # leaves only a temporary the next sweep removes
+    trash = target.parent / f".{target.name}.{os.getpid()}.trash-{uuid.uuid4().hex[:6]}"
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def restore_dir(target: str | Path) -> Path:
+    """If `target` is missing because a writer died between `replace_dir`'s two renames, put its aside copy
+    back. Returns the folder to read: `target`, or the aside itself when it cannot be renamed (read-only)."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        return target
+    asides = _asides(target, live=False)
+    if not asides:
+        return target
+    newest = max(asides, key=lambda p: p.stat().st_ctime_ns)  # rename sets ctime; there is normally one
+    try:
+        os.replace(newest, target)
+    except FileNotFoundError:  # another reader restored it first
+        pass
+    except OSError:
+        return newest
+    return target
+
+
+def replace_dir(tmp: str | Path, target: str | Path) -> None:
+    """Move the finished folder `tmp` to `target`, replacing the folder there: old → aside, tmp → target,
+    aside removed. Killed between the renames, `restore_dir` brings the old folder back."""
+    tmp, target = Path(tmp), Path(target)
+    restore_dir(target)
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        os.replace(target, aside)
+        kill_point(f"aside:{target.name}")
+    os.replace(tmp, target)
+    for old in [*([aside] if aside else []), *_asides(target, live=False)]:
+        _discard_dir(old, target)
 
 
 @contextlib.contextmanager

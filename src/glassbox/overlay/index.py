@@ -25,7 +25,6 @@ The build is a function of the corpus's token shards (`corpus_tokens`: shards in
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -90,6 +89,7 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
     """Write an index folder at `out` from already tokenized document shards (see `corpus_tokens`)."""
     options = options or BuildOptions()
     out = Path(out)
+    fileio.restore_dir(out)  # a build killed mid-swap left the old index aside: back first, then the checks
     if out.exists() and not (out / "meta.json").exists() and any(out.iterdir()):
         raise BadInput("exists and is not an overlay index; refusing to overwrite it", out)
     vocab = len(tokenizer)
@@ -109,21 +109,11 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         fileio.kill_point("overlay-build:swap")
-        _swap_into_place(tmp, out)
+        fileio.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:6]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOptions) -> dict:
@@ -257,7 +247,7 @@ class Index:
     """A built index, memory-mapped. Lookups read only the slices they need."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = fileio.restore_dir(path)  # the old index, if a build died between its two renames
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
             raise BadInput("not an overlay index (no meta.json); build one with `glassbox overlay build`", path)
