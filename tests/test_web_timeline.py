@@ -5,7 +5,7 @@ examples that wrote a head (spans with the repeated part marked) equal to the ti
 from __future__ import annotations
 
 import pytest
-from webkit import browser, live_server, screenshot
+from webkit import live_site, screenshot
 
 STEPS = 4  # five checkpoints (0..4): enough to draw, cheap enough for the suite
 
@@ -57,10 +57,8 @@ def runs_site(tmp_path_factory):
         train(root / f"s{seed}", declare(preset="induction-2l", seed=seed, steps=STEPS))
         analyze(root / f"s{seed}")  # what `glassbox timeline` writes; the server reads it from the run's cache
     write_examples(root / "s0")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLASSBOX_CACHE", str(root / ".cache"))
-        with live_server(root, ["s0", "s1"]) as url, browser() as b:
-            yield url, b, root
+    with live_site(root, ["s0", "s1"]) as (url, b):
+        yield url, b, root
 
 
 def test_timeline_two_seeds_loss_and_write_shares(runs_site):

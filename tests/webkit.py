@@ -79,6 +79,19 @@ def browser() -> Iterator[object]:
             b.close()
 
 
+@contextlib.contextmanager
+def live_site(root: Path, sources: list[str], cache: Path | None = None,
+         home: Path | None = None) -> Iterator[tuple[str, object]]:
+    """A live server over `root` and a browser, with GLASSBOX_CACHE (default root/.cache) and, when given,
+    GLASSBOX_HOME pointed into the test's folder: the fixture every browser test module starts from."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLASSBOX_CACHE", str(cache or root / ".cache"))
+        if home is not None:
+            mp.setenv("GLASSBOX_HOME", str(home))
+        with live_server(root, sources) as url, browser() as b:
+            yield url, b
+
+
 def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
