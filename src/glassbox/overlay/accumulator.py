@@ -18,7 +18,8 @@ The repeat penalty ("synaptic fatigue"): repeat[t] counts how often t was emitte
 notes' literal wording, which silences frequent tokens after a few steps; measured in the issue note).
 Consolidated answers (overlay/answers.py, opt-in) add their counts to the next and triad sources.
 All state is a few arrays of vocabulary size, so the cost of a step does not grow with the corpus.
-`table()` is the step's proper table distribution P_T (overlay/ngram.py), which the mixture uses.
+`table()` is the step's proper table distribution P_T (overlay/ngram.py), which the mixture uses; `session`
+holds the session memory P_S (overlay/session.py): every observed token is inserted there too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from glassbox.overlay.index import Index
 from glassbox.overlay.ngram import Chain, Level, TableDist
+from glassbox.overlay.session import Session
 
 if TYPE_CHECKING:
     from glassbox.overlay.answers import AnswerLinks
@@ -58,6 +60,7 @@ class AccumulatorConfig:
     epsilon: float = 1e-3
     max_match: int = 12  # unused since index format 2 (the ∞-gram chain has no cap); kept for old configs
     cap: int = 256  # unused since index format 2 (the index's own cap bounds every read); kept likewise
+    session: bool = True  # keep the session memory (overlay/session.py): counts of the text read so far
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -84,6 +87,7 @@ class Accumulator:
         self.match_length = 0
         self.chain = Chain(index.ngram) if index.ngram is not None else None
         self.levels: list[Level] = []
+        self.session = Session(v) if self.config.session else None
         c = self.config
         self._w = np.array([c.weight.get(s, 0.0) for s in SOURCES], np.float32)
         self._decay = np.array([c.decay.get(s, 0.0) for s in SOURCES], np.float32)
@@ -95,12 +99,15 @@ class Accumulator:
         other.repeat = self.repeat.copy()
         other.recent = deque(self.recent)
         other.chain = self.chain.copy() if self.chain is not None else None
+        other.session = self.session.copy() if self.session is not None else None
         return other
 
     def observe(self, context: list[int]) -> None:
         """Take in the newest token context[-1] (the rest of `context` is what came before it)."""
         c = self.config
         w = int(context[-1])
+        if self.session is not None:
+            self.session.add(w)
         fb = SOURCES.index("feedback")
         for s, d in enumerate(self._decay):
             if d == 0.0:

@@ -300,13 +300,16 @@ def eval_(
     pos_min_share: float = typer.Option(0.002, "--pos-min-share"),
     save_gate: bool = typer.Option(False, "--save-gate", help="Write the gate fitted on the dev part into the "
                                    "index (gate.json); `generate` then uses it."),
+    no_session: bool = typer.Option(False, "--no-session", help="No session memory (the text read so far as a "
+                                    "second table): the overlay is the static index's gate alone."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
 
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
-                       gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share)
+                       gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
+                       session=not no_session)
     res = evaluate(index, model, heldout, opts)
     if save_gate:
         from glassbox.overlay.index import write_gate

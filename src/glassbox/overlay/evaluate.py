@@ -37,9 +37,9 @@ from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.overlay import corpus as corpora
 from glassbox.overlay import lm
+from glassbox.overlay import session as sessions
 from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig, table_distribution
-from glassbox.overlay.gate import Gate, features, vector
-from glassbox.overlay.gate import fit as gate_fit
+from glassbox.overlay.gate import features, vector
 from glassbox.overlay.generate import GenerateConfig, LMRunner, generate, mixture_final, select_final
 from glassbox.overlay.index import FORMAT, BuildOptions, Index, write_arrays
 from glassbox.overlay.pos import PosTable
@@ -63,6 +63,7 @@ class EvalOptions:
     latency_runs: int = 5
     pos_filter: bool = False
     pos_min_share: float = 0.002
+    session: bool = True  # the session memory P_S (overlay/session.py); --no-session: the static gate alone
 
 
 def heldout_tokens(spec: str, tok, sep: int, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -115,15 +116,20 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         raise BadInput(f"the model's vocabulary ({len(tok)}) differs from the index's ({index.vocab_size})", model_spec)
     seq = heldout_tokens(heldout, tok, index.sep, opts.max_tokens)
     V, N = index.vocab_size, opts.n_candidates
-    acfg = AccumulatorConfig()
+    acfg = AccumulatorConfig(session=False)  # the session memory is read below, in step with the LM
     rows = table_pass(index, seq, N, acfg)
     n_targets = len(seq) - 1
     n_dev = max(1, int(n_targets * opts.dev_fraction))
     # per target: log-probs under each model; top-1 hits
     lm_lp, lm_hit, tab_lp, tab_hit = (np.zeros(n_targets) for _ in range(4))
-    p_lm_true, p_t_true = np.zeros(n_targets), np.zeros(n_targets)
+    p_lm_true, p_t_true, p_s_true = np.zeros(n_targets), np.zeros(n_targets), np.zeros(n_targets)
     phis: list[np.ndarray | None] = [None] * n_targets
     phi_d: list[dict | None] = [None] * n_targets
+    phis_s: list[np.ndarray | None] = [None] * n_targets
+    phi_sd: list[dict | None] = [None] * n_targets
+    ses_lp, ses_hit = np.zeros(n_targets), np.zeros(n_targets)
+    ses_match, ses_prev, ctx_start = np.zeros(n_targets, np.int64), np.full(n_targets, -1), np.zeros(n_targets, np.int64)
+    stream = sessions.online(seq, V)  # P_S before each target: seq[0..p], never the target itself
     tops: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [None] * n_targets  # type: ignore[list-item]
     vote_lp = np.zeros((len(opts.lams), n_targets))  # the previous mixture: p_table = normalized votes
     vote_hit = np.zeros((len(opts.lams), n_targets))
@@ -153,8 +159,18 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
             tab_lp[p], tab_hit[p] = math.log(pt[true]), float(int(np.argmax(pt)) == true)
             phi_d[p] = features(r["levels"], float(plm.max()))
             phis[p] = vector(phi_d[p])
-            both = np.union1d(np.argpartition(-plm, 16)[:16], np.argpartition(-pt, 16)[:16])
-            tops[p] = (both, plm[both], pt[both])  # the mixture's argmax lies here (to within a hair)
+            # the session memory: the held-out tokens before this target (windows visit p in ascending order)
+            at, sd = next(stream)
+            assert at == p
+            ps = sd.dense()
+            p_s_true[p] = ps[true]
+            ses_lp[p], ses_hit[p] = math.log(ps[true]), float(int(np.argmax(ps)) == true)
+            phi_sd[p] = sd.features(float(plm.max()))
+            phis_s[p] = None if phi_sd[p] is None else np.array([phi_sd[p][f] for f in sessions.SESSION_FEATURES])
+            ses_match[p], ses_prev[p], ctx_start[p] = sd.match, sd.prev_end, s
+            both = np.union1d(np.union1d(np.argpartition(-plm, 16)[:16], np.argpartition(-pt, 16)[:16]),
+                              np.argpartition(-ps, 16)[:16])
+            tops[p] = (both, plm[both], pt[both], ps[both])  # the mixture's argmax lies here (to within a hair)
             # the previous mixture and the select mode: the accumulator's votes as p_table
             total = np.zeros(V)
             total[r["ids"]] = r["vals"]
@@ -182,11 +198,22 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                     pos_choice[i, p], pos_lp[i, p] = _select(kc, lp, ptab, true, beta, opts.select_floor, V)
                     pos_hit[i, p] = float(pos_choice[i, p] == true)
     dev, test = slice(0, n_dev), slice(n_dev, n_targets)
-    gate = gate_fit(p_lm_true[dev], p_t_true[dev], phis[:n_dev])
-    lams = np.array([gate.lam(f) for f in phi_d])
-    ov_lp = mixture_final(np.log(p_lm_true), p_t_true, lams)  # the generator's own scorer
-    ov_hit = np.array([float(ids[np.argmax((1 - lam) * a + lam * b)] == seq[p + 1])
-                       for p, ((ids, a, b), lam) in enumerate(zip(tops, lams, strict=True))])
+    fits = sessions.fit(p_lm_true[dev], p_t_true[dev], p_s_true[dev], phis[:n_dev], phis_s[:n_dev],
+                        session=opts.session)
+    gate = fits["overlay"]
+
+    def scored(mixer: sessions.Mixer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log p of the true token, top-1 hit, weights [n, 3]) of a mixer at every position."""
+        w = np.array([mixer.weights(a, b) for a, b in zip(phi_d, phi_sd, strict=True)])
+        lp = np.log(w[:, 0] * p_lm_true + w[:, 1] * p_t_true + w[:, 2] * p_s_true)
+        hit = np.array([float(t[0][np.argmax(sessions.mixture(t[1], t[2], t[3], tuple(wi)))] == seq[p + 1])
+                        for p, (t, wi) in enumerate(zip(tops, w, strict=True))])
+        return lp, hit, w
+
+    ov_lp, ov_hit, weights = scored(gate)
+    st_lp, st_hit, _ = scored(fits["static"])
+    so_lp, so_hit, _ = scored(fits["session"])
+    lams = weights[:, 1]
     lam_i = int(np.argmax([m[dev].mean() for m in vote_lp]))
     beta_i = int(np.argmax([h[dev].mean() for h in sel_hit]))
     fixed = {}  # P_T mixed with one λ everywhere (tuned on dev): what the gate is measured against
@@ -214,6 +241,15 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         "threads": torch.get_num_threads(), "gate": gate.to_json(),
         "lam_test": {"mean": float(lams[test].mean()), "share_nonzero": float((lams[test] > 1e-6).mean()),
                      "p90": float(np.percentile(lams[test], 90))},
+        "weights_test": {k: float(weights[test, i].mean()) for i, k in enumerate(("lm", "table", "session"))},
+        # which part of a gain comes from the static index and which from the session memory
+        "static_only": {**fig(st_lp, st_hit), "gate": fits["static"].to_json()},
+        "session_only": {**fig(so_lp, so_hit), "gate": fits["session"].to_json()},
+        "session_table": fig(ses_lp, ses_hit),  # P_S alone
+        "session": opts.session,
+        "gain_by_distance": _gain_by_distance(ses_match[test], ses_prev[test], ctx_start[test],
+                                              {"overlay": ov_lp[test], "static_only": st_lp[test],
+                                               "session_only": so_lp[test]}, lm_lp[test]),
         "seen_share": float(seen[test].mean()),
         "gain_by_match": _gain_by_match(rows[n_dev:], ov_lp[test], lm_lp[test]),
         "fixed_lam": {"lam": float(fixed_best), **fig(fixed[fixed_best], None),
@@ -244,6 +280,28 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     return {"contract": contract, "extra": extra, "gate": gate}
 
 
+def _gate_line(g: dict) -> str:
+    r = g.get("report", {})
+    ci = r.get("oof_gain_ci95")
+    return (f"{'shipped ' + str(g.get('kind')) if g.get('shipped') else 'off (the LM)'}: out-of-fold dev gain "
+            f"{r.get('oof_gain_nats_per_token', 0.0):+.4f} nats/token"
+            + (f" (95% [{ci[0]:+.4f}, {ci[1]:+.4f}])" if ci else ""))
+
+
+def _gain_by_distance(match: np.ndarray, prev: np.ndarray, start: np.ndarray, lps: dict[str, np.ndarray],
+                      base: np.ndarray) -> dict:
+    """Test gain over the LM (nats/token) by where the session's longest match last occurred: inside the LM's
+    own context (the continuation it predicts from, prev + 1, is at or after the window's first token),
+    beyond it (only a memory can bring it back), or no session match."""
+    groups = {"no session match": match == 0, "previous occurrence in the LM's context": (match > 0) & (prev + 1 >= start),
+              "previous occurrence beyond the LM's context": (match > 0) & (prev + 1 < start)}
+    out = {}
+    for name, m in groups.items():
+        out[name] = {"share": float(m.mean()), **{k: float((v[m] - base[m]).mean()) if m.any() else 0.0
+                                                  for k, v in lps.items()}}
+    return out
+
+
 def _gain_by_match(rows: list[dict], ov: np.ndarray, base: np.ndarray) -> dict:
     """Test log-likelihood gain over the LM (nats/token) by the longest match's length bucket."""
     out = {}
@@ -272,7 +330,7 @@ def _lse(x: np.ndarray) -> float:
 
 
 def latency_ratio(index: Index, model, bos: int | None, seq: list[int], opts: EvalOptions,  # type: ignore[no-untyped-def]
-                  gate: Gate | None = None) -> dict:
+                  gate: sessions.Mixer | None = None) -> dict:
     """Greedy decoding, overlay (mixture) vs the LM alone (same KV-cache forward code), in alternating runs.
 
     On a shared machine two separate runs see different loads, so the ratio reported is measured inside each
@@ -338,6 +396,7 @@ def lookup_scaling(index: Index, seq: list[int], opts: EvalOptions) -> dict:
                         cands = acc.candidates(opts.n_candidates)
                         if with_sa:
                             acc.table().prob(cands)  # the mixture's table side for the candidates
+                            acc.session.dist().prob(cands)  # and the session memory's (its size grows too)
                         sink.append((time.perf_counter() - t0) * 1000)
                     ix.ngram = ng
         rounds = opts.lookup_rounds
@@ -363,10 +422,15 @@ def render(res: dict) -> str:
         f"{'':34} {'top-1':>8} {'ppl':>10}",
         f"{'LM alone':34} {c['lm']['top1']:8.4f} {c['lm']['ppl']:10.2f}",
         f"{'table alone (∞-gram P_T)':34} {c['table']['top1']:8.4f} {c['table']['ppl']:10.2f}",
-        f"{'overlay mixture (gated λ)':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}   gate "
-        f"{'shipped' if x['gate']['shipped'] else 'off (λ ≡ 0)'}: {x['gate']['report'].get('reason', '')}; "
-        f"out-of-fold dev gain {x['gate']['report'].get('oof_gain_nats_per_token', 0.0):+.4f} nats/token "
-        f"(95% {x['gate']['report'].get('oof_gain_ci95', ['-', '-'])}); test λ mean {x['lam_test']['mean']:.3f}",
+        f"{'overlay mixture (gated)':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}   "
+        + _gate_line(x["gate"]) + f"; test weights LM {x['weights_test']['lm']:.3f}, table "
+        f"{x['weights_test']['table']:.3f}, session {x['weights_test']['session']:.3f}",
+        f"{'  static index only (gated)':34} {x['static_only']['top1']:8.4f} {x['static_only']['ppl']:10.2f}   "
+        + _gate_line(x["static_only"]["gate"]),
+        *([f"{'  session memory only (gated)':34} {x['session_only']['top1']:8.4f} {x['session_only']['ppl']:10.2f}   "
+           + _gate_line(x["session_only"]["gate"]),
+           f"{'  session table P_S alone':34} {x['session_table']['top1']:8.4f} {x['session_table']['ppl']:10.2f}"]
+          if x.get("session") else ["  (session memory off: --no-session)"]),
         f"{'  P_T with one λ (' + str(x['fixed_lam']['lam']) + ', dev-tuned)':34} {'':8} {x['fixed_lam']['ppl']:10.2f}",
         f"{'  previous mixture (votes, λ=' + str(x['previous_mixture']['lam']) + ')':34} "
         f"{x['previous_mixture']['top1']:8.4f} {x['previous_mixture']['ppl']:10.2f}",
@@ -388,6 +452,10 @@ def render(res: dict) -> str:
         + ", ".join(f"{k} {v['bytes_per_token']:.2f}" for k, v in x["sizes"].items()) + ")",
         "gain over the LM by match length (test): " + ", ".join(
             f"{k}: {v['share']:.2f} of tokens, {v['gain_nats']:+.4f} nats" for k, v in x["gain_by_match"].items()),
+        *(["gain over the LM by the session match's previous occurrence (test, nats/token: overlay / static only / "
+           "session only): " + "; ".join(f"{k}: {v['share']:.2f} of tokens, {v['overlay']:+.4f} / "
+                                          f"{v['static_only']:+.4f} / {v['session_only']:+.4f}"
+                                          for k, v in x["gain_by_distance"].items())] if x.get("session") else []),
     ]
     for k, v in x["lookup"].items():
         lines.append(f"lookup {k:>4} ({v['corpus_tokens']} tokens): p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms"

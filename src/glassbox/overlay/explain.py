@@ -53,10 +53,7 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
     lam = mix.get("lam", cfg["lam"])
     formula = {
         "select": f"final = log p_LM(t | t in candidates) + {cfg['beta']} * log p_table",
-        "mixture": f"final = log((1 - {lam:.4f}) * p_LM + {lam:.4f} * p_inf)   (p_inf: the ∞-gram table "
-                   f"distribution; λ from the {mix.get('gate', 'fixed')} gate, features "
-                   + (", ".join(f"{k}={v:.3f}" for k, v in mix["features"].items()) if mix.get("features")
-                      else "none: the tables saw nothing here, so λ = 0") + ")",
+        "mixture": _mixture_formula(mix, lam),
         "table": "final = log p_table",
     }[cfg["mode"]] + f" + {cfg['feedback_nats']} * feedback"
     v = s.get("voters", {})
@@ -69,15 +66,18 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
                                    else "no corpus match of 3+ tokens"),
               "  feedback  ← net human preferences for this context"]
     cols = "  ".join(f"{x:>8}" for x in SOURCES)
+    ses = any("p_session" in c for c in s["candidates"])
     lines = [head, "who voted:", *voters, formula,
              f"p_table = (1 - {cfg['mu']}) * table / sum(table) + {cfg['mu']} * unigram", "",
-             f"rank  token                {cols}     table  {'p_inf' if mix else 'p_table':>7}  LM logp     final  sources"]
+             f"rank  token                {cols}     table  {'p_inf' if mix else 'p_table':>7}"
+             + (f"  {'p_sess':>7}" if ses else "") + "  LM logp     final  sources"]
     for i, c in enumerate(s["candidates"][:limit]):
         terms = "  ".join(f"{c['terms'][x]:8.4f}" for x in SOURCES)
         lmv = "       -" if c["lm_logprob"] is None else f"{c['lm_logprob']:8.3f}"
         mark = "*" if c["token"] == s["chosen"] else " "
-        lines.append(f"{i:3d}{mark}  {c['text']!r:20} {terms}  {c['table']:8.4f}  {c.get('p_inf', c['p_table']):7.4f}  {lmv}  "
-                     f"{c['final']:8.3f}  {','.join(c['sources'])}")
+        sv = f"  {c['p_session']:7.4f}" if ses else ""
+        lines.append(f"{i:3d}{mark}  {c['text']!r:20} {terms}  {c['table']:8.4f}  {c.get('p_inf', c['p_table']):7.4f}"
+                     f"{sv}  {lmv}  {c['final']:8.3f}  {','.join(c['sources'])}")
     rest = len(s["candidates"]) - limit
     if rest > 0:
         lines.append(f"… and {rest} more rejected candidates (--json lists all)")
@@ -88,6 +88,25 @@ def step_view(trace: dict, step: int, limit: int = 15) -> str:
     if "pos" in s:
         lines.extend(pos_lines(s["pos"]))
     return "\n".join(lines)
+
+
+def _features(phi: dict | None, none: str) -> str:
+    return ", ".join(f"{k}={v:.3f}" for k, v in phi.items()) if phi else none
+
+
+def _mixture_formula(mix: dict, lam: float) -> str:
+    """The mixture's formula with this step's weights and the features that set them."""
+    table = _features(mix.get("features"), "none: the tables saw nothing here, so their weight is 0")
+    w = mix.get("weights")
+    if w is None:  # a trace written before the session memory
+        return (f"final = log((1 - {lam:.4f}) * p_LM + {lam:.4f} * p_inf)   (p_inf: the ∞-gram table distribution; "
+                f"λ from the {mix.get('gate', 'fixed')} gate, features {table})")
+    sess = _features(mix.get("session_features"), "none: the session has read nothing yet")
+    return (f"final = log({w['lm']:.4f} * p_LM + {w['table']:.4f} * p_inf + {w['session']:.4f} * p_session)\n"
+            f"  weights = softmax(0, z_table, z_session) from the {mix.get('gate', 'fixed')} gate\n"
+            f"  p_inf: the ∞-gram table distribution; table features {table}\n"
+            f"  p_session: the session memory (the text read so far; longest session context "
+            f"{mix.get('session_match')} tokens); session features {sess}")
 
 
 def pos_lines(p: dict) -> list[str]:

@@ -65,9 +65,8 @@ class Gate:
 
     @classmethod
     def from_json(cls, d: dict) -> Gate:
-        d = dict(d)
-        d["features"] = tuple(d.get("features", FEATURES))
-        return cls(**d)
+        d = {k: v for k, v in d.items() if k in ("w", "b", "shipped", "report")}  # a version-2 file has more
+        return cls(**d, features=tuple(d.get("features", FEATURES)))
 
 
 def _fit(p_lm: np.ndarray, p_t: np.ndarray, x: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:

@@ -10,6 +10,10 @@ Modes (the final score of candidate t; every term is written into the trace):
            fitted gate (overlay/gate.py: a function of the match length, its count, its continuations and the
            LM's confidence; written by `overlay eval --save-gate`, or given in the config), else the fixed
            `lam`; λ = 0 wherever the tables saw nothing. Each step records λ and the features that set it.
+           With a session part in the gate (overlay/session.py): final = log(π_LM p_LM + π_T P_T + π_S P_S),
+           P_S the session memory (the prompt and the tokens emitted so far; "p_session" in the trace, its
+           continuations join the candidates tagged "session"); the step records the three weights and the
+           session features ("mix": weights, session_features, session_match).
   table    no LM (`--no-lm`): final = log p_table(t)
 In every mode human feedback adds `feedback_nats · net(+1 prefer / -1 reject)` for the context (a, b) → t,
 and preferred tokens always join the candidates. p_table is the accumulator's score normalized and smoothed
@@ -40,9 +44,11 @@ from glassbox.errors import BadInput
 from glassbox.logprob import logsumexp
 from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig, Feedback, table_distribution
 from glassbox.overlay.answers import AnswerLinks
-from glassbox.overlay.gate import Gate, features
+from glassbox.overlay.gate import features
 from glassbox.overlay.index import Index
 from glassbox.overlay.pos import PosTable
+from glassbox.overlay.session import Mixer
+from glassbox.overlay.session import mixture as session_mixture
 
 MODES = ("mixture", "select", "table")
 
@@ -134,6 +140,14 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
     total = acc.total()
     ids = [int(t) for t in acc.candidates(cfg.n_candidates, total)]
     origin = {t: "table" for t in ids}
+    mixing = cfg.mode == "mixture" and lm_logp is not None
+    mixer = Mixer.from_json(cfg.gate) if mixing and cfg.gate is not None else None
+    sdist = acc.session.dist() if mixing and acc.session is not None else None
+    if sdist is not None and mixer is not None and mixer.uses_session:
+        for t in sdist.top(cfg.lm_top_k):  # what the session memory would continue with
+            if t not in origin:
+                ids.append(t)
+                origin[t] = "session"
     a = context[-2] if len(context) >= 2 else -1
     fb = acc.feedback.get((a, context[-1]), {})
     for t, delta in fb.items():
@@ -160,10 +174,22 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
         final = select_final(lm_logp[arr], p_tab, cfg.beta)
     else:
         p_inf = acc.table().prob(arr) if acc.index.ngram is not None else acc.index.p0[arr]
-        phi = features(acc.levels, float(np.exp(np.max(lm_logp))))
-        lam = (Gate.from_json(cfg.gate).lam(phi) if cfg.gate is not None else (cfg.lam if phi else 0.0))
-        mix = {"lam": lam, "features": phi, "gate": "fitted" if cfg.gate is not None else "fixed"}
-        final = mixture_final(lm_logp[arr], p_inf, lam)
+        maxp = float(np.exp(np.max(lm_logp)))
+        phi = features(acc.levels, maxp)
+        phi_s = sdist.features(maxp) if sdist is not None else None
+        p_ses = sdist.prob(arr) if sdist is not None else None
+        if mixer is not None:
+            w = mixer.weights(phi, phi_s)
+        else:  # a fixed λ for the static table, no session part
+            lam = cfg.lam if phi else 0.0
+            w = (1.0 - lam, lam, 0.0)
+        mix = {"lam": w[1], "features": phi, "gate": "fitted" if cfg.gate is not None else "fixed",
+               "weights": {"lm": w[0], "table": w[1], "session": w[2]}, "session_features": phi_s,
+               "session_match": sdist.match if sdist is not None else None}
+        if w[2] > 0:
+            final = np.log(session_mixture(np.exp(lm_logp[arr].astype(np.float64)), p_inf, p_ses, w))
+        else:
+            final = mixture_final(lm_logp[arr], p_inf, w[1])
     final = final + cfg.feedback_nats * fbv
     order = np.argsort(-final, kind="stable")
     terms = acc.terms(arr)
@@ -181,6 +207,8 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
         })
         if mix is not None:
             cands[-1]["p_inf"] = float(p_inf[i])
+            if p_ses is not None:
+                cands[-1]["p_session"] = float(p_ses[i])
     step = {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
             "match_length": acc.match_length}
     if mix is not None:

@@ -394,7 +394,18 @@ class Index:
             d = json.loads(f.read_text())
         except json.JSONDecodeError as exc:
             raise BadInput(f"gate.json is not valid JSON: {exc}", f) from None
-        return {k: d[k] for k in ("w", "b", "shipped", "features", "report") if k in d}
+        if not isinstance(d, dict):
+            raise BadInput("gate.json is not a JSON object", f)
+        # version 1: the static gate (overlay/gate.py); version 2 adds the session part (overlay/session.py)
+        keys = ("w", "b", "shipped", "features", "report", "version", "kind", "table", "session")
+        gate = {k: d[k] for k in keys if k in d}
+        from glassbox.overlay.session import Mixer
+
+        try:
+            Mixer.from_json(gate)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"gate.json is not a mixing gate ({type(exc).__name__}: {exc})", f) from None
+        return gate
 
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer"

@@ -1,0 +1,439 @@
+"""Session memory: a table P_S over the text this session has already read or written, and the 3-way gate.
+
+The static index knows its corpus; a text of another genre mostly repeats *itself* (names, phrases, code
+identifiers), often further back than the LM's window. P_S is a second table built online from the session's
+own tokens (eval: the held-out tokens before the one scored; generate: the prompt and what was emitted),
+updated by one insertion per token and read in O(1) per step (dict lookups of the last 1..ORDER tokens).
+
+    P_S^(-1)(w) = 1/V
+    P_S^(0)(w)  = max(c(w) − D_0, 0) / n + γ_0 · P_S^(-1)(w)          c: session unigram counts, n tokens read
+    P_S^(k)(w)  = max(c(h_k w) − D_k, 0) / c(h_k) + γ_k · P_S^(k−1)(w)  h_k: the last k tokens, k = 1..m
+    γ_k         = D_k · N1+(h_k •) / c(h_k)                            so every level sums to 1
+m is the longest suffix (≤ ORDER) the session has seen followed by something; D_k = n1 / (n1 + 2 n2) of the
+session's own (k+1)-gram count-of-counts, kept up to date at every insertion (clamped to [0.05, 0.95]).
+
+The mixture (one softmax over three logits, LM fixed at 0; features of the context only, so p sums to 1):
+    z_T = b_T + w_T·φ_T   (−∞ where the static tables saw nothing)
+    z_S = b_S + w_S·φ_S   (−∞ before the session has read a token)
+    (π_LM, π_T, π_S) = softmax(0, z_T, z_S);   p = π_LM p_LM + π_T P_T + π_S P_S
+With no session part π_T = σ(z_T): exactly the static gate of overlay/gate.py (a version-1 gate.json loads
+as that). Session features φ_S: match (m / 4), log_count (log(1 + c(h_m)) / 4, n at m = 0), concentration
+(share of h_m's most frequent continuation), sparse (one continuation seen), lm_maxp (the LM's top prob).
+
+Fit (`fit`): nested candidates are cross-fitted on K contiguous dev blocks, each by L-BFGS on Σ log p −
+ridge·n·|w|²: the static table alone (constant / full features), the session alone (constant / full), both
+(constant / full). The static decision is today's gate: its best candidate, shipped if the block-bootstrap
+95% interval of its out-of-fold gain lies above 0. The best candidate with a session part replaces it only if
+its own gain is above 0 at 95% *and* so is its paired gain over the static decision, by at least `min_gain`
+(0.001 nats/token, 0.1% of perplexity: nested candidates always tie or win a hair out of fold, and a gain of
+1e-7 nats can have a tight interval; the session must prove that it adds something worth a reader's time). Otherwise the static decision stands,
+which may be nothing: the overlay is the LM.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ORDER = 5  # contexts of 1..5 tokens: n-grams up to 6
+TABLE_FEATURES = ("match", "log_count", "concentration", "sparse", "lm_maxp")  # = gate.FEATURES
+SESSION_FEATURES = ("match", "log_count", "concentration", "sparse", "lm_maxp")
+
+
+class Session:
+    """Counts of the session's n-grams (n ≤ ORDER + 1), keyed by the context tuple; one insertion per token."""
+
+    def __init__(self, vocab: int):
+        self.vocab = int(vocab)
+        self.hist: list[int] = []
+        self.uni = np.zeros(self.vocab, np.float64)
+        self.distinct = 0
+        self.ctx: dict[tuple[int, ...], dict[int, int]] = {}  # context → {next token: count}
+        self.total: dict[tuple[int, ...], int] = {}
+        self.top: dict[tuple[int, ...], int] = {}  # the largest continuation count (counts only grow)
+        self.last: dict[tuple[int, ...], int] = {}  # position of the last token of the context's last occurrence
+        self.n12 = [[0, 0] for _ in range(ORDER + 1)]  # count-of-counts (n1, n2) of k-token contexts + 1
+
+    def copy(self) -> Session:
+        other = Session.__new__(Session)
+        other.vocab, other.hist, other.uni, other.distinct = self.vocab, list(self.hist), self.uni.copy(), self.distinct
+        other.ctx = {k: dict(v) for k, v in self.ctx.items()}
+        other.total, other.top, other.last = dict(self.total), dict(self.top), dict(self.last)
+        other.n12 = [list(x) for x in self.n12]
+        return other
+
+    def _counted(self, k: int, c: int) -> None:
+        """A (k+1)-gram's count went from c − 1 to c: keep n1, n2 of order k current."""
+        n = self.n12[k]
+        if c == 1:
+            n[0] += 1
+        elif c == 2:
+            n[0] -= 1
+            n[1] += 1
+        elif c == 3:
+            n[1] -= 1
+
+    def add(self, w: int) -> None:
+        """Read one more token of the session (it becomes the continuation of the contexts before it)."""
+        w = int(w)
+        pos = len(self.hist)
+        for k in range(1, min(ORDER, pos) + 1):
+            key = tuple(self.hist[pos - k:])
+            d = self.ctx.get(key)
+            if d is None:
+                d = self.ctx[key] = {}
+            c = d.get(w, 0) + 1
+            d[w] = c
+            self.total[key] = self.total.get(key, 0) + 1
+            if c > self.top.get(key, 0):
+                self.top[key] = c
+            self.last[key] = pos - 1
+            self._counted(k, c)
+        c = int(self.uni[w]) + 1
+        self.uni[w] = c
+        self.distinct += c == 1
+        self._counted(0, c)
+        self.hist.append(w)
+
+    def discount(self, k: int) -> float:
+        n1, n2 = self.n12[k]
+        return min(0.95, max(0.05, n1 / (n1 + 2 * n2))) if n1 + 2 * n2 > 0 else 0.5
+
+    def dist(self) -> SessionDist:
+        """P_S(· | the session so far): the levels of the current context the session has seen."""
+        levels = []
+        n = len(self.hist)
+        for k in range(1, min(ORDER, n) + 1):
+            key = tuple(self.hist[n - k:])
+            d = self.ctx.get(key)
+            if d is None:  # a longer context was never seen either (it contains this one)
+                break
+            levels.append((key, d, self.total[key], self.discount(k)))
+        return SessionDist(self, levels)
+
+
+def online(seq: list[int], vocab: int) -> Iterator[tuple[int, SessionDist]]:
+    """(p, P_S after reading seq[0..p]) for p = 0, 1, ...: what predicts seq[p + 1], never seq[p + 1] itself.
+    The dist is valid until the next item is drawn (the session keeps growing under it)."""
+    session = Session(vocab)
+    for p in range(len(seq) - 1):
+        session.add(seq[p])
+        yield p, session.dist()
+
+
+class SessionDist:
+    """P_S of one step (see the module docstring), over the whole vocabulary."""
+
+    def __init__(self, session: Session, levels: list[tuple[tuple[int, ...], dict[int, int], int, float]]):
+        self.s = session
+        self.levels = levels
+        self.n = len(session.hist)
+        self.d0 = session.discount(0)
+
+    @property
+    def match(self) -> int:
+        return len(self.levels)
+
+    @property
+    def prev_end(self) -> int:
+        """Position of the end of the longest matched context's previous occurrence (-1: no match)."""
+        return self.s.last[self.levels[-1][0]] if self.levels else -1
+
+    def features(self, lm_maxp: float) -> dict[str, float] | None:
+        if self.n == 0:
+            return None
+        if self.levels:
+            key, d, total, _ = self.levels[-1]
+            top = self.s.top[key]
+            sparse = float(len(d) == 1)
+        else:
+            total, top, sparse = self.n, float(self.s.uni.max()), float(self.s.distinct == 1)
+        return {"match": self.match / 4.0, "log_count": math.log1p(total) / 4.0,
+                "concentration": float(top) / total, "sparse": sparse, "lm_maxp": float(lm_maxp)}
+
+    def prob(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        p = np.full(len(ids), 1.0 / self.s.vocab)
+        if self.n == 0:
+            return p
+        d0 = self.d0
+        p = np.maximum(self.s.uni[ids] - d0, 0.0) / self.n + (d0 * self.s.distinct / self.n) * p
+        for _, d, total, dk in self.levels:
+            c = np.fromiter((d.get(t, 0) for t in ids.tolist()), np.float64, len(ids))
+            p = np.maximum(c - dk, 0.0) / total + (dk * len(d) / total) * p
+        return p
+
+    def dense(self) -> np.ndarray:
+        p = np.full(self.s.vocab, 1.0 / self.s.vocab)
+        if self.n == 0:
+            return p
+        d0 = self.d0
+        p = np.maximum(self.s.uni - d0, 0.0) / self.n + (d0 * self.s.distinct / self.n) * p
+        for _, d, total, dk in self.levels:
+            p *= dk * len(d) / total
+            ids = np.fromiter(d.keys(), np.int64, len(d))
+            c = np.fromiter(d.values(), np.float64, len(d))
+            p[ids] += np.maximum(c - dk, 0.0) / total
+        return p
+
+    def top(self, n: int) -> list[int]:
+        """The longest level's most frequent continuations (the candidates the session offers)."""
+        if not self.levels:
+            return []
+        d = self.levels[-1][1]
+        return [t for t, _ in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+
+
+# -- the 3-way gate -----------------------------------------------------------------------------------
+
+@dataclass
+class Part:
+    """One component's logit z = b + w·φ."""
+
+    w: list[float]
+    b: float
+    features: tuple[str, ...]
+
+    def z(self, phi: dict[str, float] | None) -> float:
+        if phi is None:
+            return -math.inf
+        return self.b + sum(wi * phi[f] for wi, f in zip(self.w, self.features, strict=True))
+
+    def to_json(self) -> dict:
+        return {"w": list(self.w), "b": self.b, "features": list(self.features)}
+
+    @classmethod
+    def from_json(cls, d: dict, default: tuple[str, ...]) -> Part:
+        part = cls(w=[float(x) for x in d["w"]], b=float(d["b"]), features=tuple(d.get("features", default)))
+        if len(part.w) != len(part.features):
+            raise ValueError(f"{len(part.w)} weights for {len(part.features)} features")
+        return part
+
+
+@dataclass
+class Mixer:
+    """The shipped mixture: a static table part and/or a session part; neither = the LM alone."""
+
+    table: Part | None = None
+    session: Part | None = None
+    shipped: bool = False
+    kind: str = "lm"
+    report: dict = field(default_factory=dict)
+
+    def weights(self, phi_t: dict[str, float] | None, phi_s: dict[str, float] | None) -> tuple[float, float, float]:
+        """(π_LM, π_T, π_S) for one step."""
+        if not self.shipped:
+            return 1.0, 0.0, 0.0
+        zt = self.table.z(phi_t) if self.table is not None else -math.inf
+        zs = self.session.z(phi_s) if self.session is not None else -math.inf
+        m = max(0.0, zt, zs)
+        e0, et, es = math.exp(-m), (math.exp(zt - m) if zt > -math.inf else 0.0), \
+            (math.exp(zs - m) if zs > -math.inf else 0.0)
+        tot = e0 + et + es
+        return e0 / tot, et / tot, es / tot
+
+    @property
+    def uses_session(self) -> bool:
+        return self.shipped and self.session is not None
+
+    def to_json(self) -> dict:
+        t = self.table.to_json() if self.table is not None else None
+        out = {"version": 2, "kind": self.kind, "shipped": self.shipped, "table": t,
+               "session": self.session.to_json() if self.session is not None else None, "report": self.report}
+        # the version-1 keys (the static part), so a reader of the old format still finds its gate
+        out |= {"w": t["w"], "b": t["b"], "features": t["features"]} if t else \
+            {"w": [0.0] * len(TABLE_FEATURES), "b": -30.0, "features": list(TABLE_FEATURES)}
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> Mixer:
+        """A version-2 mixer, or a version-1 gate.json (overlay/gate.py: the static part only)."""
+        if int(d.get("version", 1)) < 2:
+            part = Part.from_json(d, TABLE_FEATURES) if "w" in d else None
+            return cls(table=part, shipped=bool(d.get("shipped", False)) and part is not None,
+                       kind="table (version-1 gate)", report=d.get("report", {}))
+        return cls(table=Part.from_json(d["table"], TABLE_FEATURES) if d.get("table") else None,
+                   session=Part.from_json(d["session"], SESSION_FEATURES) if d.get("session") else None,
+                   shipped=bool(d.get("shipped", False)), kind=str(d.get("kind", "")), report=d.get("report", {}))
+
+
+def mixture(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, w: tuple[float, float, float]) -> np.ndarray:
+    """π_LM p_LM + π_T P_T + π_S P_S (arrays over the same candidates)."""
+    return w[0] * np.asarray(p_lm, np.float64) + w[1] * np.asarray(p_t, np.float64) + w[2] * np.asarray(p_s, np.float64)
+
+
+# -- fitting ------------------------------------------------------------------------------------------
+
+CANDIDATES = {  # name: (table part: None | "constant" | "gate", session part: likewise), nested
+    "table-constant": ("constant", None), "table-gate": ("gate", None),
+    "session-constant": (None, "constant"), "session-gate": (None, "gate"),
+    "both-constant": ("constant", "constant"), "both-gate": ("gate", "gate"),
+}
+
+
+def _stack(phi: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.array([f is not None for f in phi])
+    x = np.zeros((len(phi), dim))
+    if mask.any():
+        x[mask] = np.stack([f for f in phi if f is not None])
+    return x, mask
+
+
+def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
+           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(m, π_T, π_S, e_T, e_S) under θ = [w_T, b_T, w_S, b_S] (the parts in use only)."""
+    i, n = 0, len(data["p_lm"])
+    denom, num = np.ones(n), data["p_lm"].copy()
+    pis = []
+    for part, key in zip(spec, ("t", "s"), strict=True):
+        if part is None:
+            pis.append(None)
+            continue
+        x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
+        d = x.shape[1]
+        w, b = theta[i:i + d], theta[i + d]
+        i += d + 1
+        e = np.where(data["m" + key], np.exp(np.clip(b + x @ w, -60, 60)), 0.0)
+        denom += e
+        num += e * data["p" + key]
+        pis.append(e)
+    m = num / denom
+    return m, *(None if e is None else e / denom for e in pis), denom, num  # type: ignore[return-value]
+
+
+def _fit(data: dict, spec: tuple[str | None, str | None], ridge: float) -> np.ndarray:
+    from scipy.optimize import minimize
+
+    dims = [data["x" + k].shape[1] for part, k in zip(spec, ("t", "s"), strict=True) if part is not None]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        m, pi_t, pi_s, _, _ = _probs(theta, data, spec)
+        grad, i, val = np.zeros_like(theta), 0, -np.log(m).sum()
+        for part, key, pi in zip(spec, ("t", "s"), (pi_t, pi_s), strict=True):
+            if part is None:
+                continue
+            x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
+            d = x.shape[1]
+            g = pi * (data["p" + key] - m) / m  # d log m / d z
+            w = theta[i:i + d]
+            val += ridge * (w @ w)
+            grad[i:i + d] = -(x.T @ g) + 2 * ridge * w
+            grad[i + d] = -g.sum()
+            i += d + 1
+        return float(val), grad
+
+    theta0 = np.zeros(sum(d + 1 for d in dims))
+    i = 0
+    for d in dims:
+        theta0[i + d] = -3.0
+        i += d + 1
+    return minimize(loss, theta0, jac=True, method="L-BFGS-B").x
+
+
+def _sub(data: dict, sel: np.ndarray) -> dict:
+    return {k: v[sel] for k, v in data.items()}
+
+
+def _oof(data: dict, spec: tuple[str | None, str | None], folds: int, ridge: float) -> np.ndarray:
+    """Out-of-fold gain in log-likelihood over the LM per position, K contiguous blocks."""
+    n = len(data["p_lm"])
+    gain = np.zeros(n)
+    edges = np.linspace(0, n, folds + 1).astype(int)
+    for f in range(folds):
+        test = np.zeros(n, bool)
+        test[edges[f]:edges[f + 1]] = True
+        if not test.any() or test.all():
+            continue
+        theta = _fit(_sub(data, ~test), spec, ridge * (~test).sum())
+        m = _probs(theta, _sub(data, test), spec)[0]
+        gain[test] = np.log(m) - np.log(data["p_lm"][test])
+    return gain
+
+
+def _ci(gain: np.ndarray, block: int, boot: int, seed: int) -> tuple[float, float, int]:
+    n = len(gain)
+    rng = np.random.default_rng(seed)
+    block = max(1, min(block, n // 10))  # at least ~10 blocks to resample
+    nb = max(1, n // block)
+    sums = np.add.reduceat(gain[: nb * block], np.arange(0, nb * block, block))
+    totals = sums[rng.integers(0, nb, (boot, nb))].sum(axis=1) / (nb * block)
+    lo, hi = (float(q) for q in np.percentile(totals, [2.5, 97.5]))
+    return lo, hi, block
+
+
+def _mixer(theta: np.ndarray, spec: tuple[str | None, str | None], kind: str, report: dict) -> Mixer:
+    parts, i = [], 0
+    for part, names in zip(spec, (TABLE_FEATURES, SESSION_FEATURES), strict=True):
+        if part is None:
+            parts.append(None)
+            continue
+        d = len(names)
+        w = [0.0] * d if part == "constant" else [float(v) for v in theta[i:i + d]]
+        parts.append(Part(w=w, b=float(theta[i + d]), features=names))
+        i += d + 1
+    return Mixer(table=parts[0], session=parts[1], shipped=True, kind=kind, report=report)
+
+
+def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarray | None],
+        phi_s: list[np.ndarray | None], session: bool = True, folds: int = 5, ridge: float = 0.001,
+        block: int = 64, boot: int = 2000, seed: int = 0, min_gain: float = 1e-3) -> dict[str, Mixer]:
+    """Fit and check the candidates on dev positions (true-token probability under each model and the
+    features per position, None where a part knows nothing). Returns {"overlay": the shipped mixer,
+    "static": the static-only decision (today's gate), "session": the session-only decision}; each one is
+    the LM (shipped False) unless its out-of-fold gain is above 0 at 95%."""
+    n = len(p_lm)
+    xt, mt = _stack(phi_t, len(TABLE_FEATURES))
+    xs, ms = _stack(phi_s, len(SESSION_FEATURES))
+    data = {"p_lm": np.asarray(p_lm, np.float64), "pt": np.asarray(p_t, np.float64),
+            "ps": np.asarray(p_s, np.float64), "xt": xt, "mt": mt, "xs": xs, "ms": ms}
+    names = [k for k, (t, s) in CANDIDATES.items() if session or s is None]
+    gains, stats = {}, {}
+    for name in names:
+        t, s = CANDIDATES[name]
+        if (t is not None and mt.sum() < 20) or (s is not None and ms.sum() < 20):
+            continue  # that part saw (almost) nothing: nothing to fit
+        gains[name] = _oof(data, (t, s), folds, ridge)
+        lo, hi, blk = _ci(gains[name], block, boot, seed)
+        stats[name] = {"oof_gain_nats_per_token": float(gains[name].mean()), "oof_gain_ci95": [lo, hi]}
+    base = {"dev_positions": n, "table_seen_positions": int(mt.sum()), "session_seen_positions": int(ms.sum()),
+            "folds": folds, "ridge_per_token": ridge, "bootstrap_block": max(1, min(block, n // 10)),
+            "candidates": stats}
+
+    def decide(pool: list[str], label: str, against: np.ndarray | None = None) -> Mixer:
+        """The best of `pool` by out-of-fold gain, shipped if that gain is above 0 at 95% and, when `against`
+        (the per-position gain of what would ship otherwise) is given, if its gain over that is too."""
+        pool = [k for k in pool if k in stats]
+        if not pool:
+            return Mixer(report=base | {"reason": f"{label}: too few positions where the tables saw anything"})
+        best = max(pool, key=lambda k: stats[k]["oof_gain_nats_per_token"])
+        rep = base | {"kind": best, **stats[best]}
+        why = None
+        if stats[best]["oof_gain_ci95"][0] <= 0:
+            why = f"{label}: best candidate {best}'s out-of-fold gain is not above 0 at 95%: the mixture is the LM"
+        elif against is not None:
+            lo, hi, _ = _ci(gains[best] - against, block, boot, seed)
+            rep["oof_gain_over_static"] = float((gains[best] - against).mean())
+            rep["oof_gain_over_static_ci95"] = [lo, hi]
+            if lo <= 0 or rep["oof_gain_over_static"] < min_gain:
+                why = (f"{label}: {best} does not beat the static gate out of fold by {min_gain} nats/token "
+                       "with its 95% interval above 0")
+        if why is not None:
+            return Mixer(kind="lm", report=rep | {"reason": why})
+        t, s = CANDIDATES[best]
+        theta = _fit(data, (t, s), ridge * n)
+        return _mixer(theta, (t, s), best, rep | {"reason": f"{label}: {best}: out-of-fold gain above 0 at 95%"})
+
+    static = decide([k for k in names if CANDIDATES[k][1] is None], "static tables only")
+    if not session:
+        return {"overlay": static, "static": static, "session": Mixer(report={"reason": "session memory off"})}
+    sess = decide([k for k in names if CANDIDATES[k][0] is None], "session only")
+    # the session part ships only if it adds a proven gain to what the static gate alone would ship
+    against = gains[static.kind] if static.shipped else np.zeros(n)
+    full = decide([k for k in names if CANDIDATES[k][1] is not None], "with the session memory", against)
+    if not full.shipped:
+        full = Mixer(table=static.table, shipped=static.shipped, kind=static.kind,
+                     report=static.report | {"session_candidate": full.report})
+    return {"overlay": full, "static": static, "session": sess}
