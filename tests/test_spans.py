@@ -103,3 +103,63 @@ def test_timeline_json_has_the_examples_section(run_with_examples: Path):
 def test_no_examples_no_section(tmp_path: Path):
     (tmp_path / "examples-L0H0.json").write_text("not json")  # unreadable files are skipped, not fatal
     assert spans.attach({"a": 1}, tmp_path) == {"a": 1}
+
+
+def test_writes_over_one_window_sums_exactly_its_steps(run_with_examples: Path):
+    import pyarrow.compute as pc
+
+    from glassbox.timeline.writes import window_table, write_table
+    from glassbox.train.store import read_table
+
+    run = run_with_examples
+    got = glassbox("writes", str(run), "--steps", "2-5", "--head", "1.0", "--json")
+    assert got.returncode == 0, got.stderr
+    w = json.loads(got.stdout)["window"]
+    assert (w["start"], w["end"], w["steps_recorded"]) == (2, 5, 4)
+    assert sum(r["update_share"] for r in w["levels"]) == pytest.approx(1.0)
+    assert sum(r["grad_share"] for r in w["levels"]) == pytest.approx(1.0)
+    assert sum(r["share"] for r in w["heads"]) == pytest.approx(1.0) and len(w["heads"]) == 4
+    assert [r["share"] for r in w["heads"]] == sorted((r["share"] for r in w["heads"]), reverse=True)
+    f = w["focus"]
+    assert (f["layer"], f["head"], f["of"]) == (1, 0, 4)
+    assert w["heads"][f["rank"] - 1]["layer"] == 1 and w["heads"][f["rank"] - 1]["head"] == 0
+    # the window is the sum of its steps: level by level, and each head straight from its ledger rows
+    singles = [window_table(run, s, s)["window"] for s in range(2, 6)]
+    for r in w["levels"]:
+        parts = [next(x["update_sq"] for x in one["levels"] if x["level"] == r["level"]) for one in singles]
+        assert r["update_sq"] == pytest.approx(sum(parts), rel=1e-9)
+    ledger = read_table(run, "ledger")
+    for r in w["heads"]:
+        rows = ledger.filter(pc.and_(pc.and_(pc.equal(ledger["layer"], r["layer"]), pc.equal(ledger["head"], r["head"])),
+                                     pc.and_(pc.greater_equal(ledger["step"], 2), pc.less_equal(ledger["step"], 5))))
+        assert rows.num_rows == 4 * 7  # per step: Q/K/V weight and bias rows, the O weight row
+        assert r["update_sq"] == pytest.approx(sum(x * x for x in rows["update_norm"].to_pylist()), rel=1e-9)
+    # the whole run as one window is write_table's "all" column
+    whole = window_table(run, 1, 8)["window"]
+    every = next(x for x in write_table(run)["windows"] if x["all"])
+    assert {r["level"]: r["update_share"] for r in whole["levels"]} == \
+        pytest.approx({r["level"]: r["update_share"] for r in every["levels"]})
+    txt = glassbox("writes", str(run), "--steps", "2-5", "--head", "1.0")
+    assert txt.returncode == 0 and "L1H0 took" in txt.stdout and f"rank {f['rank']} of 4" in txt.stdout
+
+
+def test_writes_phase_window_from_the_timeline(run_with_examples: Path, tmp_path: Path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(run_with_examples, run)
+    (run / "timeline.json").unlink(missing_ok=True)
+    bad = glassbox("writes", str(run), "--steps", "phase")
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    # a phase change between checkpoints 2 and 6 is written by the updates of steps 3..6
+    (run / "timeline.json").write_text(json.dumps({
+        "phase_changes": [{"role": "previous_token", "layer": 0, "head": 1, "step": 3, "window": [1, 4]},
+                          {"role": "induction", "layer": 1, "head": 1, "step": 4, "window": [2, 6]}],
+        "why": [{"role": "induction", "layer": 1, "winner": 1}]}))
+    got = json.loads(glassbox("writes", str(run), "--steps", "phase", "--json").stdout)["window"]
+    assert (got["start"], got["end"], got["focus"]["layer"], got["focus"]["head"]) == (3, 6, 1, 1)
+    assert "induction phase change of L1H1" in got["source"]
+    other = json.loads(glassbox("writes", str(run), "--head", "0.1", "--json").stdout)["window"]
+    assert (other["start"], other["end"], other["focus"]["head"]) == (2, 4, 1)
+    assert glassbox("writes", str(run), "--head", "0.0").returncode == 2  # no phase change of that head
+    assert glassbox("writes", str(run), "--steps", "3-99").returncode == 2  # past the run's end

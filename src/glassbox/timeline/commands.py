@@ -75,9 +75,14 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(5, "--top", help="How many heads to list per window (--examples: how many rows)."),
         examples: bool = typer.Option(False, "--examples", help="Rank the training examples (batch rows) by how "
                                       "much each one's gradient moved --head along the update taken."),
-        head: str | None = typer.Option(None, "--head", help="With --examples: LAYER.HEAD, e.g. 1.0."),
-        steps: str | None = typer.Option(None, "--steps", help="With --examples: window A-B (default: the head's "
-                                         "phase change in timeline.json, else the whole run)."),
+        head: str | None = typer.Option(None, "--head", help="LAYER.HEAD, e.g. 1.0: the head whose examples "
+                                        "--examples ranks; without --examples, the head whose share and rank "
+                                        "the window reports (default: the induction phase-change head)."),
+        steps: str | None = typer.Option(None, "--steps", help="A window A-B, or `phase`: the phase change's "
+                                         "window in timeline.json (--head's, else the induction head's). Without "
+                                         "--examples: the share of the update per level and per head summed over "
+                                         "exactly that window. With --examples the default is the head's phase "
+                                         "change, else the whole run."),
         retrain: bool = typer.Option(False, "--retrain", help="With --examples: retrain from the window's start "
                                      "with the top rows replaced, and with as many random rows replaced; report "
                                      "the step at which the head's role forms in each."),
@@ -95,16 +100,41 @@ def register(app: typer.Typer) -> None:
             if head is None:
                 raise BadInput("--examples needs --head LAYER.HEAD")
             layer, h = E.parse_head(head)
-            window = E.parse_steps(steps) if steps else None
             if not run.is_dir():
                 raise BadInput("not a directory", run)
+            source = None
+            if steps == "phase":
+                from glassbox.timeline.writes import phase_window
+
+                window, _, source = phase_window(run, (layer, h))
+            else:
+                window = E.parse_steps(steps) if steps else None
             doc = E.rank(run, layer, h, window, top=top if top != 5 else 10, quiet=quiet)
+            if source:
+                doc["window_source"] = source
             if retrain:
                 doc["retrain"] = E.retrain(run, layer, h, doc, quiet=quiet, share=replace_share)
             from glassbox.fileio import write_json
 
             write_json(run / f"examples-L{layer}H{h}.json", doc)  # beside timeline.json, for the report views
             typer.echo(json.dumps(doc) if as_json else E.render(doc))
+            return
+        if steps is not None or head is not None:  # one window: where the update went, the focus head's rank
+            from glassbox.timeline import examples as E
+            from glassbox.timeline.writes import phase_window, render_window, window_table
+
+            focus = E.parse_head(head) if head is not None else None
+            if steps is None or steps == "phase":
+                (a, b), focus, source = phase_window(run, focus)
+            else:
+                (a, b), source = E.parse_steps(steps), "given (--steps)"
+                if focus is None:  # the induction phase-change head, when the timeline has one
+                    try:
+                        focus = phase_window(run)[1]
+                    except BadInput:
+                        focus = None
+            doc = window_table(run, a, b, focus, source, top)
+            typer.echo(json.dumps(doc) if as_json else render_window(doc))
             return
         doc = write_table(run, top)
         typer.echo(json.dumps(doc) if as_json else render(doc))

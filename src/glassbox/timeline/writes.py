@@ -5,6 +5,8 @@ update Σ‖Δw‖² (what the optimizer wrote) and of the total squared gradien
 with the largest share of the attention writes. A fused QKV tensor is split by its head rows into Q, K and V; in a GQA model a kv head's K/V writes are
 split evenly among the query heads that read it.
 Windows are log-spaced (1-3, 4-10, 11-31, ...), since most of the writing that matters happens early.
+`window_table` sums exactly one window instead (`writes --steps A-B`, or `--steps phase`: a phase change's
+window from timeline.json), every head ranked by its share, with the phase-change head's own share and rank.
 """
 
 from __future__ import annotations
@@ -30,16 +32,19 @@ def windows(last_step: int) -> list[tuple[int, int]]:
     return edges
 
 
-def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
+def _ledger(run: Path) -> dict[str, list]:
     from glassbox.train.store import read_table
 
-    run = Path(run)
     if not run.is_dir():
         raise BadInput("not a directory", run)
     ledger = read_table(run, "ledger")
     if ledger is None or ledger.num_rows == 0:
         raise BadInput("no ledger (ledger.parquet); was the run trained with --ledger-every 0?", run)
-    d = ledger.select(["step", "tensor", "level", "layer", "head", "kind", "update_norm", "grad_norm"]).to_pydict()
+    return ledger.select(["step", "tensor", "level", "layer", "head", "kind", "update_norm", "grad_norm"]).to_pydict()
+
+
+def _accumulate(d: dict[str, list], spans: list[tuple[int, int]]):
+    """Per span: {name: [Σ‖Δw‖², Σ‖g‖²]} per level and {(layer, head): Σ‖Δw‖²} over the ledger rows of its steps."""
     split_tensors = {t for t, h in zip(d["tensor"], d["head"], strict=True) if h is not None}
     per_kind: dict[tuple[int, str], set[int]] = {}
     for layer, head, kind in zip(d["layer"], d["head"], d["kind"], strict=True):
@@ -47,8 +52,6 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
             per_kind.setdefault((layer, kind), set()).add(head)
     groups = {layer: max(1, len(per_kind.get((layer, "q"), ())) // len(heads_k))
               for (layer, kind), heads_k in per_kind.items() if kind == "k"}
-    steps = sorted(set(d["step"]))
-    spans = windows(steps[-1]) + [(steps[0], steps[-1])]
     # one pass: accumulate squared norms per (window, level) and per (window, layer, head)
     levels: dict[tuple[int, int], dict[str, list[float]]] = {s: {} for s in spans}
     heads: dict[tuple[int, int], dict[tuple[int, int], float]] = {s: {} for s in spans}
@@ -67,6 +70,15 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
                     group = groups.get(layer, 1) if kind in ("k", "v") else 1
                     for h in range(head * group, (head + 1) * group):
                         heads[span][(layer, h)] = heads[span].get((layer, h), 0.0) + upd * upd / group
+    return levels, heads
+
+
+def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
+    run = Path(run)
+    d = _ledger(run)
+    steps = sorted(set(d["step"]))
+    spans = windows(steps[-1]) + [(steps[0], steps[-1])]
+    levels, heads = _accumulate(d, spans)
     out_windows = []
     for span in spans:
         total_u = sum(v[0] for v in levels[span].values()) or 1.0
@@ -81,6 +93,98 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
             "top_heads": [{"layer": lh[0], "head": lh[1], "share": v / head_total} for lh, v in ranked],
         })
     return {"run": str(run), "steps_recorded": len(steps), "windows": out_windows}
+
+
+def phase_window(run: Path, head: tuple[int, int] | None = None) -> tuple[tuple[int, int], tuple[int, int], str]:
+    """The step window of a phase change in RUN/timeline.json: `head`'s first one, else the induction winner's
+    (the timeline's "why"). The change lies between checkpoints lo and hi, so the updates are steps lo+1..hi.
+    → ((start, end), (layer, head), what it is)."""
+    import json
+
+    path = run / "timeline.json"
+    try:
+        doc = json.loads(path.read_text())
+        changes = doc["phase_changes"]
+    except OSError:
+        raise BadInput("no timeline.json; run `glassbox timeline RUN` first to find the phase changes", run) from None
+    except (ValueError, KeyError, TypeError):
+        raise BadInput("not a timeline document (no phase_changes)", path) from None
+    if head is not None:
+        found = [c for c in changes if (c["layer"], c["head"]) == head]
+        if not found:
+            raise BadInput(f"L{head[0]}H{head[1]} has no phase change in timeline.json", path)
+        c = min(found, key=lambda c: c["step"])
+    else:
+        why = next((w for w in doc.get("why", []) if w["role"] == "induction"), None)
+        if why is None:
+            raise BadInput("no induction phase change in timeline.json (give --steps A-B, or --head for another "
+                           "head's)", path)
+        c = next(c for c in changes if c["role"] == "induction" and (c["layer"], c["head"]) == (why["layer"],
+                                                                                              why["winner"]))
+    lo, hi = (int(x) for x in c["window"])
+    return ((max(1, lo + 1), max(hi, lo + 1)), (c["layer"], c["head"]),
+            f"{c['role']} phase change of L{c['layer']}H{c['head']} at step {c['step']} (timeline.json)")
+
+
+def window_table(run: str | Path, start: int, end: int, focus: tuple[int, int] | None = None,
+                 source: str = "given (--steps)", top: int = 5) -> dict[str, Any]:
+    """Where the update went over exactly steps start..end: each level's share of Σ‖Δw‖² (and of Σ‖g‖²), every
+    head's share of the attention head writes with its rank, and `focus`'s share and rank. The `windows` list
+    holds the same window in `write_table`'s shape, so readers of that keep working."""
+    run = Path(run)
+    d = _ledger(run)
+    if end > max(d["step"]):
+        raise BadInput(f"--steps {start}-{end} runs past the ledger's last step {max(d['step'])}", run)
+    steps = sorted({s for s in d["step"] if start <= s <= end})
+    if not steps:
+        raise BadInput(f"the ledger has no step in {start}-{end} (it holds steps {min(d['step'])}-{max(d['step'])})",
+                       run)
+    span = (start, end)
+    levels, heads = _accumulate(d, [span])
+    lv, hd = levels[span], heads[span]
+    total_u = sum(v[0] for v in lv.values())
+    total_g = sum(v[1] for v in lv.values())
+    head_total = sum(hd.values())
+    ranked = sorted(hd.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = [{"layer": lh[0], "head": lh[1], "rank": k + 1, "share": v / head_total if head_total else None,
+             "share_of_all": v / total_u if total_u else None, "update_sq": v} for k, (lh, v) in enumerate(ranked)]
+    level_rows = [{"level": name, "update_share": lv[name][0] / total_u if total_u else None,
+                   "grad_share": lv[name][1] / total_g if total_g else None, "update_sq": lv[name][0],
+                   "grad_sq": lv[name][1]} for name in sorted(lv, key=_level_key)]
+    focus_row = None
+    if focus is not None:
+        focus_row = next((dict(r, of=len(rows)) for r in rows if (r["layer"], r["head"]) == tuple(focus)), None)
+        if focus_row is None:
+            raise BadInput(f"no head L{focus[0]}H{focus[1]} in the ledger", run)
+    window = {"start": start, "end": end, "source": source, "steps_recorded": len(steps),
+              "update_sq_total": total_u, "levels": level_rows, "heads": rows, "focus": focus_row}
+    compat = {"start": start, "end": end, "all": False,
+              "levels": [{k: r[k] for k in ("level", "update_share", "grad_share")} for r in level_rows],
+              "top_heads": [{k: r[k] for k in ("layer", "head", "share")} for r in rows[:top]]}
+    return {"run": str(run), "steps_recorded": len(set(d["step"])), "windows": [compat], "window": window}
+
+
+def render_window(doc: dict[str, Any]) -> str:
+    w = doc["window"]
+    lines = [f"{doc['run']}: where the update went over steps {w['start']}-{w['end']} ({w['source']}; "
+             f"{w['steps_recorded']} steps recorded)", f"{'level':<20}{'update':>9}{'gradient':>10}"]
+    for r in w["levels"]:
+        lines.append(f"{r['level']:<20}{_pct(r['update_share']):>9}{_pct(r['grad_share']):>10}")
+    lines.append("")
+    lines.append("heads by share of the attention head writes (Q/K/V/O slices together; share of the whole update):")
+    for r in w["heads"]:
+        mark = "  <- focus" if w["focus"] and (r["layer"], r["head"]) == (w["focus"]["layer"], w["focus"]["head"]) else ""
+        lines.append(f"  {r['rank']:>3}. L{r['layer']}H{r['head']:<4} {_pct(r['share']):>7} ({_pct(r['share_of_all'])}){mark}")
+    f = w["focus"]
+    if f:
+        lines.append("")
+        lines.append(f"L{f['layer']}H{f['head']} took {_pct(f['share'])} of the head writes in this window "
+                     f"({_pct(f['share_of_all'])} of the whole update), rank {f['rank']} of {f['of']} heads")
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
 
 
 def _level_key(level: str) -> int:
