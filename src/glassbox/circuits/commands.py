@@ -135,29 +135,6 @@ def heatmap(comp: Any, path: Path, title: str) -> Path:
     return save_png(fig, path)
 
 
-def _ids(loaded: Any, text: str) -> list[int]:
-    """--text through the tokenizer; a checkpoint without one takes space-separated token ids."""
-    if loaded.tokenizer is None:
-        try:
-            ids = [int(x) for x in text.split()]
-        except ValueError:
-            raise BadInput("this checkpoint has no tokenizer: give --text as space-separated token ids") from None
-        if not ids or any(not 0 <= i < int(loaded.config.vocab_size) for i in ids):
-            raise BadInput(f"--text: token ids must lie in 0..{int(loaded.config.vocab_size) - 1}")
-        return ids
-    ids = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
-    if loaded.needs_bos and loaded.bos_id is not None and (not ids or ids[0] != loaded.bos_id):
-        ids = [loaded.bos_id] + ids  # SmolLM2's tokenizer adds no BOS by itself; its heads expect one
-    if not ids:
-        raise BadInput("--text encodes to no tokens")
-    return ids
-
-
-def _token(loaded: Any, token_id: int) -> str:
-    tok = loaded.tokenizer
-    return tok.decode([int(token_id)]) if tok is not None else f"<{int(token_id)}>"
-
-
 def _parse_head(spec: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     layer, head = (int(x) for x in spec.split("."))
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
@@ -179,6 +156,7 @@ def heads_why(
     """Why a head attends where it does: its attention logits split over the components of the residual."""
     from glassbox.circuits import why
     from glassbox.run import load_model
+    from glassbox.run.text import encode, token_str
 
     if keys < 1:
         raise BadInput("--keys must be at least 1")
@@ -187,9 +165,9 @@ def heads_why(
         raise BadInput(f"head {head_spec!r}: expected LAYER.HEAD, e.g. 18.6")
     loaded = load_model(model, allow_pickle=allow_pickle)
     layer, head = _parse_head(head_spec, loaded.n_layers, loaded.n_heads)
-    ids = _ids(loaded, text)
+    ids = encode(loaded, text, ids_without_tokenizer=True)
     doc = why.decompose(loaded, ids, layer, head, keys=keys, queries=list(query) if query else None)
-    doc["tokens"] = [_token(loaded, i) for i in ids]
+    doc["tokens"] = [token_str(loaded, i) for i in ids]
     target = png if png is not None else (None if as_json else Path(f"why-{layer}.{head}.png"))
     if target is not None:
         doc["png"] = str(why.picture(doc, target))

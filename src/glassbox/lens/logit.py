@@ -17,6 +17,7 @@ from glassbox.logprob import kl
 from glassbox.run import hooks
 from glassbox.run.layout import final_norm
 from glassbox.run.load import Loaded
+from glassbox.run.text import encode, token_str  # noqa: F401  (the lens text API: logit.encode)
 
 
 def check_lm(loaded: Loaded) -> None:
@@ -84,24 +85,6 @@ def apply(loaded: Loaded, tokens: list[int], translators: Any = None) -> LensRes
         logprobs = torch.log_softmax(logits, dim=-1)
         divergence = kl(final[0].expand_as(logits), logits).clamp_min(0.0)  # what the lens misses of the output
     return LensResult(tokens=list(tokens), logprobs=logprobs, kl_to_final=divergence)
-
-
-def encode(loaded: Loaded, text: str) -> list[int]:
-    """Text → token ids, with BOS first where the model needs it (SmolLM2's tokenizer adds none by itself)."""
-    if loaded.tokenizer is None:
-        raise BadInput("this checkpoint has no tokenizer, so --text cannot be encoded", loaded.source)
-    ids = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
-    bos = loaded.bos_id
-    if loaded.needs_bos and bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    if not ids:
-        raise BadInput("--text encodes to no tokens")
-    return ids
-
-
-def token_str(loaded: Loaded, token_id: int) -> str:
-    tok = loaded.tokenizer
-    return tok.decode([int(token_id)]) if tok is not None else f"<{int(token_id)}>"
 
 
 def to_json(loaded: Loaded, result: LensResult) -> dict[str, Any]:
