@@ -131,7 +131,8 @@ def contributions(run: str | Path, layer: int, head: int, steps: tuple[int, int]
                          "update_norm": norm})
 
     replay.advance(state, b, before=before, after=after, progress=None if quiet else "per-example gradients")
-    return {"rows": rows, "replay_max_abs_diff": replay.check_against_checkpoint(state), "data": state["data"]}
+    return {"rows": rows, "replay_max_abs_diff": replay.check_against_checkpoint(state), "data": state["data"],
+            "threads": state["threads"], "threads_source": state["threads_source"]}
 
 
 def default_window(run: Path, layer: int, head: int, last: int) -> tuple[tuple[int, int], str]:
@@ -216,7 +217,9 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
     return {"run": str(run), "layer": layer, "head": head, "steps": list(steps), "window_source": source,
             "update": "the replayed Adam step W_s - W_(s-1) on the head's Q/K/V/O slices (exact replay from step 0)",
             "contribution": "-<g_i / batch, u_s> / |u_s|: row i's descent along the head's actual update",
-            "replay_max_abs_diff": got["replay_max_abs_diff"], "rows": len(rows), "total_contribution": total,
+            "replay_max_abs_diff": got["replay_max_abs_diff"],
+            "replay_threads": got["threads"], "replay_threads_source": got["threads_source"],
+            "rows": len(rows), "total_contribution": total,
             "top_share_of_positive": top_mass / positive if positive else None,
             "top": top_rows, "summary": summary,
             "ranked_rows": [[r["step"], r["row"]] for r in ranked]}
@@ -312,7 +315,9 @@ def render(doc: dict[str, Any]) -> str:
              f"{doc['steps'][1]} ({doc['window_source']}); {doc['rows']} rows ranked by their gradient's descent "
              "along the head's actual update"]
     if doc["replay_max_abs_diff"] is not None:
-        lines.append(f"replay check: max |replayed - saved checkpoint| = {doc['replay_max_abs_diff']:.2e}")
+        lines.append(f"replay check: max |replayed - saved checkpoint| = {doc['replay_max_abs_diff']:.2e}"
+                     + (f" ({doc['replay_threads']} torch threads: {doc['replay_threads_source']})"
+                        if doc.get("replay_threads") else ""))
     for k, r in enumerate(doc["top"], 1):
         text = r["text"].replace("\n", " ")
         text = text if len(text) <= 160 else text[:157] + "..."

@@ -145,6 +145,7 @@ def head_section(path: Path) -> dict[str, Any] | None:
             "total_contribution": doc.get("total_contribution"),
             "top_share_of_positive": doc.get("top_share_of_positive"),
             "replay_max_abs_diff": doc.get("replay_max_abs_diff"), "replay_threads": doc.get("replay_threads"),
+            "replay_threads_source": doc.get("replay_threads_source"),
             "top": rows, "summary": summary, "summary_line": summary_line(summary),
             "retrain": _retrain(doc.get("retrain"))}
 

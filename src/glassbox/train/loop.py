@@ -2,6 +2,7 @@
 
 A run directory holds:
   config.json                 the HF model config + `glassbox_train` (the whole declaration: preset, init, seed, ...)
+                              + `train_threads` (the torch thread count: replay and resume use it again)
   checkpoints/step-NNNNNN.safetensors (+ checkpoints/config.json)
   ledger.parquet, metrics.parquet   (while running: parts/ledger-NNNNNN.parquet ... up to the last save point)
   resume.safetensors          the state at the last save point
@@ -88,6 +89,16 @@ def _read_declaration(out: Path) -> dict[str, Any]:
     return decl
 
 
+def recorded_threads(out: str | Path) -> int | None:
+    """The torch thread count the run was trained with (config.json `train_threads`); None for runs from
+    before it was recorded."""
+    try:
+        n = json.loads((Path(out) / "config.json").read_text()).get("train_threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and n >= 1 else None
+
+
 def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the declared training into `out`; returns the summary."""
     import torch
@@ -111,7 +122,11 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
 
     tr, seed = decl["train"], decl["seed"]
     model = M.build_model(decl["model_config"], decl["attention_only"])
-    set_threads(model)  # by model size (a preset: one thread), unless GLASSBOX_THREADS says otherwise
+    threads = set_threads(model)  # by model size (a preset: one thread), unless GLASSBOX_THREADS says otherwise
+    recorded = recorded_threads(out) if resume else None
+    if recorded is not None and recorded != threads:  # the floats depend on the count: resume as it was trained
+        torch.set_num_threads(recorded)
+        threads = recorded
     init_record = M.initialize(model, decl["init"], seed, decl["attention_only"])
     model.train()
     vocab = model.config.vocab_size
@@ -135,7 +150,8 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
             return dict(json.loads((out / "summary.json").read_text()), resumed_from=start)  # already finished
         drop_parts_after(out, start)
     else:
-        write_json(out / "config.json", dict(hf_config, glassbox_train=decl, init=init_record))
+        # train_threads: the torch thread count, which the floats depend on; replay and resume use it again
+        write_json(out / "config.json", dict(hf_config, glassbox_train=decl, init=init_record, train_threads=threads))
         write_json(out / "checkpoints" / "config.json", hf_config)
         if hasattr(data, "vocab_map"):  # token data: how class ids turn back into text (writes --examples, report)
             write_json(out / "vocab.json", data.vocab_map())
@@ -191,7 +207,7 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     finish_tables(out)
     summary = {"steps": tr["steps"], "final_loss": loss_value, "seed": seed, "init": decl["init"],
                "resumed_from": start if resume else None, "train_seconds": time.perf_counter() - wall0,
-               "parameters": M.count_parameters(model)}
+               "parameters": M.count_parameters(model), "threads": threads}
     write_json(out / "summary.json", summary)
     return summary
 
