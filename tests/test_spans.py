@@ -78,6 +78,9 @@ def test_timeline_json_has_the_examples_section(run_with_examples: Path):
     assert [(r["step"], r["row"], r["contribution"]) for r in ex["top"]] == \
         [(r["step"], r["row"], r["contribution"]) for r in file["top"]]
     assert ex["summary"] == file["summary"] and ex["summary_line"].startswith("top decile: ")
+    ww = ex["window_writes"]  # where the update went in the same window, the head's share and rank
+    assert (ww["focus"]["layer"], ww["focus"]["head"], ww["focus"]["of"], ww["steps_recorded"]) == (1, 1, 4, 2)
+    assert sum(r["update_share"] for r in ww["levels"]) == pytest.approx(1.0)
     rt = ex["retrain"]
     assert rt["replaced_rows"] == file["retrain"]["replaced_rows"]
     for name in ("baseline", "top_replaced", "random_replaced"):

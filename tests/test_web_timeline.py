@@ -40,6 +40,8 @@ def check_examples(page, run):
         marked = row.locator("mark.rep").all_text_contents()
         assert marked == [r["text"][a:b] for a, b in r["repeated_chars"]] and marked
     assert card.locator(".ex-summary").text_content() == want["summary_line"]
+    f = want["window_writes"]["focus"]
+    assert f"{100 * f['share']:.1f}% of the attention head writes" in card.locator(".ex-writes").text_content()
     for name in ("baseline", "top_replaced", "random_replaced"):
         step = want["retrain"][name]["phase_change_step"]
         cell = card.locator(f'tr[data-variant="{name}"] td.num').text_content()

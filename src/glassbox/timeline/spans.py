@@ -140,14 +140,28 @@ def head_section(path: Path) -> dict[str, Any] | None:
                      **(span or {"text": r.get("text", ""), "pieces": None, "repeated": [], "source": [],
                                  "repeated_chars": [], "source_chars": []})})
     summary = doc.get("summary") or {}
-    return {"layer": layer, "head": head, "file": path.name, "steps": doc.get("steps"),
+    return {"window_writes": _window_writes(path.parent, doc.get("steps"), layer, head), **{"layer": layer, "head": head, "file": path.name, "steps": doc.get("steps"),
             "window_source": doc.get("window_source"), "rows": doc.get("rows"),
             "total_contribution": doc.get("total_contribution"),
             "top_share_of_positive": doc.get("top_share_of_positive"),
             "replay_max_abs_diff": doc.get("replay_max_abs_diff"), "replay_threads": doc.get("replay_threads"),
             "replay_threads_source": doc.get("replay_threads_source"),
             "top": rows, "summary": summary, "summary_line": summary_line(summary),
-            "retrain": _retrain(doc.get("retrain"))}
+            "retrain": _retrain(doc.get("retrain"))}}
+
+
+def _window_writes(run: Path, steps: Any, layer: int, head: int) -> dict[str, Any] | None:
+    """Where the update went over the same window (`writes --steps A-B --head L.H`): the levels' shares and the
+    head's own share and rank; None without a ledger covering it."""
+    from glassbox.errors import BadInput
+    from glassbox.timeline.writes import window_table
+
+    try:
+        w = window_table(run, int(steps[0]), int(steps[1]), (layer, head))["window"]
+    except (BadInput, TypeError, ValueError, IndexError):
+        return None
+    return {"levels": [{k: r[k] for k in ("level", "update_share")} for r in w["levels"]], "focus": w["focus"],
+            "steps_recorded": w["steps_recorded"]}
 
 
 def section(run: str | Path) -> list[dict[str, Any]]:

@@ -796,6 +796,8 @@
       h('p', { class: 'small muted' }, 'Each training row (batch row of a step) by how far its own gradient moved the head\'s Q/K/V/O slices along the update actually taken (exact replay). ',
         h('mark', { class: 'rep' }, 'repeated'), ' = tokens predictable by copying; ', h('mark', { class: 'src' }, 'earlier copy'), ' = what they repeat.'),
       ex.summary_line ? h('p', { class: 'ex-summary' }, ex.summary_line) : null,
+      ex.window_writes && ex.window_writes.focus ? h('p', { class: 'small ex-writes' }, `Over these steps L${ex.layer}.H${ex.head} took ${(100 * ex.window_writes.focus.share).toFixed(1)}% of the attention head writes (${(100 * ex.window_writes.focus.share_of_all).toFixed(1)}% of the whole update ‖Δw‖²), rank ${ex.window_writes.focus.rank} of ${ex.window_writes.focus.of} heads; by level: ` +
+        ex.window_writes.levels.filter((l) => l.update_share >= 0.005).map((l) => `${l.level} ${(100 * l.update_share).toFixed(1)}%`).join(', ')) : null,
       rt ? h('table', { class: 'grid ex-retrain' }, h('tr', {}, h('th', {}, `retrained from step ${rt.from_step} to ${rt.until}, ${rt.replaced_rows} rows replaced`), h('th', {}, `${rt.role} forms at step`)),
         ['baseline', 'top_replaced', 'random_replaced'].map((k) => h('tr', { 'data-variant': k }, h('td', {}, name[k]), h('td', { class: 'num' }, rt[k].phase_change_step === null ? 'not formed' : rt[k].phase_change_step)))) : null,
       h('table', { class: 'grid ex-rows' }, h('tr', {}, ['step', 'row', 'contribution', 'text (repeated part marked)'].map((c) => h('th', {}, c))),
