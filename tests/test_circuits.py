@@ -224,6 +224,27 @@ def test_cli_circuits_why_and_path(tmp_path):
     assert json.loads(r.stdout)["paths"][0]["induction_effect"] < -0.5
 
 
+def test_cli_tables(tmp_path):
+    """Without --json both commands print their table: the same first pair as the JSON, the why rows."""
+    folder = tmp_path / "hand"
+    induction_model().save_pretrained(folder)
+    r = _cli("circuits", str(folder), "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    pairs = json.loads((tmp_path / "c" / "circuits.json").read_text())["pairs"]
+    first = pairs[0]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("│")]
+    cells = [c.strip() for c in lines[0].strip("│").split("│")]
+    assert "strongest composition" in r.stdout and len(lines) == min(20, len(pairs)) > 0
+    assert cells[:4] == ["{}.{}".format(*first["from"]), "{}.{}".format(*first["to"]), first["kind"],
+                         f"{first['score']:.3f}"]
+    r = _cli("heads", "why", str(folder), "1.0", "--text", " ".join(map(str, _repeated())), "--png",
+             str(tmp_path / "why.png"))
+    assert r.returncode == 0, r.stderr
+    rows = [[c.strip() for c in ln.strip("│").split("│")] for ln in r.stdout.splitlines() if ln.startswith("│")]
+    assert "head 1.0: what makes each logit" in r.stdout and 0 < len(rows) <= 15
+    assert all(len(row) == 6 and float(row[2]) > 0 for row in rows)
+
+
 def test_cli_bad_path_fails_before_loading(tmp_path):
     r = _cli("patch", str(tmp_path / "missing"), "--path", "3.0:1.0.k")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "earlier layer" in r.stderr

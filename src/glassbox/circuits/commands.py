@@ -29,6 +29,18 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
 
 
+def _table(title: str, columns: list[str], rows: list[list[str]], justify: str = "left") -> Any:
+    """A rich table of already formatted cells (the composition pairs and `heads why`)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify=justify)
+    for cells in rows:
+        table.add_row(*cells)
+    return table
+
+
 def circuits_doc(model: str, n_pairs: int = 200, n_top: int = 5, progress: Any = None) -> tuple[dict, Any]:
     """The circuits JSON document (pairs sorted by score, the first `n_pairs` with their bytes) and the scores."""
     from glassbox import weights
@@ -94,18 +106,16 @@ def circuits(
     if as_json:
         print(json.dumps(doc))
         return
-    from rich.table import Table
-
-    console = _console()
-    table = Table(title=f"strongest composition, {model} (baseline {doc['baseline']:.3f} = null RMS)")
-    for col in ("sender", "receiver", "kind", "score", "z", "receiver bytes"):
-        table.add_column(col, justify="right")
-    for p in doc["pairs"][:20]:
+    def row(p: dict) -> list[str]:
         rb = next(iter(p["bytes"]["receiver"].values()), [])
         where = f"{rb[0]['tensor']}{rb[0]['slice']}" if rb else "-"
-        table.add_row(f"{p['from'][0]}.{p['from'][1]}", f"{p['to'][0]}.{p['to'][1]}", p["kind"],
-                      f"{p['score']:.3f}", f"{p['z']:.1f}", where)
-    console.print(table)
+        return [f"{p['from'][0]}.{p['from'][1]}", f"{p['to'][0]}.{p['to'][1]}", p["kind"], f"{p['score']:.3f}",
+                f"{p['z']:.1f}", where]
+
+    console = _console()
+    console.print(_table(f"strongest composition, {model} (baseline {doc['baseline']:.3f} = null RMS)",
+                         ["sender", "receiver", "kind", "score", "z", "receiver bytes"],
+                         [row(p) for p in doc["pairs"][:20]], justify="right"))
     console.print(f"{doc['pairs_total']} scores in {doc['seconds']:.1f} s; " + "; ".join(doc["approximations"]))
     if folder is not None:
         console.print(f"written: {folder / 'circuits.json'}, {doc['png']}")
@@ -174,19 +184,18 @@ def heads_why(
     if as_json:
         print(json.dumps(doc))
         return
-    from rich.table import Table
-
-    console = _console()
-    table = Table(title=f"head {layer}.{head}: what makes each logit (largest parts; key side | query side)")
-    for col in ("query", "key", "attn", "logit", "key side", "query side"):
-        table.add_column(col)
     toks = doc["tokens"]
-    best = sorted(doc["positions"], key=lambda p: -p["attention"])[:15]
-    for p in sorted(best, key=lambda p: (p["query"], p["key"])):
+
+    def row(p: dict) -> list[str]:
         fmt = lambda parts: ", ".join(f"{x['component']} {x['value']:+.2f}" for x in parts[:3])  # noqa: E731
-        table.add_row(f"{p['query']} {toks[p['query']]!r}", f"{p['key']} {toks[p['key']]!r}",
-                      f"{p['attention']:.2f}", f"{p['logit']:.2f}", fmt(p["parts"]), fmt(p["query_parts"]))
-    console.print(table)
+        return [f"{p['query']} {toks[p['query']]!r}", f"{p['key']} {toks[p['key']]!r}", f"{p['attention']:.2f}",
+                f"{p['logit']:.2f}", fmt(p["parts"]), fmt(p["query_parts"])]
+
+    best = sorted(doc["positions"], key=lambda p: -p["attention"])[:15]
+    console = _console()
+    console.print(_table(f"head {layer}.{head}: what makes each logit (largest parts; key side | query side)",
+                         ["query", "key", "attn", "logit", "key side", "query side"],
+                         [row(p) for p in sorted(best, key=lambda p: (p["query"], p["key"]))]))
     console.print(f"checks (relative errors): {', '.join(f'{k} {v:.1e}' for k, v in doc['checks'].items())}; "
                   + doc["approximations"][0])
     if target is not None:
