@@ -122,6 +122,7 @@ def test_writes_over_one_window_sums_exactly_its_steps(run_with_examples: Path):
     assert sum(r["update_share"] for r in w["levels"]) == pytest.approx(1.0)
     assert sum(r["grad_share"] for r in w["levels"]) == pytest.approx(1.0)
     assert sum(r["share"] for r in w["heads"]) == pytest.approx(1.0) and len(w["heads"]) == 4
+    assert sum(r["grad_share"] for r in w["heads"]) == pytest.approx(1.0)
     assert [r["share"] for r in w["heads"]] == sorted((r["share"] for r in w["heads"]), reverse=True)
     f = w["focus"]
     assert (f["layer"], f["head"], f["of"]) == (1, 0, 4)

@@ -44,7 +44,8 @@ def _ledger(run: Path) -> dict[str, list]:
 
 
 def _accumulate(d: dict[str, list], spans: list[tuple[int, int]]):
-    """Per span: {name: [Σ‖Δw‖², Σ‖g‖²]} per level and {(layer, head): Σ‖Δw‖²} over the ledger rows of its steps."""
+    """Per span: {name: [Σ‖Δw‖², Σ‖g‖²]} per level, {(layer, head): Σ‖Δw‖²} and {(layer, head): Σ‖g‖²} over the
+    ledger rows of its steps."""
     split_tensors = {t for t, h in zip(d["tensor"], d["head"], strict=True) if h is not None}
     per_kind: dict[tuple[int, str], set[int]] = {}
     for layer, head, kind in zip(d["layer"], d["head"], d["kind"], strict=True):
@@ -55,6 +56,7 @@ def _accumulate(d: dict[str, list], spans: list[tuple[int, int]]):
     # one pass: accumulate squared norms per (window, level) and per (window, layer, head)
     levels: dict[tuple[int, int], dict[str, list[float]]] = {s: {} for s in spans}
     heads: dict[tuple[int, int], dict[tuple[int, int], float]] = {s: {} for s in spans}
+    heads_g: dict[tuple[int, int], dict[tuple[int, int], float]] = {s: {} for s in spans}
     for step, tensor, level, layer, head, kind, upd, grad in zip(
             d["step"], d["tensor"], d["level"], d["layer"], d["head"], d["kind"], d["update_norm"], d["grad_norm"], strict=True):
         if head is None and tensor in split_tensors:
@@ -70,7 +72,8 @@ def _accumulate(d: dict[str, list], spans: list[tuple[int, int]]):
                     group = groups.get(layer, 1) if kind in ("k", "v") else 1
                     for h in range(head * group, (head + 1) * group):
                         heads[span][(layer, h)] = heads[span].get((layer, h), 0.0) + upd * upd / group
-    return levels, heads
+                        heads_g[span][(layer, h)] = heads_g[span].get((layer, h), 0.0) + grad * grad / group
+    return levels, heads, heads_g
 
 
 def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
@@ -78,7 +81,7 @@ def write_table(run: str | Path, top: int = 5) -> dict[str, Any]:
     d = _ledger(run)
     steps = sorted(set(d["step"]))
     spans = windows(steps[-1]) + [(steps[0], steps[-1])]
-    levels, heads = _accumulate(d, spans)
+    levels, heads, _ = _accumulate(d, spans)
     out_windows = []
     for span in spans:
         total_u = sum(v[0] for v in levels[span].values()) or 1.0
@@ -140,14 +143,16 @@ def window_table(run: str | Path, start: int, end: int, focus: tuple[int, int] |
         raise BadInput(f"the ledger has no step in {start}-{end} (it holds steps {min(d['step'])}-{max(d['step'])})",
                        run)
     span = (start, end)
-    levels, heads = _accumulate(d, [span])
-    lv, hd = levels[span], heads[span]
+    levels, heads, heads_g = _accumulate(d, [span])
+    lv, hd, hg = levels[span], heads[span], heads_g[span]
+    grad_total = sum(hg.values())
     total_u = sum(v[0] for v in lv.values())
     total_g = sum(v[1] for v in lv.values())
     head_total = sum(hd.values())
     ranked = sorted(hd.items(), key=lambda kv: (-kv[1], kv[0]))
     rows = [{"layer": lh[0], "head": lh[1], "rank": k + 1, "share": v / head_total if head_total else None,
-             "share_of_all": v / total_u if total_u else None, "update_sq": v} for k, (lh, v) in enumerate(ranked)]
+             "share_of_all": v / total_u if total_u else None, "update_sq": v,
+             "grad_share": hg.get(lh, 0.0) / grad_total if grad_total else None} for k, (lh, v) in enumerate(ranked)]
     level_rows = [{"level": name, "update_share": lv[name][0] / total_u if total_u else None,
                    "grad_share": lv[name][1] / total_g if total_g else None, "update_sq": lv[name][0],
                    "grad_sq": lv[name][1]} for name in sorted(lv, key=_level_key)]
@@ -171,15 +176,18 @@ def render_window(doc: dict[str, Any]) -> str:
     for r in w["levels"]:
         lines.append(f"{r['level']:<20}{_pct(r['update_share']):>9}{_pct(r['grad_share']):>10}")
     lines.append("")
-    lines.append("heads by share of the attention head writes (Q/K/V/O slices together; share of the whole update):")
+    lines.append(f"heads by share of the attention head writes (Q/K/V/O slices together; an even split is "
+                 f"{_pct(1 / max(1, len(w['heads'])))}), of the whole update, and of the heads' squared gradient:")
     for r in w["heads"]:
         mark = "  <- focus" if w["focus"] and (r["layer"], r["head"]) == (w["focus"]["layer"], w["focus"]["head"]) else ""
-        lines.append(f"  {r['rank']:>3}. L{r['layer']}H{r['head']:<4} {_pct(r['share']):>7} ({_pct(r['share_of_all'])}){mark}")
+        lines.append(f"  {r['rank']:>3}. L{r['layer']}H{r['head']:<4} {_pct(r['share']):>7}  whole {_pct(r['share_of_all']):>6}"
+                     f"  gradient {_pct(r['grad_share']):>6}{mark}")
     f = w["focus"]
     if f:
         lines.append("")
         lines.append(f"L{f['layer']}H{f['head']} took {_pct(f['share'])} of the head writes in this window "
-                     f"({_pct(f['share_of_all'])} of the whole update), rank {f['rank']} of {f['of']} heads")
+                     f"({_pct(f['share_of_all'])} of the whole update, {_pct(f['grad_share'])} of the heads' squared "
+                     f"gradient), rank {f['rank']} of {f['of']} heads")
     return "\n".join(lines)
 
 
