@@ -4,7 +4,8 @@ Pairs of (index corpus, held-out text), the held-out never in the index, SmolLM2
 the README's three (KJV Old Testament → New Testament; KJV OT → CPython's pydoc topics; pydoc topics 1-55 →
 56-79) and two cross-genre pairs of our own (pydoc 1-55 → the New Testament: technical prose → scripture;
 KJV OT → CPython's LICENSE.txt: scripture → legal prose). For each: the LM alone, the table alone (the
-∞-gram P_T), the overlay mixture with the evidence gate, P_T with one λ, the previous mixture (accumulator
+∞-gram P_T), the overlay mixture with the evidence gate and the session memory (and, beside it, the static
+index alone and the session memory alone, each gated and guarded the same way), P_T with one λ, the previous mixture (accumulator
 votes, one λ) and the faithful select mode (top-1, perplexity), recall@N, the latency ratio against LM-alone
 greedy decoding, bytes per corpus token (and the size table), and the per-step lookup p50/p99 on indexes of
 1×, 10×, 100× a base, with the link-table-only figure beside it, as is and again under extra load (`--load N`
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--latency-runs", type=int, default=5)
     ap.add_argument("--gen-tokens", type=int, default=24, help="Tokens per generation in the latency runs.")
     ap.add_argument("--dev-fraction", type=float, default=0.5, help="Share of the held-out tokens the gate is fitted on.")
+    ap.add_argument("--no-session", action="store_true", help="Without the session memory (the static gate alone).")
     ap.add_argument("--latency-first-only", action="store_true", help="Full latency runs on the first pair only "
                     "(the others: one 2-token run; the LM's cost is the same on every pair).")
     args = ap.parse_args()
@@ -151,6 +153,7 @@ def main() -> None:
         opts = evaluate.EvalOptions(max_tokens=600, scale_base=5_000, lookup_steps=200, gen_tokens=8)
     opts.pos_filter, opts.pos_min_share = args.pos_filter, args.pos_min_share
     opts.dev_fraction = args.dev_fraction
+    opts.session = not args.no_session
     results = {"threads": torch.get_num_threads(), "runs": []}
     print(f"torch threads: {torch.get_num_threads()}")
     for pair in args.pairs:
@@ -182,6 +185,13 @@ def main() -> None:
               f"cross-genre); P_T with one λ: {x['fixed_lam']['ppl'] / base_ppl:.4f}; previous mixture: "
               f"{x['previous_mixture']['ppl'] / base_ppl:.4f}; top-1 LM {c['lm']['top1']:.4f} → overlay "
               f"{c['overlay']['top1']:.4f}")
+        if x.get("session"):  # which part of the gain is the static index's and which the session memory's
+            print(f"TARGET parts over the LM (same run): static index only {x['static_only']['ppl'] / base_ppl:.4f} "
+                  f"({'shipped ' + x['static_only']['gate']['kind'] if x['static_only']['gate']['shipped'] else 'off'}), "
+                  f"session memory only {x['session_only']['ppl'] / base_ppl:.4f} "
+                  f"({'shipped ' + x['session_only']['gate']['kind'] if x['session_only']['gate']['shipped'] else 'off'}), "
+                  f"both (the overlay) {c['overlay']['ppl'] / base_ppl:.4f} ({x['gate']['kind']}); "
+                  f"P_S alone {x['session_table']['ppl'] / base_ppl:.2f}")
         print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; whole overlay run over "
               f"its LM forwards; separate runs: {x['latency']['separate_runs_ratio']:.3f})")
         print(lookup_report("as is", x["lookup"]) + " (target <= 1.2)")

@@ -5,6 +5,7 @@ text that repeats itself, old gate.json files loading; one slow test with SmolLM
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -84,7 +85,41 @@ def test_p_s_is_the_formula_and_sums_to_one():
             tot = sum(cs.values())
             want = np.array([max(cs[w] - dk, 0) / tot for w in range(V)]) + dk * len(cs) / tot * want
             m = k
-        assert np.allclose(dense, want, atol=1e-12) and d.match == m
+        if d.copy_len:  # a copy longer than ORDER: one more level, the token after it last time, count 1
+            dk = _discount(counts, ORDER, uni)
+            want = dk * want
+            want[hist[d.copy_pos]] += 1 - dk
+        assert np.allclose(dense, want, atol=1e-12) and d.match == (d.copy_len or m)
+
+
+def _longest_previous(hist: list[int]) -> int:
+    """The longest suffix of hist that also ends at an earlier position."""
+    best = 0
+    for e in range(len(hist) - 1):
+        k = 0
+        while k <= e and hist[e - k] == hist[len(hist) - 1 - k]:
+            k += 1
+        best = max(best, k)
+    return best
+
+
+def test_copy_pointer_is_a_real_match_never_longer_than_the_longest():
+    seq = _text(300, 4)
+    s = Session(V)
+    copies = 0
+    for p, w in enumerate(seq):
+        s.add(w)
+        hist = seq[: p + 1]
+        true = _longest_previous(hist)
+        if s.copy_len:
+            n, q = s.copy_len, s.copy_pos
+            assert q <= p and hist[q - n:q] == hist[-n:]  # the same tokens, ending just before q
+            assert n <= true
+        assert s.copy_len == min(true, ORDER) or s.copy_len > ORDER
+        d = s.dist()
+        assert d.match == (s.copy_len if s.copy_len > ORDER else min(true, ORDER))
+        copies += s.copy_len > ORDER
+    assert copies > 50  # the passage repeats: long copies were followed
 
 
 def test_no_step_sees_the_scored_token_or_later():
@@ -203,3 +238,50 @@ def test_index_reads_old_and_new_gate_files(tmp_path):
     with pytest.raises(BadInput):
         idx.gate()
 
+
+
+@pytest.mark.slow
+def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tmp_path, reuse_smollm2, monkeypatch):
+    """Python's help topics as the index, Matthew 5-7 held out (another genre); then a generation
+    with a session part in the gate, whose traced terms give back every candidate's logged score."""
+    from glassbox.overlay import evaluate, lm
+    from glassbox.overlay import index as ix
+    from glassbox.overlay.corpus import kjv_chapters, load_documents
+    from glassbox.overlay.generate import GenerateConfig
+    from glassbox.overlay.store import Store
+    from glassbox.overlay.trace import run
+
+    tok = lm.load_lm("smollm2-135m")[1]
+    out = tmp_path / "pydoc"
+    ix.build(load_documents(["pydoc:1-30"]), tok, out, ix.BuildOptions(k=16, window=6), source="pydoc:1-30")
+    opts = evaluate.EvalOptions(max_tokens=800, scale_base=2000, gen_tokens=3, latency_runs=1, lookup_steps=50,
+                                lookup_rounds=1)
+    held = tmp_path / "matthew-5-7.txt"  # the Sermon on the Mount: prose of one kind from dev to test
+    held.write_text("\n".join(kjv_chapters(40, 40)[4:7]))
+    res = evaluate.evaluate(out, "smollm2-135m", str(held), opts)
+    c, x = res["contract"], res["extra"]
+    assert c["overlay"]["ppl"] <= c["lm"]["ppl"] * (1 + 1e-9)
+    for part in ("static_only", "session_only"):
+        assert x[part]["ppl"] <= c["lm"]["ppl"] * (1 + 1e-9)
+        if not x[part]["gate"]["shipped"]:
+            assert x[part]["ppl"] == pytest.approx(c["lm"]["ppl"], rel=1e-12)
+    assert sum(v["share"] for v in x["gain_by_distance"].values()) == pytest.approx(1.0)
+    w = x["weights_test"]
+    assert w["lm"] + w["table"] + w["session"] == pytest.approx(1.0)
+
+    monkeypatch.setenv("GLASSBOX_HOME", str(tmp_path / "home"))
+    mixer = Mixer(table=Part([0.5, 0.5, 0.5, 0.2, -1.0], -2.0, FEATURES),
+                  session=Part([1.0, 0.3, 0.8, 0.2, -1.0], -1.5, FEATURES), shipped=True, kind="both-gate")
+    cfg = GenerateConfig(mode="mixture", max_tokens=8, gate=mixer.to_json())
+    trace = run(out, "The list is sorted. The list is sorted. The list is", cfg, "smollm2-135m", Store())
+    assert trace["steps"]
+    for s in trace["steps"]:
+        mix = s["mix"]
+        wts = mixer.weights(mix["features"], mix["session_features"])
+        assert [mix["weights"][k] for k in ("lm", "table", "session")] == pytest.approx(list(wts))
+        assert mix["session_features"]["lm_maxp"] == pytest.approx(
+            math.exp(max(c["lm_logprob"] for c in s["candidates"])), rel=1e-5)
+        for cand in s["candidates"]:
+            p = wts[0] * math.exp(cand["lm_logprob"]) + wts[1] * cand["p_inf"] + wts[2] * cand["p_session"]
+            assert cand["final"] == pytest.approx(math.log(p) + cfg.feedback_nats * cand["feedback"], abs=1e-5)
+    assert any(s["mix"]["session_match"] >= 3 for s in trace["steps"])  # the prompt repeats itself

@@ -11,13 +11,16 @@ updated by one insertion per token and read in O(1) per step (dict lookups of th
     γ_k         = D_k · N1+(h_k •) / c(h_k)                            so every level sums to 1
 m is the longest suffix (≤ ORDER) the session has seen followed by something; D_k = n1 / (n1 + 2 n2) of the
 session's own (k+1)-gram count-of-counts, kept up to date at every insertion (clamped to [0.05, 0.95]).
+Copies longer than ORDER (a license clause, a repeated passage far beyond the LM's window): a pointer to the
+previous occurrence follows the text one token per step while it keeps copying, and adds one more level on
+top, the token that came next there, with count 1 and D_ORDER; its length (capped at 16) is the match feature.
 
 The mixture (one softmax over three logits, LM fixed at 0; features of the context only, so p sums to 1):
     z_T = b_T + w_T·φ_T   (−∞ where the static tables saw nothing)
     z_S = b_S + w_S·φ_S   (−∞ before the session has read a token)
     (π_LM, π_T, π_S) = softmax(0, z_T, z_S);   p = π_LM p_LM + π_T P_T + π_S P_S
 With no session part π_T = σ(z_T): exactly the static gate of overlay/gate.py (a version-1 gate.json loads
-as that). Session features φ_S: match (m / 4), log_count (log(1 + c(h_m)) / 4, n at m = 0), concentration
+as that). Session features φ_S: match (m or the copy's length, capped at 16, / 4), log_count (log(1 + c(h_m)) / 4, n at m = 0), concentration
 (share of h_m's most frequent continuation), sparse (one continuation seen), lm_maxp (the LM's top prob).
 
 Fit (`fit`): nested candidates are cross-fitted on K contiguous dev blocks, each by L-BFGS on Σ log p −
@@ -56,6 +59,8 @@ class Session:
         self.top: dict[tuple[int, ...], int] = {}  # the largest continuation count (counts only grow)
         self.last: dict[tuple[int, ...], int] = {}  # position of the last token of the context's last occurrence
         self.n12 = [[0, 0] for _ in range(ORDER + 1)]  # count-of-counts (n1, n2) of k-token contexts + 1
+        # the copy pointer: a match longer than ORDER, followed token by token while the text keeps copying
+        self.copy_len, self.copy_pos = 0, -1  # match length; position of the token that followed it last time
 
     def copy(self) -> Session:
         other = Session.__new__(Session)
@@ -63,6 +68,7 @@ class Session:
         other.ctx = {k: dict(v) for k, v in self.ctx.items()}
         other.total, other.top, other.last = dict(self.total), dict(self.top), dict(self.last)
         other.n12 = [list(x) for x in self.n12]
+        other.copy_len, other.copy_pos = self.copy_len, self.copy_pos
         return other
 
     def _counted(self, k: int, c: int) -> None:
@@ -97,6 +103,16 @@ class Session:
         self.distinct += c == 1
         self._counted(0, c)
         self.hist.append(w)
+        if self.copy_len >= ORDER and self.hist[self.copy_pos] == w:  # still copying: one token longer
+            self.copy_len += 1
+            self.copy_pos += 1
+            return
+        self.copy_len, self.copy_pos = 0, -1  # else the longest context of ≤ ORDER tokens seen before, if any
+        for k in range(1, min(ORDER, pos + 1) + 1):
+            e = self.last.get(tuple(self.hist[pos + 1 - k:]))
+            if e is None:
+                break
+            self.copy_len, self.copy_pos = k, e + 1
 
     def discount(self, k: int) -> float:
         n1, n2 = self.n12[k]
@@ -114,6 +130,11 @@ class Session:
             levels.append((key, d, self.total[key], self.discount(k)))
         return SessionDist(self, levels)
 
+    @property
+    def copying(self) -> bool:
+        """A match longer than ORDER: its next token is a level of its own (count 1, the 6-gram discount)."""
+        return self.copy_len > ORDER
+
 
 def online(seq: list[int], vocab: int) -> Iterator[tuple[int, SessionDist]]:
     """(p, P_S after reading seq[0..p]) for p = 0, 1, ...: what predicts seq[p + 1], never seq[p + 1] itself.
@@ -129,29 +150,36 @@ class SessionDist:
 
     def __init__(self, session: Session, levels: list[tuple[tuple[int, ...], dict[int, int], int, float]]):
         self.s = session
+        self.copy_len = session.copy_len if session.copying else 0
+        self.copy_pos = session.copy_pos
+        if self.copy_len:  # the copy level: the token that followed the long match last time
+            levels = levels + [(("copy",), {session.hist[self.copy_pos]: 1}, 1, session.discount(ORDER))]
         self.levels = levels
         self.n = len(session.hist)
         self.d0 = session.discount(0)
 
     @property
     def match(self) -> int:
-        return len(self.levels)
+        """The session match length: the longest context of ≤ ORDER tokens seen, or the copy's length."""
+        return self.copy_len or len(self.levels)
 
     @property
     def prev_end(self) -> int:
         """Position of the end of the longest matched context's previous occurrence (-1: no match)."""
+        if self.copy_len:
+            return self.copy_pos - 1
         return self.s.last[self.levels[-1][0]] if self.levels else -1
 
     def features(self, lm_maxp: float) -> dict[str, float] | None:
         if self.n == 0:
             return None
         if self.levels:
-            key, d, total, _ = self.levels[-1]
+            key, d, total, _ = self.levels[-2 if self.copy_len else -1]  # counts: the deepest counted context
             top = self.s.top[key]
             sparse = float(len(d) == 1)
         else:
             total, top, sparse = self.n, float(self.s.uni.max()), float(self.s.distinct == 1)
-        return {"match": self.match / 4.0, "log_count": math.log1p(total) / 4.0,
+        return {"match": min(self.match, 16) / 4.0, "log_count": math.log1p(total) / 4.0,
                 "concentration": float(top) / total, "sparse": sparse, "lm_maxp": float(lm_maxp)}
 
     def prob(self, ids: np.ndarray) -> np.ndarray:
@@ -180,11 +208,15 @@ class SessionDist:
         return p
 
     def top(self, n: int) -> list[int]:
-        """The longest level's most frequent continuations (the candidates the session offers)."""
-        if not self.levels:
-            return []
-        d = self.levels[-1][1]
-        return [t for t, _ in sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+        """The longest levels' most frequent continuations (the candidates the session offers)."""
+        out: list[int] = []
+        for _, d, _, _ in reversed(self.levels):
+            for t, _ in sorted(d.items(), key=lambda kv: -kv[1]):
+                if len(out) >= n:
+                    return out
+                if t not in out:
+                    out.append(t)
+        return out
 
 
 # -- the 3-way gate -----------------------------------------------------------------------------------
