@@ -27,9 +27,10 @@ def _tokenizer(writer, vocab_size: int) -> None:
     writer.add_eos_token_id(2)
 
 
-def write_tiny_gguf(model, path: str | Path, qtype: str = "F32") -> Path:
+def write_tiny_gguf(model, path: str | Path, qtype: str = "F32", swa_pattern: int | list[bool] | None = None) -> Path:
     """Write a tiny LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM / Gemma3ForCausalLM as GGUF (F32 by default; Q8_0
-    quantizes the 2-D weights whose rows allow it)."""
+    quantizes the 2-D weights whose rows allow it). `swa_pattern`: Gemma 3's `attention.sliding_window_pattern`
+    (per-layer flags, true = sliding, or a period), written only when given (llama.cpp's files omit it)."""
     import gguf
     from gguf.constants import MODEL_ARCH_NAMES
 
@@ -57,6 +58,8 @@ def write_tiny_gguf(model, path: str | Path, qtype: str = "F32") -> Path:
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
         w.add_sliding_window(cfg.sliding_window)
+        if swa_pattern is not None:
+            w.add_sliding_window_pattern(swa_pattern)
     else:
         w.add_rope_dimension_count(head_dim)
     _tokenizer(w, cfg.vocab_size)

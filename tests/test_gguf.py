@@ -227,3 +227,43 @@ def test_bundled_gemma3_equals_transformers_bit_for_bit():
     for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
                 "intermediate_size", "vocab_size", "sliding_window", "tie_word_embeddings", "layer_types"):
         assert config[key] == getattr(cfg, key), key
+
+
+@pytest.mark.parametrize("pattern", [None, 2, [True, False, False, True, True, False]])
+def test_gemma3_layer_types_follow_the_registry_entry(tmp_path, monkeypatch, pattern):
+    """Sliding vs global layers are the registry's GGUFLayerTypes, which the reader only interprets: no key in
+    the file → the family's period (every 6th layer global), an integer → that period, a list → one flag per
+    layer. The model built from the file then runs the same forward as the one written; with a window of 4
+    over 12 tokens the kinds matter (all-global layers give other logits)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from glassbox import registry
+    from glassbox.run import load_model
+
+    monkeypatch.setenv("GLASSBOX_CACHE", str(tmp_path / "cache"))
+    spec = registry.get("gemma3").gguf.layer_types
+    flags = (pattern if isinstance(pattern, list)
+             else [(i + 1) % (pattern or spec.every) != 0 for i in range(6)])
+    kinds = [spec.flagged if f else spec.other for f in flags]
+    assert "full_attention" in kinds and "sliding_attention" in kinds
+
+    def build(layer_types):
+        torch.manual_seed(0)
+        cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=6,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                               max_position_embeddings=64, sliding_window=4, layer_types=layer_types)
+        model = Gemma3ForCausalLM(cfg).eval()
+        model.set_attn_implementation("eager")
+        return model
+
+    model = build(kinds)
+    path = write_tiny_gguf(model, tmp_path / "g.gguf", swa_pattern=pattern)
+    with open_gguf(path) as ckpt:
+        assert ckpt.config["layer_types"] == kinds == model.config.layer_types
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(1))
+    loaded = load_model(path)
+    with torch.no_grad():
+        want, got = model(ids).logits, loaded.model(ids).logits
+        other = build(["full_attention"] * 6)(ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (other - want).abs().max() > 1e-3

@@ -58,11 +58,25 @@ class GGUFArch:
 
 
 @dataclass(frozen=True)
+class GGUFLayerTypes:
+    """The per-layer attention kinds (HF config `layer_types`) of a family that mixes them. The metadata key
+    `<arch>.<key>` holds one flag per layer (true: `flagged`, false: `other`) or a period n; without it the
+    period is `every`: every n-th layer (counting from 1) is `other`, the rest `flagged` (llama.cpp's rule)."""
+
+    key: str
+    flagged: str
+    other: str
+    every: int
+
+
+@dataclass(frozen=True)
 class GGUFNames:
     layer: dict[str, str]  # blk.{n}.<key> → model.layers.{n}.<value>
     archs: tuple[GGUFArch, ...]
     hidden_act: str = "silu"
     hidden_act_key: str = "hidden_act"  # Gemma 3's config calls it hidden_activation
+    layer_types: GGUFLayerTypes | None = None
+    config_defaults: dict[str, float] = field(default_factory=dict)  # config keys the file does not carry
     globals: dict[str, str] = field(default_factory=lambda: {
         "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"})
 
@@ -174,7 +188,11 @@ GEMMA3 = Family(
     gguf=GGUFNames({**_GGUF_LAYER, "post_attention_norm": "post_attention_layernorm",
                     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"},
                    (GGUFArch("gemma3", "gemma3", "Gemma3ForCausalLM"),),
-                   hidden_act="gelu_pytorch_tanh", hidden_act_key="hidden_activation"),
+                   hidden_act="gelu_pytorch_tanh", hidden_act_key="hidden_activation",
+                   # 5 sliding-window layers, then 1 global; llama.cpp's fixed rope base for the sliding ones
+                   layer_types=GGUFLayerTypes("attention.sliding_window_pattern", "sliding_attention",
+                                              "full_attention", every=6),
+                   config_defaults={"rope_local_base_freq": 10000.0}),
 )
 
 _G = r"(?:transformer\.)?"

@@ -410,18 +410,19 @@ def _config(arch: str, values: dict[str, Any], entries: dict[str, TensorEntry]) 
     if heads and "num_key_value_heads" not in config:
         config["num_key_value_heads"] = heads
     config["tie_word_embeddings"] = not any(e.source_name == "output.weight" for e in entries.values())
-    if arch == "gemma3":
-        _gemma3_extras(config, values)
+    kinds = family.gguf.layer_types if family else None
+    if kinds is not None:
+        config["layer_types"] = _layer_types(kinds, values.get(f"{arch}.{kinds.key}"),
+                                             config.get("num_hidden_layers", 0))
+    for key, value in (family.gguf.config_defaults if family else {}).items():
+        config.setdefault(key, value)
     return config
 
 
-def _gemma3_extras(config: dict[str, Any], values: dict[str, Any]) -> None:
-    """Gemma 3 interleaves 5 sliding-window layers with 1 global layer; the metadata gives the window."""
-    pattern = values.get("gemma3.attention.sliding_window_pattern")
-    every = 6
-    if isinstance(pattern, list) and pattern:  # per-layer flags: True = sliding
-        config["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
-    else:
-        n = config.get("num_hidden_layers", 0)
-        config["layer_types"] = ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(n)]
-    config.setdefault("rope_local_base_freq", 10000.0)  # llama.cpp's fixed base for the sliding layers
+def _layer_types(spec: registry.GGUFLayerTypes, flags: Any, n_layers: int) -> list[str]:
+    """The registry's per-layer attention kinds: from the file's per-layer flags, or a period the file gives
+    (every n-th layer is `other`, as llama.cpp reads an integer there), else the registry's period."""
+    if isinstance(flags, list) and flags:
+        return [spec.flagged if f else spec.other for f in flags]
+    every = flags if isinstance(flags, int) and not isinstance(flags, bool) and flags > 0 else spec.every
+    return [spec.other if (i + 1) % every == 0 else spec.flagged for i in range(n_layers)]

@@ -507,6 +507,11 @@ def _build_gguf_cache(path: Path, target: Path) -> None:
         raise BadInput(f"transformers cannot load this GGUF file: {type(exc).__name__}: {exc}", path) from None
     if quantized.config.model_type not in ARCHITECTURES:
         raise BadInput(f"architecture {quantized.config.model_type!r} cannot be run", path)
+    with contextlib.closing(open_checkpoint(path)) as ours:  # the registry's reading of the metadata
+        kinds = (ours.config or {}).get("layer_types")
+    if kinds and len(kinds) == quantized.config.num_hidden_layers:
+        # transformers' GGUF loader ignores a file's per-layer kinds (Gemma 3's sliding_window_pattern flags)
+        quantized.config.layer_types = kinds
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config and move the weights.
     plain = _build(quantized.config)
     plain.load_state_dict(quantized.state_dict())
