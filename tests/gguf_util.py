@@ -63,6 +63,8 @@ def write_tiny_gguf(model, path: str | Path, qtype: str = "F32", swa_pattern: in
     else:
         w.add_rope_dimension_count(head_dim)
     _tokenizer(w, cfg.vocab_size)
+    if arch == "phi3":  # else transformers' Phi-3 default pad id (32000) lies outside the tiny vocabulary
+        w.add_pad_token_id(cfg.pad_token_id)
 
     state = model.state_dict()
     tied = cfg.tie_word_embeddings

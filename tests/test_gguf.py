@@ -8,7 +8,7 @@ import resource
 
 import pytest
 import torch
-from gguf_util import tiny_gemma3, tiny_llama, tiny_qwen2, write_tiny_gguf, write_tiny_llama_gguf
+from gguf_util import tiny_gemma3, tiny_llama, tiny_phi3, tiny_qwen2, write_tiny_gguf, write_tiny_llama_gguf
 
 from glassbox.checkpoint import open_checkpoint
 from glassbox.checkpoint.gguf import open_gguf
@@ -16,7 +16,7 @@ from glassbox.checkpoint.gguf import open_gguf
 torch.set_num_threads(1)
 
 BUILDERS = {"llama": tiny_llama, "llama_tied": lambda: tiny_llama(tie=True), "qwen2": tiny_qwen2,
-            "gemma3": tiny_gemma3}
+            "gemma3": tiny_gemma3, "phi3": tiny_phi3}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,27 @@ def test_values_equal_what_transformers_loads(written, kind):
     with open_gguf(path) as ckpt:
         for name in ckpt.tensors:
             assert torch.equal(ckpt.tensor(name), state[name]), name
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_run_from_gguf_is_the_written_model(written, kind, tmp_path, monkeypatch):
+    """The round trip on the run side: the model `load_model` builds from the file has every head's weights
+    (weights.all_heads) and the logits of the model the file was written from (Phi-3: fused qkv_proj and
+    gate_up_proj, stored as llama.cpp's attn_qkv / ffn_up)."""
+    from glassbox import weights
+    from glassbox.run import load_model
+
+    monkeypatch.setenv("GLASSBOX_CACHE", str(tmp_path / "cache"))
+    model, path = written[kind]
+    loaded = load_model(path)
+    assert type(loaded.model).__name__ == type(model).__name__
+    ours, theirs = weights.all_heads(loaded), weights.all_heads(model)
+    for key in ("W_Q", "W_K", "W_V", "W_O", "norm_in"):
+        assert torch.equal(getattr(ours, key), getattr(theirs, key)), key
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want, got = model(ids).logits, loaded.model(ids).logits
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
 
 
 def test_llama_qk_rows_are_stored_permuted_and_come_back_unpermuted(written):
