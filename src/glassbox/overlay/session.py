@@ -24,12 +24,14 @@ as that). Session features φ_S: match (m or the copy's length, capped at 16, / 
 (share of h_m's most frequent continuation), sparse (one continuation seen), lm_maxp (the LM's top prob).
 
 Fit (`fit`): nested candidates are cross-fitted on K contiguous dev blocks, each by L-BFGS on Σ log p −
-ridge·n·|w|²: the static table alone (constant / full features), the session alone (constant / full), both
-(constant / full). The static decision is today's gate: its best candidate, shipped if the block-bootstrap
-95% interval of its out-of-fold gain lies above 0. The best candidate with a session part replaces it only if
-its own gain is above 0 at 95% *and* so is its paired gain over the static decision, by at least `min_gain`
-(0.001 nats/token, 0.1% of perplexity: nested candidates always tie or win a hair out of fold, and a gain of
-1e-7 nats can have a tight interval; the session must prove that it adds something worth a reader's time). Otherwise the static decision stands,
+ridge·n·|w|²: the static table alone (constant / full features), the session alone (constant / full / a
+small fixed weight), both (constant / full / the static decision's table part + a small fixed session
+weight). The static decision is today's gate: its best candidate by out-of-fold gain, shipped if the
+block-bootstrap 95% interval of that gain lies above 0. A candidate with a session part replaces it only if
+the paired gain over the static decision has its 95% interval above 0 and is at least `min_gain` (0.001
+nats/token, 0.1% of perplexity: nested candidates tie or win a hair out of fold, and a gain of 1e-7 nats can
+have a tight interval); among those, the one with the highest lower bound (what can be proven, not what
+looks best: the session's gains sit on few tokens, so a fitted weight's interval is wide). Otherwise the static decision stands,
 which may be nothing: the overlay is the LM.
 """
 
@@ -299,11 +301,23 @@ def mixture(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, w: tuple[float, 
 
 # -- fitting ------------------------------------------------------------------------------------------
 
-CANDIDATES = {  # name: (table part: None | "constant" | "gate", session part: likewise), nested
+CANDIDATES = {  # name: (table part, session part), each None | "constant" | "gate" | "fixed:λ"; nested
     "table-constant": ("constant", None), "table-gate": ("gate", None),
     "session-constant": (None, "constant"), "session-gate": (None, "gate"),
     "both-constant": ("constant", "constant"), "both-gate": ("gate", "gate"),
 }
+# Small fixed session weights, not fitted (no parameter, so out of fold = in fold): the session's gains sit on
+# few tokens (a rare name the LM puts at e^-12), and a small weight keeps most of them (log(1 + λ p_S / p_LM))
+# at a loss of only ≈ λ elsewhere, so its gain has a narrow interval where a fitted weight's may not.
+FIXED = (0.002, 0.005, 0.01, 0.02)
+
+
+def _logit(lam: float) -> float:
+    return math.log(lam / (1 - lam))
+
+
+def _nparams(part: str | None, d: int) -> int:
+    return d + 1 if part in ("constant", "gate") else 0
 
 
 def _stack(phi: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,8 +329,8 @@ def _stack(phi: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
-           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray]:
-    """(m, π_T, π_S, e_T, e_S) under θ = [w_T, b_T, w_S, b_S] (the parts in use only)."""
+           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(m, π_T, π_S) under θ = [w_T, b_T, w_S, b_S] (the fitted parts only)."""
     i, n = 0, len(data["p_lm"])
     denom, num = np.ones(n), data["p_lm"].copy()
     pis = []
@@ -324,28 +338,32 @@ def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
         if part is None:
             pis.append(None)
             continue
-        x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
-        d = x.shape[1]
-        w, b = theta[i:i + d], theta[i + d]
-        i += d + 1
-        e = np.where(data["m" + key], np.exp(np.clip(b + x @ w, -60, 60)), 0.0)
+        if part.startswith("fixed:"):
+            z = np.full(n, _logit(float(part[6:])))
+        else:
+            x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
+            d = x.shape[1]
+            z = theta[i + d] + x @ theta[i:i + d]
+            i += d + 1
+        e = np.where(data["m" + key], np.exp(np.clip(z, -60, 60)), 0.0)
         denom += e
         num += e * data["p" + key]
         pis.append(e)
-    m = num / denom
-    return m, *(None if e is None else e / denom for e in pis), denom, num  # type: ignore[return-value]
+    return num / denom, *(None if e is None else e / denom for e in pis)  # type: ignore[return-value]
 
 
 def _fit(data: dict, spec: tuple[str | None, str | None], ridge: float) -> np.ndarray:
     from scipy.optimize import minimize
 
-    dims = [data["x" + k].shape[1] for part, k in zip(spec, ("t", "s"), strict=True) if part is not None]
+    dims = [_nparams(part, data["x" + k].shape[1]) for part, k in zip(spec, ("t", "s"), strict=True)]
+    if sum(dims) == 0:
+        return np.zeros(0)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        m, pi_t, pi_s, _, _ = _probs(theta, data, spec)
+        m, pi_t, pi_s = _probs(theta, data, spec)
         grad, i, val = np.zeros_like(theta), 0, -np.log(m).sum()
-        for part, key, pi in zip(spec, ("t", "s"), (pi_t, pi_s), strict=True):
-            if part is None:
+        for part, key, pi, k in zip(spec, ("t", "s"), (pi_t, pi_s), dims, strict=True):
+            if k == 0:
                 continue
             x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
             d = x.shape[1]
@@ -357,11 +375,12 @@ def _fit(data: dict, spec: tuple[str | None, str | None], ridge: float) -> np.nd
             i += d + 1
         return float(val), grad
 
-    theta0 = np.zeros(sum(d + 1 for d in dims))
+    theta0 = np.zeros(sum(dims))
     i = 0
-    for d in dims:
-        theta0[i + d] = -3.0
-        i += d + 1
+    for k in dims:
+        if k:
+            theta0[i + k - 1] = -3.0
+        i += k
     return minimize(loss, theta0, jac=True, method="L-BFGS-B").x
 
 
@@ -399,13 +418,15 @@ def _ci(gain: np.ndarray, block: int, boot: int, seed: int) -> tuple[float, floa
 def _mixer(theta: np.ndarray, spec: tuple[str | None, str | None], kind: str, report: dict) -> Mixer:
     parts, i = [], 0
     for part, names in zip(spec, (TABLE_FEATURES, SESSION_FEATURES), strict=True):
+        d = len(names)
         if part is None:
             parts.append(None)
-            continue
-        d = len(names)
-        w = [0.0] * d if part == "constant" else [float(v) for v in theta[i:i + d]]
-        parts.append(Part(w=w, b=float(theta[i + d]), features=names))
-        i += d + 1
+        elif part.startswith("fixed:"):
+            parts.append(Part(w=[0.0] * d, b=_logit(float(part[6:])), features=names))
+        else:
+            w = [0.0] * d if part == "constant" else [float(v) for v in theta[i:i + d]]
+            parts.append(Part(w=w, b=float(theta[i + d]), features=names))
+            i += d + 1
     return Mixer(table=parts[0], session=parts[1], shipped=True, kind=kind, report=report)
 
 
@@ -421,50 +442,76 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
     xs, ms = _stack(phi_s, len(SESSION_FEATURES))
     data = {"p_lm": np.asarray(p_lm, np.float64), "pt": np.asarray(p_t, np.float64),
             "ps": np.asarray(p_s, np.float64), "xt": xt, "mt": mt, "xs": xs, "ms": ms}
-    names = [k for k, (t, s) in CANDIDATES.items() if session or s is None]
-    gains, stats = {}, {}
-    for name in names:
-        t, s = CANDIDATES[name]
+    specs: dict[str, tuple[str | None, str | None]] = {}
+    gains: dict[str, np.ndarray] = {}
+    stats: dict[str, dict] = {}
+
+    def run(name: str, spec: tuple[str | None, str | None]) -> None:
+        t, s = spec
         if (t is not None and mt.sum() < 20) or (s is not None and ms.sum() < 20):
-            continue  # that part saw (almost) nothing: nothing to fit
-        gains[name] = _oof(data, (t, s), folds, ridge)
-        lo, hi, blk = _ci(gains[name], block, boot, seed)
+            return  # that part saw (almost) nothing: nothing to fit
+        specs[name] = spec
+        gains[name] = _oof(data, spec, folds, ridge)
+        lo, hi, _ = _ci(gains[name], block, boot, seed)
         stats[name] = {"oof_gain_nats_per_token": float(gains[name].mean()), "oof_gain_ci95": [lo, hi]}
+
+    for name, spec in CANDIDATES.items():
+        if spec[1] is None:
+            run(name, spec)
     base = {"dev_positions": n, "table_seen_positions": int(mt.sum()), "session_seen_positions": int(ms.sum()),
             "folds": folds, "ridge_per_token": ridge, "bootstrap_block": max(1, min(block, n // 10)),
-            "candidates": stats}
+            "candidates": stats, "min_gain_over_static": min_gain}
 
-    def decide(pool: list[str], label: str, against: np.ndarray | None = None) -> Mixer:
-        """The best of `pool` by out-of-fold gain, shipped if that gain is above 0 at 95% and, when `against`
-        (the per-position gain of what would ship otherwise) is given, if its gain over that is too."""
-        pool = [k for k in pool if k in stats]
-        if not pool:
-            return Mixer(report=base | {"reason": f"{label}: too few positions where the tables saw anything"})
+    def ship(best: str, rep: dict, label: str) -> Mixer:
+        theta = _fit(data, specs[best], ridge * n)
+        return _mixer(theta, specs[best], best, rep | {"reason": f"{label}: {best}: out-of-fold gain above 0 at 95%"})
+
+    # the static decision, as today's gate: the best static candidate by out-of-fold gain, if proven
+    pool = [k for k in stats if specs[k][1] is None]
+    if not pool:
+        static = Mixer(report=base | {"reason": "static tables only: too few positions where the tables saw anything"})
+    else:
         best = max(pool, key=lambda k: stats[k]["oof_gain_nats_per_token"])
         rep = base | {"kind": best, **stats[best]}
-        why = None
-        if stats[best]["oof_gain_ci95"][0] <= 0:
-            why = f"{label}: best candidate {best}'s out-of-fold gain is not above 0 at 95%: the mixture is the LM"
-        elif against is not None:
-            lo, hi, _ = _ci(gains[best] - against, block, boot, seed)
-            rep["oof_gain_over_static"] = float((gains[best] - against).mean())
-            rep["oof_gain_over_static_ci95"] = [lo, hi]
-            if lo <= 0 or rep["oof_gain_over_static"] < min_gain:
-                why = (f"{label}: {best} does not beat the static gate out of fold by {min_gain} nats/token "
-                       "with its 95% interval above 0")
-        if why is not None:
-            return Mixer(kind="lm", report=rep | {"reason": why})
-        t, s = CANDIDATES[best]
-        theta = _fit(data, (t, s), ridge * n)
-        return _mixer(theta, (t, s), best, rep | {"reason": f"{label}: {best}: out-of-fold gain above 0 at 95%"})
-
-    static = decide([k for k in names if CANDIDATES[k][1] is None], "static tables only")
+        static = ship(best, rep, "static tables only") if stats[best]["oof_gain_ci95"][0] > 0 else Mixer(
+            kind="lm", report=rep | {"reason": f"static tables only: best candidate {best}'s out-of-fold gain is "
+                                             "not above 0 at 95%: the mixture is the LM"})
     if not session:
         return {"overlay": static, "static": static, "session": Mixer(report={"reason": "session memory off"})}
-    sess = decide([k for k in names if CANDIDATES[k][0] is None], "session only")
+
+    # session candidates: fitted, and small fixed weights; with the static decision's table part beside them
+    table_spec = specs[static.kind][0] if static.shipped else None
+    for name, spec in CANDIDATES.items():
+        if spec[1] is not None:
+            run(name, spec)
+    for lam in FIXED:
+        run(f"session-fixed-{lam}", (None, f"fixed:{lam}"))
+        if table_spec is not None:
+            run(f"both-fixed-{lam}", (table_spec, f"fixed:{lam}"))
+
+    def decide(pool: list[str], against: np.ndarray, label: str) -> Mixer:
+        """The candidate whose gain over `against` has the highest lower 95% bound; shipped if that bound is
+        above 0 and the gain is at least min_gain nats/token."""
+        pool = [k for k in pool if k in stats]
+        if not pool:
+            return Mixer(report=base | {"reason": f"{label}: the session has read too little"})
+        bounds = {k: _ci(gains[k] - against, block, boot, seed) for k in pool}
+        best = max(pool, key=lambda k: bounds[k][0])
+        lo, hi, _ = bounds[best]
+        over = float((gains[best] - against).mean())
+        rep = base | {"kind": best, **stats[best], "oof_gain_over_static": over,
+                      "oof_gain_over_static_ci95": [lo, hi]}
+        if lo > 0 and over >= min_gain:
+            return ship(best, rep, label)
+        return Mixer(kind="lm", report=rep | {"reason": f"{label}: no session candidate gains {min_gain} nats/token "
+                                              f"or more over the static decision with its 95% interval above 0"})
+
+    sess = decide([k for k in stats if specs[k][0] is None and specs[k][1] is not None], np.zeros(n),
+                  "session only")
     # the session part ships only if it adds a proven gain to what the static gate alone would ship
     against = gains[static.kind] if static.shipped else np.zeros(n)
-    full = decide([k for k in names if CANDIDATES[k][1] is not None], "with the session memory", against)
+    pool = [k for k in stats if specs[k][1] is not None and (specs[k][0] is not None or not static.shipped)]
+    full = decide(pool, against, "with the session memory")
     if not full.shipped:
         full = Mixer(table=static.table, shipped=static.shipped, kind=static.kind,
                      report=static.report | {"session_candidate": full.report})
