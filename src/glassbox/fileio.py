@@ -136,52 +136,39 @@ def replace_dir(tmp: str | Path, target: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Yield a file handle on a temp file next to `path`; rename it over `path` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """For writers that want a path, not a handle (matplotlib, pyarrow): yields a temp path, renames on success.
+    The temporary keeps the target's suffix (some writers pick the format by it) unless `suffix` is given."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.",
+                               suffix=target.suffix if suffix is None else suffix, dir=target.parent)
+    os.close(fd)
     os.chmod(tmp, _umask_mode())
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        kill_point(f"rename:{path.name}")
-        os.replace(tmp, path)
+        yield Path(tmp)
+        kill_point(f"rename:{target.name}")
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Yield a file handle on a temp file next to `path`; rename it over `path` only on success."""
+    # ".tmp": a killed write's leftover never looks like an output to a folder scan (*.safetensors)
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the rename makes it the output
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1)
-
-
-def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
-    """For writers that want a path, not a handle (matplotlib, pyarrow): yields a temp path, renames on success."""
-
-    @contextlib.contextmanager
-    def _cm() -> Iterator[Path]:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=target.suffix, dir=target.parent)
-        os.close(fd)
-        os.chmod(tmp, _umask_mode())
-        try:
-            yield Path(tmp)
-            kill_point(f"rename:{target.name}")
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    return _cm()
 
 
 def save_png(fig: Any, path: str | Path, dpi: int = 110) -> Path:
