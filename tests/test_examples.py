@@ -131,8 +131,18 @@ def test_retrain_replaces_the_rows_it_says(tiny_run: Path):
     assert whole["top_replaced"]["scores"] == whole["random_replaced"]["scores"]
     assert whole["top_replaced"]["scores"][-1] != whole["baseline"]["scores"][-1]
     assert whole["baseline"]["steps"] == [2, 3, 4, 5, 6]
-    part = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25)
+    part = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25, n_random=2)
     assert part["replaced_rows"] == 32 and part["baseline"]["scores"] == whole["baseline"]["scores"]
+    # two different random sets of 32 rows: the first is the one under the old key, and they train differently
+    first, second = part["random_sets"]
+    assert first == part["random_replaced"] and first["scores"] != second["scores"]
+
+
+def test_midpoint_crossing_is_the_last_rise_through_the_level():
+    steps = [0, 10, 20, 30, 40]
+    assert E.midpoint_crossing(steps, [0.2, 0.4, 0.2, 0.6, 0.7], 0.3) == 22.5  # dipped again at 20: the last rise
+    assert E.midpoint_crossing(steps, [0.35, 0.4, 0.5, 0.6, 0.7], 0.3) == 0.0  # above it from the start
+    assert E.midpoint_crossing(steps, [0.1, 0.2, 0.4, 0.5, 0.2], 0.3) is None  # ends below it
 
 
 def test_text_induction_preset_on_another_corpus_trains_and_probes_held_out_text(tmp_path: Path):

@@ -88,6 +88,10 @@ def register(app: typer.Typer) -> None:
                                      "the step at which the head's role forms in each."),
         replace_share: float = typer.Option(0.1, "--replace-share", help="With --retrain: the share of the "
                                             "window's rows replaced (top-ranked, and as many random ones)."),
+        random_sets: int = typer.Option(1, "--random-sets", help="With --retrain: how many different random "
+                                        "row sets (their spread is the null for the top rows' delay)."),
+        until: int | None = typer.Option(None, "--until", help="With --retrain: the last step retrained "
+                                            "(default: the window's end + 3 window lengths, capped at the run's)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """The seed's table, measured: share of the update written per level and per head, over time."""
@@ -113,7 +117,8 @@ def register(app: typer.Typer) -> None:
             if source:
                 doc["window_source"] = source
             if retrain:
-                doc["retrain"] = E.retrain(run, layer, h, doc, quiet=quiet, share=replace_share)
+                doc["retrain"] = E.retrain(run, layer, h, doc, until=until, quiet=quiet, share=replace_share,
+                                           n_random=random_sets)
             from glassbox.fileio import write_json
 
             write_json(run / f"examples-L{layer}H{h}.json", doc)  # beside timeline.json, for the report views

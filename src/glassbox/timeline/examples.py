@@ -235,10 +235,14 @@ def _role_of(run: Path, layer: int, head: int) -> str:
 
 
 def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: int | None = None,
-            every: int = 2, quiet: bool = False, seed: int = 0, share: float = 0.1) -> dict[str, Any]:
+            every: int = 2, quiet: bool = False, seed: int = 0, share: float = 0.1,
+            n_random: int = 1) -> dict[str, Any]:
     """From the window's start: train on unchanged (baseline), with the top `share` of the ranked rows of `doc`
-    replaced by fresh rows, and with as many random rows of the window replaced; the step at which the head's role forms
-    in each (glassbox.timeline.phases thresholds of that role), and the score series."""
+    replaced by fresh rows, and with as many random rows of the window replaced (`n_random` different random sets:
+    their spread is the null the top-replaced delay is read against); the step at which the head's role forms
+    in each (glassbox.timeline.phases thresholds of that role), the step at which its score crosses the
+    thresholds' midpoint (`crossing_step`: defined even when the window starts mid-rise, above `low`), and the
+    score series."""
     import copy
 
     import torch
@@ -261,11 +265,13 @@ def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: 
         raise BadInput(f"--replace-share must be in (0, 1], got {share}")
     top = {tuple(x) for x in doc["ranked_rows"][: max(1, int(round(share * len(doc["ranked_rows"]))))]}
     bs = state["decl"]["train"]["batch_size"]
+    if n_random < 1:
+        raise BadInput(f"the number of random row sets must be at least 1, got {n_random}")
     g = torch.Generator()
     g.manual_seed(seed)
     every_row = [(s, r) for s in range(a, b + 1) for r in range(bs)]
-    pick = torch.randperm(len(every_row), generator=g)[: len(top)].tolist()
-    random_rows = {every_row[k] for k in pick}
+    random_sets = [{every_row[k] for k in torch.randperm(len(every_row), generator=g)[: len(top)].tolist()}
+                   for _ in range(n_random)]
     probe = data.probe() if hasattr(data, "probe") else probe_batch(model.config.vocab_size, data.seq_len)
     role_masks = masks.masks(probe, (role,))
     replay.advance(state, a - 1, progress=None if quiet else "replaying to the window")
@@ -300,14 +306,32 @@ def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: 
 
         replay.advance(state, until, edit=edit, after=after)
         found = phases.score_change(steps, series, low, high)
-        return {"phase_change_step": found["step"] if found else None, "steps": steps, "scores": series}
+        return {"phase_change_step": found["step"] if found else None,
+                "crossing_step": midpoint_crossing(steps, series, (low + high) / 2),
+                "steps": steps, "scores": series}
 
     out = {"role": role, "from_step": a - 1, "until": until, "replaced_rows": len(top), "share": share,
-           "every": every,
-           "thresholds": [low, high]}
-    for name, replace in (("baseline", set()), ("top_replaced", top), ("random_replaced", random_rows)):
-        out[name] = variant(replace)
+           "every": every, "thresholds": [low, high], "midpoint": (low + high) / 2}
+    out["baseline"] = variant(set())
+    out["top_replaced"] = variant(top)
+    randoms = [variant(rows) for rows in random_sets]
+    out["random_replaced"] = randoms[0]  # the first set under the original key; all of them below
+    if n_random > 1:
+        out["random_sets"] = randoms
     return out
+
+
+def midpoint_crossing(steps: list[int], values: list[float], level: float) -> float | None:
+    """The step (interpolated) after which the score stays above `level`: the last upward crossing, or the
+    series' start when it never dips below; None when it ends below."""
+    if not values or values[-1] < level:
+        return None
+    below = [k for k, v in enumerate(values) if v < level]
+    if not below:
+        return float(steps[0])
+    k = below[-1] + 1
+    a, b = values[k - 1], values[k]
+    return steps[k - 1] + (steps[k] - steps[k - 1]) * (level - a) / (b - a)
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -337,7 +361,11 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"retraining from step {rt['from_step']} to {rt['until']} ({rt['replaced_rows']} rows replaced), "
                      f"step at which L{doc['layer']}H{doc['head']}'s {rt['role']} forms:")
-        for name in ("baseline", "top_replaced", "random_replaced"):
-            step = rt[name]["phase_change_step"]
-            lines.append(f"  {name:<16} {step if step is not None else 'not formed'}")
+        rows = [("baseline", rt["baseline"]), ("top_replaced", rt["top_replaced"])]
+        rows += [(f"random_replaced {k}", v) for k, v in enumerate(rt.get("random_sets") or [rt["random_replaced"]])]
+        for name, v in rows:
+            step, cross = v["phase_change_step"], v.get("crossing_step")
+            lines.append(f"  {name:<18} {step if step is not None else 'no full rise':>12}   "
+                         f"crosses {rt.get('midpoint', 0.3):.2f} at "
+                         + (f"{cross:.0f}" if cross is not None else "never"))
     return "\n".join(lines)
