@@ -49,7 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attention_only": True,
         "init": "wide",
         "data": {"kind": "tokens", "path": "kjv", "tokenizer": "smollm2-135m", "repeat_rate": 0.5, "heldout": 0.1},
-        "train": {"steps": 5000, "batch_size": 32, "seq_len": 64, "lr": 3e-3, "grad_clip": 1.0},
+        "train": {"steps": 9000, "batch_size": 32, "seq_len": 64, "lr": 3e-3, "grad_clip": 1.0},
     },
 }
 
