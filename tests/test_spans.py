@@ -33,11 +33,24 @@ def test_row_span_marks_the_quoted_copy_in_tokens_and_characters():
     assert sp["text"][:c0].endswith("created ")
 
 
+def test_induction_predictable_tokens():
+    #      0  1  2  3  4  5  6  7  8  9
+    seq = [4, 7, 1, 4, 7, 2, 9, 9, 9, 1]
+    got = spans.induction_predictable(seq)
+    # 7 at 4 (after 4, as at 0→1); 9 at 8 ((9, 9) seen at 6→7); nothing else repeats a bigram
+    assert [j for j, x in enumerate(got) if x] == [4, 8]
+    assert spans.induction_predictable(seq, ignore=9) == [False] * 4 + [True] + [False] * 5  # the rare class: no part
+    sp = spans.row_span(lambda s: " ".join(map(str, s)), seq, [False] * len(seq))
+    assert sp["induction"] == [[4, 5], [8, 9]]
+    assert [sp["text"][a:b] for a, b in sp["induction_chars"]] == [" 7", " 9"]
+
+
 def test_row_span_periodic_row_and_id_decoder():
     seq = [5, 9, 2, 5, 9, 2, 5, 9]
     repeated = [(i + 1) >= 3 for i in range(len(seq))]  # PeriodicData's mark for period 3
     sp = spans.row_span(lambda s: " ".join(str(t) for t in s), seq, repeated)
     assert sp["text"] == "5 9 2 5 9 2 5 9"
+    assert sp["induction"] == [[4, 8]]  # from the second 9 on, each token follows a bigram seen before
     assert sp["repeated"] == [[3, 8]] and sp["source"] == [[0, 3]]
     c0, c1 = sp["repeated_chars"][0]
     assert sp["text"][c0:c1] == " 5 9 2 5 9"

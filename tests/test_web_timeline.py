@@ -39,6 +39,8 @@ def check_examples(page, run):
         assert row.locator("td.span").text_content() == r["text"]
         marked = row.locator("mark.rep").all_text_contents()
         assert marked == [r["text"][a:b] for a, b in r["repeated_chars"]] and marked
+        underlined = "".join(row.locator("u.ind").all_text_contents())
+        assert underlined == "".join(r["text"][a:b] for a, b in r["induction_chars"])
     assert card.locator(".ex-summary").text_content() == want["summary_line"]
     f = want["window_writes"]["focus"]
     assert f"{100 * f['share']:.1f}% of the attention head writes" in card.locator(".ex-writes").text_content()

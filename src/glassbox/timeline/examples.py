@@ -162,7 +162,7 @@ def _ngram_repeat(seq: list[int], n: int = 4) -> bool:
 def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None = None, top: int = 10,
          quiet: bool = False) -> dict[str, Any]:
     """The `writes --examples` document: the window's rows ranked by contribution, with their text."""
-    from glassbox.timeline.spans import row_span
+    from glassbox.timeline.spans import induction_predictable, row_span
     from glassbox.train import data as D
     from glassbox.train.loop import _read_declaration
 
@@ -177,14 +177,17 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
     decode = D.decoder(run)
     ranked = sorted(rows, key=lambda r: -r["contribution"])
     batches: dict[int, Any] = {}
+    rare = data.vocab_size - 1 if decl["data"].get("kind") == "tokens" else None  # token data's rare class
 
     def features(r: dict) -> dict:
         if r["step"] not in batches:
             batches[r["step"]] = data.batch(r["step"])
         bt = batches[r["step"]]
         seq = bt.tokens[r["row"]].tolist()
+        ind = induction_predictable(seq, rare)
         return {"repeated_fraction": float(bt.repeated[r["row"]].float().mean()), "ngram_repeat": _ngram_repeat(seq),
-                "tokens": seq, "repeated": bt.repeated[r["row"]].tolist()}
+                "tokens": seq, "repeated": bt.repeated[r["row"]].tolist(),
+                "induction_fraction": sum(ind) / max(1, len(ind) - 1)}
 
     total = sum(r["contribution"] for r in rows)
     top_rows = []
@@ -195,7 +198,7 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
                          "text": decode(f["tokens"]), "repeated_fraction": f["repeated_fraction"],
                          "ngram_repeat": f["ngram_repeat"],
                          # the text cut into token pieces, the repeated part marked (the report highlights it)
-                         "span": row_span(decode, f["tokens"], f["repeated"])})
+                         "span": row_span(decode, f["tokens"], f["repeated"], rare)})
     every = [features(r) for r in rows]
     top_feats = [features(r) for r in ranked[: max(top, len(rows) // 10)]]
 
@@ -206,11 +209,14 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
         "top_decile": {"n": len(top_feats),
                        "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in top_feats]),
                        "repeated_fraction": mean([f["repeated_fraction"] for f in top_feats]),
-                       "with_4gram_repeat": mean([f["ngram_repeat"] for f in top_feats])},
+                       "with_4gram_repeat": mean([f["ngram_repeat"] for f in top_feats]),
+                       # tokens whose previous token occurred earlier followed by them: natural repeats too
+                       "induction_fraction": mean([f["induction_fraction"] for f in top_feats])},
         "all_rows": {"n": len(every),
                      "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in every]),
                      "repeated_fraction": mean([f["repeated_fraction"] for f in every]),
-                     "with_4gram_repeat": mean([f["ngram_repeat"] for f in every])},
+                     "with_4gram_repeat": mean([f["ngram_repeat"] for f in every]),
+                     "induction_fraction": mean([f["induction_fraction"] for f in every])},
     }
     positive = sum(r["contribution"] for r in rows if r["contribution"] > 0)
     top_mass = sum(r["contribution"] for r in ranked[:top] if r["contribution"] > 0)
@@ -352,8 +358,9 @@ def render(doc: dict[str, Any]) -> str:
     lines.append("what the top rows have in common (top decile vs all rows of the window):")
     for key, label in (("with_quoted_or_periodic_repeat", "rows with a marked repeat"),
                        ("repeated_fraction", "positions predictable by copying"),
-                       ("with_4gram_repeat", "rows with a repeated 4-gram")):
-        a, b = s["top_decile"][key], s["all_rows"][key]
+                       ("with_4gram_repeat", "rows with a repeated 4-gram"),
+                       ("induction_fraction", "tokens predictable by induction")):
+        a, b = s["top_decile"].get(key), s["all_rows"].get(key)
         if a is not None and b is not None:
             lines.append(f"  {label:<34} {a * 100:5.1f}%  vs  {b * 100:5.1f}%")
     rt = doc.get("retrain")

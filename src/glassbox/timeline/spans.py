@@ -18,7 +18,8 @@ from typing import Any
 
 FILE = re.compile(r"examples-L(\d+)H(\d+)\.json")
 SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "with a quoted/periodic repeat"), ("repeated_fraction", "copy-predictable positions"),
-                ("with_4gram_repeat", "with a repeated 4-gram"))
+                ("with_4gram_repeat", "with a repeated 4-gram"),
+                ("induction_fraction", "induction-predictable tokens"))
 
 
 def pieces(decode: Callable[[Sequence[int]], str], seq: Sequence[int]) -> list[str]:
@@ -54,8 +55,24 @@ def _copy_distance(seq: Sequence[int], a: int, b: int) -> int | None:
     return None
 
 
-def row_span(decode: Callable[[Sequence[int]], str], seq: Sequence[int], repeated: Sequence[bool]) -> dict[str, Any]:
-    """A row as pieces, with the repeated tokens and the copy they repeat as token and character ranges.
+def induction_predictable(seq: Sequence[int], ignore: int | None = None) -> list[bool]:
+    """Per token: could induction predict it? Its previous token occurred earlier, followed by this same token
+    ([A][B] … [A] → [B]). This marks natural repeats (genealogies, refrains) as well as the data's quoted ones.
+    `ignore` (token data's rare class) takes no part: "<rare><rare>" is not a phrase."""
+    seen: set[tuple[int, int]] = set()
+    out = [False] * len(seq)
+    for j in range(1, len(seq)):
+        pair = (int(seq[j - 1]), int(seq[j]))
+        if ignore is None or ignore not in pair:
+            out[j] = pair in seen
+            seen.add(pair)
+    return out
+
+
+def row_span(decode: Callable[[Sequence[int]], str], seq: Sequence[int], repeated: Sequence[bool],
+             ignore: int | None = None) -> dict[str, Any]:
+    """A row as pieces, with the repeated tokens and the copy they repeat, and the tokens induction could
+    predict, as token and character ranges.
 
     `repeated[i]` is the data's mark "the token after position i is a repeat", so the repeated tokens are i+1."""
     seq = [int(t) for t in seq]
@@ -74,8 +91,9 @@ def row_span(decode: Callable[[Sequence[int]], str], seq: Sequence[int], repeate
     def chars(rs: list[list[int]]) -> list[list[int]]:
         return [[starts[a], starts[b]] for a, b in rs]
 
-    return {"text": "".join(parts), "pieces": parts, "repeated": rep, "source": src,
-            "repeated_chars": chars(rep), "source_chars": chars(src)}
+    ind = _ranges(induction_predictable(seq, ignore))
+    return {"text": "".join(parts), "pieces": parts, "repeated": rep, "source": src, "induction": ind,
+            "repeated_chars": chars(rep), "source_chars": chars(src), "induction_chars": chars(ind)}
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -113,12 +131,13 @@ def _spans_from_data(run: Path, rows: list[dict[str, Any]]) -> list[dict[str, An
         vocab = build_model(decl["model_config"], decl["attention_only"]).config.vocab_size
         data = D.make_data(decl["data"], vocab, tr["seq_len"], tr["batch_size"], decl["seed"])
         decode = D.decoder(run)
+        ignore = vocab - 1 if decl["data"].get("kind") == "tokens" else None
     except Exception:  # noqa: BLE001 — a nicety for old files: the rest of the section stands without it
         return [None] * len(rows)
     out = []
     for r in rows:
         b = data.batch(int(r["step"]))
-        out.append(row_span(decode, b.tokens[int(r["row"])].tolist(), b.repeated[int(r["row"])].tolist()))
+        out.append(row_span(decode, b.tokens[int(r["row"])].tolist(), b.repeated[int(r["row"])].tolist(), ignore))
     return out
 
 
@@ -138,7 +157,8 @@ def head_section(path: Path) -> dict[str, Any] | None:
         rows.append({"step": r.get("step"), "row": r.get("row"), "contribution": r.get("contribution"),
                      "share": r.get("share"), "repeated_fraction": r.get("repeated_fraction"),
                      **(span or {"text": r.get("text", ""), "pieces": None, "repeated": [], "source": [],
-                                 "repeated_chars": [], "source_chars": []})})
+                                 "induction": [], "repeated_chars": [], "source_chars": [],
+                                 "induction_chars": []})})
     summary = doc.get("summary") or {}
     return {"window_writes": _window_writes(path.parent, doc.get("steps"), layer, head), **{"layer": layer, "head": head, "file": path.name, "steps": doc.get("steps"),
             "window_source": doc.get("window_source"), "rows": doc.get("rows"),

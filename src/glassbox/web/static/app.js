@@ -776,11 +776,21 @@
     const marks = [...(r.source_chars || []).map(([a, b]) => [a, b, 'src']), ...(r.repeated_chars || []).map(([a, b]) => [a, b, 'rep'])];
     const cls = new Array(r.text.length).fill('');
     for (const [a, b, c] of marks) for (let i = a; i < b; i++) if (cls[i] !== 'rep') cls[i] = c;
+    const ind = new Array(r.text.length).fill(false); // tokens induction could predict: underlined inside
+    for (const [a, b] of r.induction_chars || []) for (let i = a; i < b; i++) ind[i] = true;
+    const underlined = (a, b) => {
+      const kids = [];
+      for (let i = a; i < b;) {
+        let j = i; while (j < b && ind[j] === ind[i]) j++;
+        kids.push(ind[i] ? h('u', { class: 'ind', title: 'predictable by induction: [A][B] … [A] → [B]' }, r.text.slice(i, j)) : document.createTextNode(r.text.slice(i, j)));
+        i = j;
+      }
+      return kids;
+    };
     const out = [];
     for (let i = 0; i < r.text.length;) {
       let j = i; while (j < r.text.length && cls[j] === cls[i]) j++;
-      const part = r.text.slice(i, j);
-      out.push(cls[i] ? h('mark', { class: cls[i], title: cls[i] === 'rep' ? 'repeated (predictable by copying)' : 'the earlier copy it repeats' }, part) : document.createTextNode(part));
+      out.push(cls[i] ? h('mark', { class: cls[i], title: cls[i] === 'rep' ? 'repeated (predictable by copying)' : 'the earlier copy it repeats' }, underlined(i, j)) : underlined(i, j));
       i = j;
     }
     return out;
@@ -794,7 +804,8 @@
     return h('div', { class: 'card examples', id: 'examples-' + id, 'data-layer': ex.layer, 'data-head': ex.head },
       h('h3', {}, `Examples that wrote L${ex.layer}.H${ex.head}: steps ${steps[0]}–${steps[1]} (${ex.window_source || ''}), ${fmt(ex.rows)} rows ranked`),
       h('p', { class: 'small muted' }, 'Each training row (batch row of a step) by how far its own gradient moved the head\'s Q/K/V/O slices along the update actually taken (exact replay). ',
-        h('mark', { class: 'rep' }, 'repeated'), ' = tokens predictable by copying; ', h('mark', { class: 'src' }, 'earlier copy'), ' = what they repeat.'),
+        h('mark', { class: 'rep' }, 'quoted repeat'), ' = the data\'s repeated span (predictable by copying); ', h('mark', { class: 'src' }, 'earlier copy'), ' = what it repeats; ',
+        h('u', { class: 'ind' }, 'underlined'), ' = tokens induction could predict ([A][B] … [A] → [B]), natural repeats included.'),
       ex.summary_line ? h('p', { class: 'ex-summary' }, ex.summary_line) : null,
       ex.window_writes && ex.window_writes.focus ? h('p', { class: 'small ex-writes' }, `Over these steps L${ex.layer}.H${ex.head} took ${(100 * ex.window_writes.focus.share).toFixed(1)}% of the attention head writes (${(100 * ex.window_writes.focus.share_of_all).toFixed(1)}% of the whole update ‖Δw‖²), rank ${ex.window_writes.focus.rank} of ${ex.window_writes.focus.of} heads; by level: ` +
         ex.window_writes.levels.filter((l) => l.update_share >= 0.005).map((l) => `${l.level} ${(100 * l.update_share).toFixed(1)}%`).join(', ')) : null,
