@@ -224,24 +224,31 @@ def test_cli_circuits_why_and_path(tmp_path):
     assert json.loads(r.stdout)["paths"][0]["induction_effect"] < -0.5
 
 
-def test_cli_tables(tmp_path):
-    """Without --json both commands print their table: the same first pair as the JSON, the why rows."""
+def test_cli_tables(tmp_path, capsys):
+    """Without --json both commands print their table (in-process): the JSON's first pair, the why rows."""
+    from glassbox.cli import main
+
+    def cli(*args: str) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out, err = capsys.readouterr()
+        assert exc.value.code == 0, err
+        return out
+
     folder = tmp_path / "hand"
     induction_model().save_pretrained(folder)
-    r = _cli("circuits", str(folder), "--out", str(tmp_path / "c"))
-    assert r.returncode == 0, r.stderr
+    out = cli("circuits", str(folder), "--out", str(tmp_path / "c"))
     pairs = json.loads((tmp_path / "c" / "circuits.json").read_text())["pairs"]
     first = pairs[0]
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("│")]
+    lines = [ln for ln in out.splitlines() if ln.startswith("│")]
     cells = [c.strip() for c in lines[0].strip("│").split("│")]
-    assert "strongest composition" in r.stdout and len(lines) == min(20, len(pairs)) > 0
+    assert "strongest composition" in out and len(lines) == min(20, len(pairs)) > 0
     assert cells[:4] == ["{}.{}".format(*first["from"]), "{}.{}".format(*first["to"]), first["kind"],
                          f"{first['score']:.3f}"]
-    r = _cli("heads", "why", str(folder), "1.0", "--text", " ".join(map(str, _repeated())), "--png",
-             str(tmp_path / "why.png"))
-    assert r.returncode == 0, r.stderr
-    rows = [[c.strip() for c in ln.strip("│").split("│")] for ln in r.stdout.splitlines() if ln.startswith("│")]
-    assert "head 1.0: what makes each logit" in r.stdout and 0 < len(rows) <= 15
+    out = cli("heads", "why", str(folder), "1.0", "--text", " ".join(map(str, _repeated())), "--png",
+              str(tmp_path / "why.png"))
+    rows = [[c.strip() for c in ln.strip("│").split("│")] for ln in out.splitlines() if ln.startswith("│")]
+    assert "head 1.0: what makes each logit" in out and 0 < len(rows) <= 15
     assert all(len(row) == 6 and float(row[2]) > 0 for row in rows)
 
 
