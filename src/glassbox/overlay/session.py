@@ -28,10 +28,13 @@ ridge·n·|w|²: the static table alone (constant / full features), the session 
 small fixed weight), both (constant / full / the static decision's table part + a small fixed session
 weight). The static decision is today's gate: its best candidate by out-of-fold gain, shipped if the
 block-bootstrap 95% interval of that gain lies above 0. A candidate with a session part replaces it only if
-the paired gain over the static decision has its 95% interval above 0 and is at least `min_gain` (0.001
-nats/token, 0.1% of perplexity: nested candidates tie or win a hair out of fold, and a gain of 1e-7 nats can
-have a tight interval); among those, the one with the highest lower bound (what can be proven, not what
-looks best: the session's gains sit on few tokens, so a fitted weight's interval is wide). Otherwise the static decision stands,
+the 95% lower bound of its paired gain over the static decision is at least `min_gain` (0.0005 nats/token,
+0.05% of perplexity: nested candidates tie or win a hair out of fold, and a gain of 1e-7 nats can have a tight
+interval; measured: a bound of +7e-6 shipped λ_S = 0.002 on 300 dev tokens of Matthew and lost 0.06% on the
+next 300); among those, the one with the highest lower bound (what can be proven, not what
+looks best: the session's gains sit on few tokens, so a fitted weight's interval is wide). The session's
+full-feature gate is a candidate only with ≥ `min_gate_positions` (1,000) dev positions where the session
+has read something: on less it fits the regime of the dev text (measured: see `fit`). Otherwise the static decision stands,
 which may be nothing: the overlay is the LM.
 """
 
@@ -432,7 +435,8 @@ def _mixer(theta: np.ndarray, spec: tuple[str | None, str | None], kind: str, re
 
 def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarray | None],
         phi_s: list[np.ndarray | None], session: bool = True, folds: int = 5, ridge: float = 0.001,
-        block: int = 64, boot: int = 2000, seed: int = 0, min_gain: float = 1e-3) -> dict[str, Mixer]:
+        block: int = 64, boot: int = 2000, seed: int = 0, min_gain: float = 5e-4,
+        min_gate_positions: int = 1000) -> dict[str, Mixer]:
     """Fit and check the candidates on dev positions (true-token probability under each model and the
     features per position, None where a part knows nothing). Returns {"overlay": the shipped mixer,
     "static": the static-only decision (today's gate), "session": the session-only decision}; each one is
@@ -482,7 +486,10 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
     # session candidates: fitted, and small fixed weights; with the static decision's table part beside them
     table_spec = specs[static.kind][0] if static.shipped else None
     for name, spec in CANDIDATES.items():
-        if spec[1] is not None:
+        # the session's full-feature gate (6 parameters) only with enough dev text: fitted on the 300-400 tokens
+        # of Matthew 1's genealogy it shipped with a 95% interval of [+0.011, +0.071] nats/token and then lost
+        # 1.3-1.9% on the narrative that follows (a change of regime no dev-only check can see)
+        if spec[1] is not None and (spec[1] != "gate" or ms.sum() >= min_gate_positions):
             run(name, spec)
     for lam in FIXED:
         run(f"session-fixed-{lam}", (None, f"fixed:{lam}"))
@@ -491,7 +498,7 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
 
     def decide(pool: list[str], against: np.ndarray, label: str) -> Mixer:
         """The candidate whose gain over `against` has the highest lower 95% bound; shipped if that bound is
-        above 0 and the gain is at least min_gain nats/token."""
+        at least min_gain nats/token."""
         pool = [k for k in pool if k in stats]
         if not pool:
             return Mixer(report=base | {"reason": f"{label}: the session has read too little"})
@@ -501,10 +508,10 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
         over = float((gains[best] - against).mean())
         rep = base | {"kind": best, **stats[best], "oof_gain_over_static": over,
                       "oof_gain_over_static_ci95": [lo, hi]}
-        if lo > 0 and over >= min_gain:
+        if lo >= min_gain:
             return ship(best, rep, label)
-        return Mixer(kind="lm", report=rep | {"reason": f"{label}: no session candidate gains {min_gain} nats/token "
-                                              f"or more over the static decision with its 95% interval above 0"})
+        return Mixer(kind="lm", report=rep | {"reason": f"{label}: no session candidate's gain over the static "
+                                              f"decision has its 95% lower bound at {min_gain} nats/token or more"})
 
     sess = decide([k for k in stats if specs[k][0] is None and specs[k][1] is not None], np.zeros(n),
                   "session only")
