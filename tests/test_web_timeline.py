@@ -20,6 +20,11 @@ def write_examples(run):
     doc = E.rank(run, 1, 0, (2, 3), top=5, quiet=True)
     doc["retrain"] = E.retrain(run, 1, 0, doc, quiet=True, every=1)
     write_json(run / "examples-L1H0.json", doc)
+    # periodic rows are marked end to end (source, then repeats); a second file with the sources dropped gives
+    # rows with unmarked text too, as real text has
+    for r in doc["top"]:
+        r["span"] = dict(r["span"], source=[], source_chars=[])
+    write_json(run / "examples-L1H1.json", dict(doc, head=1, retrain=None))
 
 
 def check_examples(page, run):
@@ -27,27 +32,34 @@ def check_examples(page, run):
     repeated part highlighted exactly at its character ranges, the summary line and the retrain steps."""
     from glassbox.timeline.spans import section
 
-    (want,) = section(run)
-    card = page.locator("#examples-L1H0")
-    assert card.count() == 1
-    assert page.evaluate("window.glassbox.timeline.examples[0].top.length") == len(want["top"])
-    rows = card.locator("tr.ex-row")
-    assert rows.count() == len(want["top"]) == 5
-    for k, r in enumerate(want["top"]):
-        row = rows.nth(k)
-        assert (row.get_attribute("data-step"), row.get_attribute("data-row")) == (str(r["step"]), str(r["row"]))
-        assert row.locator("td.span").text_content() == r["text"]
-        marked = row.locator("mark.rep").all_text_contents()
-        assert marked == [r["text"][a:b] for a, b in r["repeated_chars"]] and marked
-        underlined = "".join(row.locator("u.ind").all_text_contents())
-        assert underlined == "".join(r["text"][a:b] for a, b in r["induction_chars"])
-    assert card.locator(".ex-summary").text_content() == want["summary_line"]
-    f = want["window_writes"]["focus"]
-    assert f"{100 * f['share']:.1f}% of the attention head writes" in card.locator(".ex-writes").text_content()
-    for name in ("baseline", "top_replaced", "random_replaced"):
-        step = want["retrain"][name]["phase_change_step"]
-        cell = card.locator(f'tr[data-variant="{name}"] td.num').text_content()
-        assert cell == ("not formed" if step is None else str(step))
+    entries = section(run)
+    assert [(e["layer"], e["head"]) for e in entries] == [(1, 0), (1, 1)]
+    assert page.evaluate("window.glassbox.timeline.examples.length") == 2
+    for want in entries:
+        card = page.locator(f"#examples-L{want['layer']}H{want['head']}")
+        assert card.count() == 1
+        rows = card.locator("tr.ex-row")
+        assert rows.count() == len(want["top"]) == 5
+        for k, r in enumerate(want["top"]):
+            row = rows.nth(k)
+            assert (row.get_attribute("data-step"), row.get_attribute("data-row")) == (str(r["step"]), str(r["row"]))
+            assert row.locator("td.span").text_content() == r["text"]
+            marked = row.locator("mark.rep").all_text_contents()
+            assert marked == [r["text"][a:b] for a, b in r["repeated_chars"]] and marked
+            sources = row.locator("mark.src").all_text_contents()
+            assert sources == [r["text"][a:b] for a, b in r["source_chars"]]
+            underlined = "".join(row.locator("u.ind").all_text_contents())
+            assert underlined == "".join(r["text"][a:b] for a, b in r["induction_chars"])
+        assert card.locator(".ex-summary").text_content() == want["summary_line"]
+        f = want["window_writes"]["focus"]
+        assert f"{100 * f['share']:.1f}% of the attention head writes" in card.locator(".ex-writes").text_content()
+        if want["retrain"] is None:
+            assert card.locator(".ex-retrain").count() == 0
+            continue
+        for name in ("baseline", "top_replaced", "random_replaced"):
+            step = want["retrain"][name]["phase_change_step"]
+            cell = card.locator(f'tr[data-variant="{name}"] td.num').text_content()
+            assert cell == ("not formed" if step is None else str(step))
 
 
 @pytest.fixture(scope="module")

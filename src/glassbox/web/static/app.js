@@ -790,7 +790,8 @@
     const out = [];
     for (let i = 0; i < r.text.length;) {
       let j = i; while (j < r.text.length && cls[j] === cls[i]) j++;
-      out.push(cls[i] ? h('mark', { class: cls[i], title: cls[i] === 'rep' ? 'repeated (predictable by copying)' : 'the earlier copy it repeats' }, underlined(i, j)) : underlined(i, j));
+      if (cls[i]) out.push(h('mark', { class: cls[i], title: cls[i] === 'rep' ? 'repeated (predictable by copying)' : 'the earlier copy it repeats' }, underlined(i, j)));
+      else out.push(...underlined(i, j));
       i = j;
     }
     return out;
