@@ -31,8 +31,8 @@ block-bootstrap 95% interval of that gain lies above 0. A candidate with a sessi
 the 95% lower bound of its paired gain over the static decision is at least `min_gain` (0.0005 nats/token,
 0.05% of perplexity: nested candidates tie or win a hair out of fold, and a gain of 1e-7 nats can have a tight
 interval; measured: a bound of +7e-6 shipped λ_S = 0.002 on 300 dev tokens of Matthew and lost 0.06% on the
-next 300); among those, the one with the highest lower bound (what can be proven, not what
-looks best: the session's gains sit on few tokens, so a fitted weight's interval is wide). The session's
+next 300); among those, the one with the largest out-of-fold gain (the static decision's rule). The small
+fixed weights matter: the session's gains sit on few tokens, so a fitted weight's interval is often wide. The session's
 full-feature gate is a candidate only with ≥ `min_gate_positions` (1,000) dev positions where the session
 has read something: on less it fits the regime of the dev text (measured: see `fit`). Otherwise the static decision stands,
 which may be nothing: the overlay is the LM.
@@ -497,13 +497,16 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
             run(f"both-fixed-{lam}", (table_spec, f"fixed:{lam}"))
 
     def decide(pool: list[str], against: np.ndarray, label: str) -> Mixer:
-        """The candidate whose gain over `against` has the highest lower 95% bound; shipped if that bound is
-        at least min_gain nats/token."""
+        """Of the candidates whose gain over `against` has its lower 95% bound at min_gain nats/token or more,
+        the one with the largest out-of-fold gain (as the static decision picks); none proven: not shipped."""
         pool = [k for k in pool if k in stats]
         if not pool:
             return Mixer(report=base | {"reason": f"{label}: the session has read too little"})
         bounds = {k: _ci(gains[k] - against, block, boot, seed) for k in pool}
-        best = max(pool, key=lambda k: bounds[k][0])
+        for k in pool:
+            stats[k]["over_static_ci95"] = list(bounds[k][:2])
+        proven = [k for k in pool if bounds[k][0] >= min_gain]
+        best = max(proven or pool, key=lambda k: stats[k]["oof_gain_nats_per_token"] if proven else bounds[k][0])
         lo, hi, _ = bounds[best]
         over = float((gains[best] - against).mean())
         rep = base | {"kind": best, **stats[best], "oof_gain_over_static": over,
