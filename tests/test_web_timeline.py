@@ -18,7 +18,7 @@ def write_examples(run):
     from glassbox.timeline import examples as E
 
     doc = E.rank(run, 1, 0, (2, 3), top=5, quiet=True)
-    doc["retrain"] = E.retrain(run, 1, 0, doc, quiet=True, every=1)
+    doc["retrain"] = E.retrain(run, 1, 0, doc, quiet=True, every=1, n_random=2)
     write_json(run / "examples-L1H0.json", doc)
     # periodic rows are marked end to end (source, then repeats); a second file with the sources dropped gives
     # rows with unmarked text too, as real text has
@@ -56,10 +56,15 @@ def check_examples(page, run):
         if want["retrain"] is None:
             assert card.locator(".ex-retrain").count() == 0
             continue
-        for name in ("baseline", "top_replaced", "random_replaced"):
-            step = want["retrain"][name]["phase_change_step"]
-            cell = card.locator(f'tr[data-variant="{name}"] td.num').text_content()
-            assert cell == ("not formed" if step is None else str(step))
+        rt = want["retrain"]
+        variants = [("baseline", rt["baseline"]), ("top_replaced", rt["top_replaced"])]
+        variants += [(f"random_replaced_{k}", v) for k, v in enumerate(rt["random_sets"])]
+        assert len(variants) == 4 and card.locator("tr[data-variant]").count() == 4
+        for name, v in variants:
+            cells = card.locator(f'tr[data-variant="{name}"] td.num').all_text_contents()
+            step, cross = v["phase_change_step"], v["crossing_step"]
+            assert cells[0] == ("not formed" if step is None else str(step))
+            assert cells[1] == ("–" if cross is None else str(round(cross, 1)).removesuffix(".0"))
 
 
 @pytest.fixture(scope="module")

@@ -110,11 +110,18 @@ def summary_line(summary: dict[str, Any]) -> str:
 def _retrain(rt: dict[str, Any] | None) -> dict[str, Any] | None:
     if not rt:
         return None
-    out = {k: rt.get(k) for k in ("role", "from_step", "until", "replaced_rows", "share", "every", "thresholds")}
+    out = {k: rt.get(k) for k in ("role", "from_step", "until", "replaced_rows", "share", "every", "thresholds",
+                                  "midpoint")}
+
+    def variant(v: dict | None) -> dict[str, Any]:
+        v = v or {}
+        return {"phase_change_step": v.get("phase_change_step"), "crossing_step": v.get("crossing_step"),
+                "steps": v.get("steps"), "scores": v.get("scores")}
+
     for name in ("baseline", "top_replaced", "random_replaced"):
-        v = rt.get(name) or {}
-        out[name] = {"phase_change_step": v.get("phase_change_step"), "steps": v.get("steps"),
-                     "scores": v.get("scores")}
+        out[name] = variant(rt.get(name))
+    if rt.get("random_sets"):  # `--random-sets N`: the null spread the top rows' delay is read against
+        out["random_sets"] = [variant(v) for v in rt["random_sets"]]
     return out
 
 
