@@ -244,7 +244,7 @@ def test_index_reads_old_and_new_gate_files(tmp_path):
 def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tmp_path, reuse_smollm2, monkeypatch):
     """Python's help topics as the index, Matthew 5-7 held out (another genre); then a generation
     with a session part in the gate, whose traced terms give back every candidate's logged score."""
-    from glassbox.overlay import evaluate, lm
+    from glassbox.overlay import evaluate, explain, lm
     from glassbox.overlay import index as ix
     from glassbox.overlay.corpus import kjv_chapters, load_documents
     from glassbox.overlay.generate import GenerateConfig
@@ -285,3 +285,6 @@ def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tm
             p = wts[0] * math.exp(cand["lm_logprob"]) + wts[1] * cand["p_inf"] + wts[2] * cand["p_session"]
             assert cand["final"] == pytest.approx(math.log(p) + cfg.feedback_nats * cand["feedback"], abs=1e-5)
     assert any(s["mix"]["session_match"] >= 3 for s in trace["steps"])  # the prompt repeats itself
+    view = explain.step_view(trace, 0)  # `explain --step 0` prints the three weights and the session's terms
+    w0 = trace["steps"][0]["mix"]["weights"]
+    assert "p_session" in view and "p_sess" in view and f"{w0['session']:.4f} * p_session" in view
