@@ -20,8 +20,9 @@ The mixture (one softmax over three logits, LM fixed at 0; features of the conte
     z_S = b_S + w_S·φ_S   (−∞ before the session has read a token)
     (π_LM, π_T, π_S) = softmax(0, z_T, z_S);   p = π_LM p_LM + π_T P_T + π_S P_S
 With no session part π_T = σ(z_T): exactly the static gate of overlay/gate.py (a version-1 gate.json loads
-as that). Session features φ_S: match (m or the copy's length, capped at 16, / 4), log_count (log(1 + c(h_m)) / 4, n at m = 0), concentration
-(share of h_m's most frequent continuation), sparse (one continuation seen), lm_maxp (the LM's top prob).
+as that). Session features φ_S: match (m or the copy's length, capped at 16, / 4), log_count
+(log(1 + c(h_m)) / 4, n at m = 0), concentration (share of h_m's most frequent continuation), sparse (one
+continuation seen), lm_maxp (the LM's top prob).
 
 Fit (`fit`): nested candidates are cross-fitted on K contiguous dev blocks, each by L-BFGS on Σ log p −
 ridge·n·|w|²: the static table alone (constant / full features), the session alone (constant / full / a
@@ -32,10 +33,10 @@ the 95% lower bound of its paired gain over the static decision is at least `min
 0.05% of perplexity: nested candidates tie or win a hair out of fold, and a gain of 1e-7 nats can have a tight
 interval; measured: a bound of +7e-6 shipped λ_S = 0.002 on 300 dev tokens of Matthew and lost 0.06% on the
 next 300); among those, the one with the largest out-of-fold gain (the static decision's rule). The small
-fixed weights matter: the session's gains sit on few tokens, so a fitted weight's interval is often wide. The session's
-full-feature gate is a candidate only with ≥ `min_gate_positions` (1,000) dev positions where the session
-has read something: on less it fits the regime of the dev text (measured: see `fit`). Otherwise the static decision stands,
-which may be nothing: the overlay is the LM.
+fixed weights matter: the session's gains sit on few tokens, so a fitted weight's interval is often wide.
+The session's full-feature gate is a candidate only with ≥ `min_gate_positions` (1,000) dev positions where
+the session has read something: on less it fits the regime of the dev text (measured: see `fit`). Otherwise
+the static decision stands, which may be nothing: the overlay is the LM.
 """
 
 from __future__ import annotations
