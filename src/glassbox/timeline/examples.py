@@ -189,35 +189,31 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
                 "tokens": seq, "repeated": bt.repeated[r["row"]].tolist(),
                 "induction_fraction": sum(ind) / max(1, len(ind) - 1)}
 
+    feats = {(r["step"], r["row"]): features(r) for r in rows}  # once per row: the top rows, the decile, all
     total = sum(r["contribution"] for r in rows)
     top_rows = []
     for r in ranked[:top]:
-        f = features(r)
+        f = feats[r["step"], r["row"]]
         top_rows.append({**{k: r[k] for k in ("step", "row", "contribution")},
                          "share": r["contribution"] / total if total else None,
                          "text": decode(f["tokens"]), "repeated_fraction": f["repeated_fraction"],
                          "ngram_repeat": f["ngram_repeat"],
                          # the text cut into token pieces, the repeated part marked (the report highlights it)
                          "span": row_span(decode, f["tokens"], f["repeated"], rare)})
-    every = [features(r) for r in rows]
-    top_feats = [features(r) for r in ranked[: max(top, len(rows) // 10)]]
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
 
-    summary = {
-        "top_decile": {"n": len(top_feats),
-                       "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in top_feats]),
-                       "repeated_fraction": mean([f["repeated_fraction"] for f in top_feats]),
-                       "with_4gram_repeat": mean([f["ngram_repeat"] for f in top_feats]),
-                       # tokens whose previous token occurred earlier followed by them: natural repeats too
-                       "induction_fraction": mean([f["induction_fraction"] for f in top_feats])},
-        "all_rows": {"n": len(every),
-                     "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in every]),
-                     "repeated_fraction": mean([f["repeated_fraction"] for f in every]),
-                     "with_4gram_repeat": mean([f["ngram_repeat"] for f in every]),
-                     "induction_fraction": mean([f["induction_fraction"] for f in every])},
-    }
+    def describe(group: list[dict]) -> dict:
+        return {"n": len(group),
+                "with_quoted_or_periodic_repeat": mean([f["repeated_fraction"] > 0 for f in group]),
+                "repeated_fraction": mean([f["repeated_fraction"] for f in group]),
+                "with_4gram_repeat": mean([f["ngram_repeat"] for f in group]),
+                # tokens whose previous token occurred earlier followed by them: natural repeats too
+                "induction_fraction": mean([f["induction_fraction"] for f in group])}
+
+    top_group = [feats[r["step"], r["row"]] for r in ranked[: max(top, len(rows) // 10)]]
+    summary = {"top_decile": describe(top_group), "all_rows": describe(list(feats.values()))}
     positive = sum(r["contribution"] for r in rows if r["contribution"] > 0)
     top_mass = sum(r["contribution"] for r in ranked[:top] if r["contribution"] > 0)
     return {"run": str(run), "layer": layer, "head": head, "steps": list(steps), "window_source": source,
