@@ -136,16 +136,15 @@ def contributions(run: str | Path, layer: int, head: int, steps: tuple[int, int]
 
 
 def default_window(run: Path, layer: int, head: int, last: int) -> tuple[tuple[int, int], str]:
-    """The head's first phase change in timeline.json (its window), else the whole run."""
+    """The head's first phase change in timeline.json (its window, as `--steps phase` reads it), else the whole
+    run."""
+    from glassbox.timeline.writes import phase_window
+
     try:
-        doc = json.loads((run / "timeline.json").read_text())
-        changes = [c for c in doc.get("phase_changes", []) if c["layer"] == layer and c["head"] == head]
-    except (OSError, ValueError, KeyError, TypeError):
-        changes = []
-    if changes:
-        c = min(changes, key=lambda c: c["step"])
-        lo, hi = c["window"]
-        return (max(1, int(lo) + 1), max(int(hi), int(lo) + 1)), f"{c['role']} phase change (timeline.json)"
+        window, _, source = phase_window(run, (layer, head))
+        return window, source
+    except (BadInput, KeyError, TypeError, ValueError):  # no timeline, no change of this head, or a broken file
+        pass
     return (1, last), "whole run (no phase change of this head in timeline.json)"
 
 

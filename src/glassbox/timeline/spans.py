@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 FILE = re.compile(r"examples-L(\d+)H(\d+)\.json")
-SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "with a quoted/periodic repeat"), ("repeated_fraction", "copy-predictable positions"),
-                ("with_4gram_repeat", "with a repeated 4-gram"),
+SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "with a quoted/periodic repeat"),
+                ("repeated_fraction", "copy-predictable positions"), ("with_4gram_repeat", "with a repeated 4-gram"),
                 ("induction_fraction", "induction-predictable tokens"))
 
 
@@ -167,14 +167,15 @@ def head_section(path: Path) -> dict[str, Any] | None:
                                  "induction": [], "repeated_chars": [], "source_chars": [],
                                  "induction_chars": []})})
     summary = doc.get("summary") or {}
-    return {"window_writes": _window_writes(path.parent, doc.get("steps"), layer, head), **{"layer": layer, "head": head, "file": path.name, "steps": doc.get("steps"),
+    return {"window_writes": _window_writes(path.parent, doc.get("steps"), layer, head),
+            "layer": layer, "head": head, "file": path.name, "steps": doc.get("steps"),
             "window_source": doc.get("window_source"), "rows": doc.get("rows"),
             "total_contribution": doc.get("total_contribution"),
             "top_share_of_positive": doc.get("top_share_of_positive"),
             "replay_max_abs_diff": doc.get("replay_max_abs_diff"), "replay_threads": doc.get("replay_threads"),
             "replay_threads_source": doc.get("replay_threads_source"),
             "top": rows, "summary": summary, "summary_line": summary_line(summary),
-            "retrain": _retrain(doc.get("retrain"))}}
+            "retrain": _retrain(doc.get("retrain"))}
 
 
 def _window_writes(run: Path, steps: Any, layer: int, head: int) -> dict[str, Any] | None:
