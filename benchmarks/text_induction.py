@@ -12,8 +12,8 @@ Usage: python benchmarks/text_induction.py [SEEDS...] [--steps N] [--out DIR]
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,7 @@ BUDGET_S = 600.0
 
 def glassbox(*args: str) -> str:
     exe = Path(sys.executable).parent / "glassbox"
-    done = subprocess.run([str(exe), *args], capture_output=True, text=True, env=dict(os.environ))
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"glassbox {' '.join(args)} failed: {done.stderr.strip()[-400:]}")
     return done.stdout
@@ -66,11 +66,13 @@ def one(seed: int, root: Path, steps: int | None) -> dict:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
-    out = Path(args[args.index("--out") + 1]) if "--out" in args else Path(tempfile.mkdtemp(prefix="ti-bench-"))
-    skip = {args.index(f) + k for f in ("--steps", "--out") if f in args for k in (0, 1)}
-    seeds = [int(a) for i, a in enumerate(args) if i not in skip] or [0]
+    ap = argparse.ArgumentParser(description="text-induction within the 10-minute budget, per seed")
+    ap.add_argument("seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--steps", type=int, help="Train this many steps instead of the preset's.")
+    ap.add_argument("--out", type=Path, help="Where the runs go (default: a new temporary folder).")
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="ti-bench-"))
+    seeds, steps = args.seeds, args.steps
     for seed in seeds:
         r = one(seed, out, steps)
         ind, prev = r["induction"], r["previous_token"]
