@@ -91,6 +91,10 @@ def test_writes_examples_cli(tiny_run: Path):
     bad = subprocess.run([sys.executable, "-m", "glassbox.cli", "writes", str(tiny_run), "--examples", "--head",
                           "7.0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+    for opt in (["--random-sets", "0"], ["--replace-share", "1.5"]):  # refused before any replay, in one line
+        bad = subprocess.run([sys.executable, "-m", "glassbox.cli", "writes", str(tiny_run), "--examples", "--head",
+                              "1.0", "--retrain", *opt], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and opt[0] in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_token_data_repeats_heldout_and_map(tmp_path: Path):

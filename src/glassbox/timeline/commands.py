@@ -106,6 +106,10 @@ def register(app: typer.Typer) -> None:
             layer, h = E.parse_head(head)
             if not run.is_dir():
                 raise BadInput("not a directory", run)
+            if retrain and not 0 < replace_share <= 1:  # checked before the ranking's minutes, not after
+                raise BadInput(f"--replace-share must be in (0, 1], got {replace_share}")
+            if retrain and random_sets < 1:
+                raise BadInput(f"--random-sets must be at least 1, got {random_sets}")
             source = None
             if steps == "phase":
                 from glassbox.timeline.writes import phase_window
