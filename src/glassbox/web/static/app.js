@@ -810,11 +810,11 @@
       ex.summary_line ? h('p', { class: 'ex-summary' }, ex.summary_line) : null,
       ex.window_writes && ex.window_writes.focus ? h('p', { class: 'small ex-writes' }, `Over these steps L${ex.layer}.H${ex.head} took ${(100 * ex.window_writes.focus.share).toFixed(1)}% of the attention head writes (${(100 * ex.window_writes.focus.share_of_all).toFixed(1)}% of the whole update ‖Δw‖²), rank ${ex.window_writes.focus.rank} of ${ex.window_writes.focus.of} heads; by level: ` +
         ex.window_writes.levels.filter((l) => l.update_share >= 0.005).map((l) => `${l.level} ${(100 * l.update_share).toFixed(1)}%`).join(', ')) : null,
-      rt ? h('table', { class: 'grid ex-retrain' }, h('tr', {}, h('th', {}, `retrained from step ${rt.from_step} to ${rt.until}, ${rt.replaced_rows} rows replaced`), h('th', {}, `${rt.role} forms at step`),
+      rt ? h('table', { class: 'grid ex-retrain' }, h('tr', {}, h('th', {}, `retrained from step ${rt.from_step} to ${rt.until}, ${rt.replaced_rows} rows replaced`), h('th', {}, rt.thresholds ? `${rt.role} rises ${rt.thresholds[0]} → ${rt.thresholds[1]} at step` : `${rt.role} forms at step`),
         h('th', {}, rt.midpoint === null || rt.midpoint === undefined ? 'score crosses the midpoint at step' : `score crosses ${fmt(rt.midpoint, 2)} at step`)),
         [['baseline', rt.baseline], ['top_replaced', rt.top_replaced], ...(rt.random_sets || [rt.random_replaced]).map((v, i) => ['random_replaced' + (rt.random_sets ? '_' + i : ''), v])].map(([k, v]) =>
           h('tr', { 'data-variant': k }, h('td', {}, name[k] || `random rows replaced (set ${+k.split('_').pop() + 1})`),
-            h('td', { class: 'num' }, v.phase_change_step === null ? 'not formed' : v.phase_change_step),
+            h('td', { class: 'num' }, v.phase_change_step === null ? 'no full rise' : v.phase_change_step),
             h('td', { class: 'num cross' }, v.crossing_step === null || v.crossing_step === undefined ? '–' : fmt(v.crossing_step, 1))))) : null,
       h('table', { class: 'grid ex-rows' }, h('tr', {}, ['step', 'row', 'contribution', 'text (repeated part marked)'].map((c) => h('th', {}, c))),
         ex.top.map((r) => h('tr', { class: 'ex-row', 'data-step': r.step, 'data-row': r.row },
