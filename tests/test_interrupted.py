@@ -132,3 +132,20 @@ def test_overlay_consolidate(model, tmp_path, capsys):
     assert answers.read_bytes() == before and len(temporaries(answers)) == 1
     cli(capsys, "overlay", "consolidate", idx, "--forget", traces[0], "--store", store)
     assert temporaries(answers) == [] and answers.read_bytes() != before
+
+
+def test_web_names_restore_an_index_left_aside(tmp_path):
+    """The web app resolves names the way a CLI open does: an index whose rebuild died between the two renames
+    (only `.idx.old-<dead pid>-<hex>` is left) is put back, not answered with 404."""
+    from glassbox.web.paths import Refused, resolve
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "meta.json").write_text("{}")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    os.replace(idx, tmp_path / f".idx.old-{int(dead.stdout)}-abc123")
+    assert resolve(tmp_path, "idx") == ("idx", idx.resolve())
+    assert (idx / "meta.json").read_text() == "{}" and temporaries(idx) == []
+    with pytest.raises(Refused) as exc:
+        resolve(tmp_path, "other")  # nothing aside for this name: still a 404
+    assert exc.value.status == 404

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote
 
-from glassbox import bundled
+from glassbox import bundled, fileio
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_NAME = 1024
@@ -56,6 +56,12 @@ def resolve(root: Path, raw: str) -> tuple[str, Path]:
     real = (base / rel).resolve()  # follows symlinks: a link that leaves the root is caught below
     if real != base and base not in real.parents:
         raise Refused("outside the served root", 403)
+    if not real.exists():
+        # a rebuild killed between its two renames left the old folder aside: put it back, as a CLI open does
+        fileio.restore_dir(real)
+        real = (base / rel).resolve()
+        if real != base and base not in real.parents:
+            raise Refused("outside the served root", 403)
     if not real.exists():
         raise Refused("no such file under the root", 404)
     if real.name.lower().endswith(PICKLE_SUFFIXES):
