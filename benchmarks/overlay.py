@@ -3,7 +3,8 @@
 Pairs of (index corpus, held-out text), the held-out never in the index, SmolLM2's tokenizer and LM:
 the README's three (KJV Old Testament → New Testament; KJV OT → CPython's pydoc topics; pydoc topics 1-55 →
 56-79) and two cross-genre pairs of our own (pydoc 1-55 → the New Testament: technical prose → scripture;
-KJV OT → CPython's LICENSE.txt: scripture → legal prose). For each: the LM alone, the table alone (the
+KJV OT → CPython's LICENSE.txt: scripture → legal prose) and the issue's own scenario on the Brown corpus
+(its informative prose, A-J, indexed; its fiction, K-R, held out). For each: the LM alone, the table alone (the
 ∞-gram P_T), the overlay mixture with the evidence gate and the session memory (and, beside it, the static
 index alone and the session memory alone, each gated and guarded the same way), P_T with one λ, the previous mixture (accumulator
 votes, one λ) and the faithful select mode (top-1, perplexity), recall@N, the latency ratio against LM-alone
@@ -123,7 +124,8 @@ def feedback_check(path: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", nargs="*", default=["kjv:1-39=kjv:40-66", "kjv:1-39=pydoc", "pydoc:1-55=pydoc:56-79",
-                                                   "pydoc:1-55=kjv:40-66", "kjv:1-39=python-license"],
+                                                   "pydoc:1-55=kjv:40-66", "kjv:1-39=python-license",
+                                                   "brown:nonfiction=brown:fiction"],
                     help="INDEX_CORPUS=HELDOUT pairs; held-out text must not be in the index corpus.")
     ap.add_argument("--root", type=Path, default=bundled.cache_dir() / "overlay-bench")
     ap.add_argument("--max-tokens", type=int, default=4096)

@@ -63,6 +63,31 @@ def test_link_tables_match_brute_force(built):
     assert np.all(np.diff(np.asarray(index.next[0], dtype=np.int64)) <= k)
 
 
+def test_cooc_links_match_brute_force(built):
+    """Co-occurrence: weight Σ 1/distance over distances 2..W, shared out of all of a's sightings; only links
+    weighing more than one sighting can (> 0.5) are kept, the strongest K of them."""
+    index = ix.Index(built)
+    toks = np.asarray(index.tokens, dtype=np.int64)
+    k, window = index.meta["cooc_k"], index.meta["window"]
+    kept_any = dropped_any = False
+    for a in np.unique(toks)[::53][:30]:
+        weight: dict[int, float] = {}
+        for d in range(2, window + 1):
+            for t in toks[d:][toks[:-d] == a].tolist():
+                weight[t] = weight.get(t, 0.0) + 1.0 / d
+        total = sum(weight.values())
+        strong = {t: w for t, w in weight.items() if w > ix.COOC_MIN_WEIGHT}
+        got_ids, got_w = index.links("cooc", int(a))
+        assert len(got_ids) == min(k, len(strong))
+        for t, w in zip(got_ids.tolist(), got_w.tolist(), strict=True):
+            assert w == pytest.approx(strong[t] / total, rel=2e-3)  # float16 storage
+        left_out = [w for t, w in strong.items() if t not in set(got_ids.tolist())]
+        assert max(left_out, default=0.0) / total <= float(min(got_w, default=1.0)) * (1 + 2e-3)
+        kept_any |= len(got_ids) > 0
+        dropped_any |= len(strong) < len(weight)
+    assert kept_any and dropped_any  # both sides of the floor were exercised
+
+
 def test_suffix_array_counts_and_longest_match(built):
     index = ix.Index(built)
     toks = np.asarray(index.tokens, dtype=np.int64)

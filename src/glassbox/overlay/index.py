@@ -8,7 +8,9 @@ Files in the index folder (all `.npy`, opened with mmap_mode="r"), sized by the 
   next_*.npy        next-token links, CSR over local ids: for token a, next_ids[next_off[j]:next_off[j+1]] are
                     the K most frequent followers t, next_w their share P(t | a) (float16), strongest first
   cooc_*.npy        co-occurrence links: t seen 2..W tokens after a, each sighting weighted 1/distance,
-                    normalized per a like next_w (the longer-range "semantic" neighbours of the seed's notes)
+                    normalized per a like next_w (the longer-range "semantic" neighbours of the seed's notes);
+                    only links weighing more than one sighting can (0.5), i.e. seen at least twice: in a small
+                    corpus most pairs are seen once, say nothing about co-occurrence, and were most of its bytes
   sem_*.npy         semantic neighbours (opt-in, `--semantic`): the K tokens of the corpus whose input
                     embeddings are nearest by cosine (the notes' C_K(w)), weight = the cosine
   sa.npy            suffix array of tokens.npy (pydivsufsort) in the narrowest byte width that holds a position
@@ -38,6 +40,7 @@ from glassbox.errors import BadInput
 from glassbox.overlay.ngram import HEAVY, NGram, Packed, heavy_tables
 
 FORMAT = "glassbox-overlay-index/2"
+COOC_MIN_WEIGHT = 0.5  # one sighting weighs 1/distance ≤ 0.5: a kept co-occurrence link was seen at least twice
 HEAVY_ARRAYS = [f"h{k}_{x}" for k in range(1, HEAVY + 1) for x in ("lo", "hi", "off", "tok", "start")]
 ARRAYS = ["tokens", "types", "cum", "next_off", "next_ids", "next_w", "cooc_off", "cooc_ids", "cooc_w", "sa",
           "sem_off", "sem_ids", "sem_w", *HEAVY_ARRAYS]
@@ -104,7 +107,8 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
         meta = {
             "format": FORMAT, "id": uuid.uuid4().hex[:12], "source": source, "tokenizer": tokenizer_spec,
             "vocab_size": vocab, "sep": sep, "n_tokens": int(len(tokens)), "n_documents": n_docs,
-            "k": options.k, "cooc_k": options.cooc_k, "window": options.window, "suffix_array": options.suffix_array,
+            "k": options.k, "cooc_k": options.cooc_k, "cooc_min_weight": COOC_MIN_WEIGHT, "window": options.window,
+            "suffix_array": options.suffix_array,
             "semantic_from": options.semantic_from, **extra,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -127,8 +131,9 @@ def write_arrays(folder: Path, tokens: np.ndarray, vocab: int, options: BuildOpt
     np.save(folder / "types.npy", types.astype(dtype))
     cum = np.concatenate([[0], np.cumsum(counts[types])])
     np.save(folder / "cum.npy", cum.astype(_uint_for(len(tokens))))
-    for name, k, distances in (("next", options.k, [1]), ("cooc", options.cooc_k, list(range(2, options.window + 1)))):
-        off, nbr, w = link_table(tokens, vocab, k, distances, name)
+    for name, k, distances, floor in (("next", options.k, [1], 0.0),
+                                      ("cooc", options.cooc_k, list(range(2, options.window + 1)), COOC_MIN_WEIGHT)):
+        off, nbr, w = link_table(tokens, vocab, k, distances, name, min_weight=floor)
         _save_csr(folder, name, off, nbr, w, types, dtype)
     if options.semantic_from:
         off, nbr, w = semantic_table(types, options.semantic_from, options.k)
@@ -162,9 +167,10 @@ def _save_csr(folder: Path, name: str, off: np.ndarray, nbr: np.ndarray, w: np.n
 
 
 def link_table(tokens: np.ndarray, vocab: int, k: int, distances: list[int], name: str = "links",
-               chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               chunk: int = 2_000_000, min_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR arrays (offsets[V+1], neighbour ids, weights) of the top-k links a → t, weight Σ 1/distance,
-    normalized by a's total so that next-token links read as P(t | a). Chunked so memory stays bounded."""
+    normalized by a's total so that next-token links read as P(t | a); links whose summed weight is not above
+    `min_weight` are dropped (the total still counts them). Chunked so memory stays bounded."""
     keys_parts: list[np.ndarray] = []
     w_parts: list[np.ndarray] = []
     n = len(tokens)
@@ -191,7 +197,7 @@ def link_table(tokens: np.ndarray, vocab: int, k: int, distances: list[int], nam
     order = np.lexsort((-wsum, src))  # by source, strongest first
     src, dst, wsum = src[order], dst[order], wsum[order]
     first = np.searchsorted(src, np.arange(vocab))
-    keep = (np.arange(len(src)) - first[src]) < k
+    keep = ((np.arange(len(src)) - first[src]) < k) & (wsum > min_weight)
     src, dst, wsum = src[keep], dst[keep], wsum[keep]
     off = np.zeros(vocab + 1, np.int64)
     off[1:] = np.cumsum(np.bincount(src, minlength=vocab))
