@@ -1,7 +1,7 @@
 """The layering holds: read every module's imports with `ast` (module level and inside functions, since heavy
 imports live in functions) and check the rules of DEVELOPING.md:
 
-- the foundation (errors, fileio, progress, bundled, logprob, corpora) imports nothing of glassbox but itself, and the architecture
+- the foundation (errors, fileio, progress, bundled, logprob, corpora, brown) imports nothing of glassbox but itself, and the architecture
   registry (declarative tables) only the foundation;
 - `checkpoint` imports only the foundation and the registry (GGUF name maps live there);
 - `anatomy` only `checkpoint`, the registry and the foundation;
@@ -19,7 +19,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "glassbox"
-FOUNDATION = {"errors", "fileio", "progress", "bundled", "logprob", "corpora"}
+FOUNDATION = {"errors", "fileio", "progress", "bundled", "logprob", "corpora", "brown"}
 REGISTRY = {"registry", "arch"}  # the architecture registry (issue 9 §1): a module or a folder of that name
 ABOVE_RUN = {"heads", "train", "timeline", "lens", "overlay"}
 
