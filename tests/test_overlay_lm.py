@@ -151,3 +151,30 @@ def test_cross_genre_pydoc_index_on_scripture_is_never_worse(tmp_path, smol):
     assert x["gate"]["shipped"] == (rep.get("oof_gain_ci95", [0])[0] > 0)
     if not x["gate"]["shipped"]:
         assert c["overlay"]["ppl"] == pytest.approx(c["lm"]["ppl"], rel=1e-12)
+
+
+def test_brown_news_index_on_fiction_through_the_cli(tmp_path, capsys, smol):
+    """A second cross-genre pair, through the CLI and the Brown corpus: press reportage indexed, adventure
+    fiction held out; --details adds the breakdown without touching the contract's keys."""
+    from glassbox import corpora
+
+    out = tmp_path / "news"
+    ix.build(corpora.documents("brown:a"), smol[1], out, ix.BuildOptions(k=16, window=6), source="brown:a")
+    with pytest.raises(SystemExit) as exc:
+        main(["overlay", "eval", str(out), "--model", MODEL, "--heldout", "brown:n", "--max-tokens", "600",
+              "--scale-base", "2000", "--gen-tokens", "3", "--json", "--details"])
+    got = capsys.readouterr()
+    assert exc.value.code == 0, got.err
+    doc = json.loads(got.out)
+    x = doc.pop("details")
+    assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
+                        "bytes_per_token", "lookup_p99_ms"}
+    assert x["heldout"] == "brown:n" and x["index_tokens"] > 50_000 and doc["bytes_per_token"] <= 12
+    assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+    for part in ("static_only", "session_only"):  # each part alone is guarded the same way
+        assert x[part]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+    assert doc["table"]["ppl"] > doc["lm"]["ppl"]
+    g = x["test_gain"]  # the ratio the contract implies, with an interval that contains it
+    assert g["ppl_ratio"] == pytest.approx(doc["overlay"]["ppl"] / doc["lm"]["ppl"], rel=1e-9)
+    assert g["ci95"][0] <= g["nats_per_token"] <= g["ci95"][1]
+    assert g["ppl_ratio_ci95"][0] <= g["ppl_ratio"] <= g["ppl_ratio_ci95"][1]

@@ -236,8 +236,13 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         "bytes_per_token": index.bytes_per_token(),
         "lookup_p99_ms": {k: v["p99_ms"] for k, v in lookup.items()},
     }
+    gain = ov_lp[test] - lm_lp[test]
+    lo, hi, block = sessions.block_ci(gain)
     extra = {
         "heldout": heldout, "index": str(index_path), "index_tokens": index.n_tokens, "dev_tokens": n_dev,
+        # the test half's gain over the LM with its block-bootstrap 95% interval: is the ratio more than noise?
+        "test_gain": {"nats_per_token": float(gain.mean()), "ci95": [lo, hi], "bootstrap_block": block,
+                      "ppl_ratio": float(math.exp(-gain.mean())), "ppl_ratio_ci95": [math.exp(-hi), math.exp(-lo)]},
         "threads": torch.get_num_threads(), "gate": gate.to_json(),
         "lam_test": {"mean": float(lams[test].mean()), "share_nonzero": float((lams[test] > 1e-6).mean()),
                      "p90": float(np.percentile(lams[test], 90))},
@@ -425,6 +430,8 @@ def render(res: dict) -> str:
         f"{'overlay mixture (gated)':34} {c['overlay']['top1']:8.4f} {c['overlay']['ppl']:10.2f}   "
         + _gate_line(x["gate"]) + f"; test weights LM {x['weights_test']['lm']:.3f}, table "
         f"{x['weights_test']['table']:.3f}, session {x['weights_test']['session']:.3f}",
+        f"{'  overlay ppl / LM ppl (test)':34} {'':8} {x['test_gain']['ppl_ratio']:10.4f}   95% block-bootstrap "
+        f"[{x['test_gain']['ppl_ratio_ci95'][0]:.4f}, {x['test_gain']['ppl_ratio_ci95'][1]:.4f}]",
         f"{'  static index only (gated)':34} {x['static_only']['top1']:8.4f} {x['static_only']['ppl']:10.2f}   "
         + _gate_line(x["static_only"]["gate"]),
         *([f"{'  session memory only (gated)':34} {x['session_only']['top1']:8.4f} {x['session_only']['ppl']:10.2f}   "

@@ -408,7 +408,9 @@ def _oof(data: dict, spec: tuple[str | None, str | None], folds: int, ridge: flo
     return gain
 
 
-def _ci(gain: np.ndarray, block: int, boot: int, seed: int) -> tuple[float, float, int]:
+def block_ci(gain: np.ndarray, block: int = 64, boot: int = 2000, seed: int = 0) -> tuple[float, float, int]:
+    """95% interval of the mean per-token gain, resampling contiguous blocks (neighbouring tokens are not
+    independent: a repeated passage helps many in a row) → (lo, hi, the block length used)."""
     n = len(gain)
     rng = np.random.default_rng(seed)
     block = max(1, min(block, n // 10))  # at least ~10 blocks to resample
@@ -457,7 +459,7 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
             return  # that part saw (almost) nothing: nothing to fit
         specs[name] = spec
         gains[name] = _oof(data, spec, folds, ridge)
-        lo, hi, _ = _ci(gains[name], block, boot, seed)
+        lo, hi, _ = block_ci(gains[name], block, boot, seed)
         stats[name] = {"oof_gain_nats_per_token": float(gains[name].mean()), "oof_gain_ci95": [lo, hi]}
 
     for name, spec in CANDIDATES.items():
@@ -503,7 +505,7 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
         pool = [k for k in pool if k in stats]
         if not pool:
             return Mixer(report=base | {"reason": f"{label}: the session has read too little"})
-        bounds = {k: _ci(gains[k] - against, block, boot, seed) for k in pool}
+        bounds = {k: block_ci(gains[k] - against, block, boot, seed) for k in pool}
         for k in pool:
             stats[k]["over_static_ci95"] = list(bounds[k][:2])
         proven = [k for k in pool if bounds[k][0] >= min_gain]
