@@ -1,7 +1,8 @@
 """The overlay's corpora: one or more corpus specs → documents, through the shared parser (glassbox.corpora).
 
 Specs (offline only): kjv, kjv:A-B (books, a document = a chapter), pydoc, pydoc:A-B (CPython's help topics,
-sorted by name), python-license (CPython's LICENSE.txt), a text file, a .jsonl file, a folder of them.
+sorted by name), python-license (CPython's LICENSE.txt), brown, brown:fiction|nonfiction|X-Y (the Brown corpus,
+a document = a 2,000-word sample), a text file, a .jsonl file, a folder of them.
 """
 
 from __future__ import annotations
