@@ -203,6 +203,9 @@ def test_bad_build_input(built, tmp_path, capsys):
     assert code == 2 and (tmp_path / "busy" / "precious.txt").read_text() == "keep me"
     code, _, err = cli(capsys, "overlay", "generate", str(tmp_path / "busy"), "--no-lm", "--prompt", "x")
     assert code == 2 and "not an overlay index" in err
+    for window in ("8", "9000"):  # refused before any model or text is read
+        code, out, err = cli(capsys, "overlay", "eval", str(built), "--heldout", "brown:zz", "--lm-window", window)
+        assert code == 2 and "--lm-window" in err and len(err.strip().splitlines()) == 1 and out == ""
 
 
 def test_build_cli_from_text_file(tmp_path, capsys):

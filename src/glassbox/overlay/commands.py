@@ -302,6 +302,8 @@ def eval_(
                                    "index (gate.json); `generate` then uses it."),
     no_session: bool = typer.Option(False, "--no-session", help="No session memory (the text read so far as a "
                                     "second table): the overlay is the static index's gate alone."),
+    lm_window: int = typer.Option(512, "--lm-window", help="Tokens the LM sees per forward (stride: half of "
+                                  "it), so each scored token has window/2..window-1 tokens of context."),
     as_json: bool = typer.Option(False, "--json"),
     details: bool = typer.Option(False, "--details", help="With --json: also the breakdown (gates, static-only, "
                                  "session-only, gain by match length and distance, sizes) under 'details'."),
@@ -309,9 +311,11 @@ def eval_(
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
 
+    if not 16 <= lm_window <= 8192:
+        raise BadInput("--lm-window must be between 16 and 8192 tokens")
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
-                       session=not no_session)
+                       session=not no_session, window=lm_window, stride=lm_window // 2)
     res = evaluate(index, model, heldout, opts)
     if save_gate:
         from glassbox.overlay.index import write_gate

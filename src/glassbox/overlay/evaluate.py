@@ -243,7 +243,7 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         # the test half's gain over the LM with its block-bootstrap 95% interval: is the ratio more than noise?
         "test_gain": {"nats_per_token": float(gain.mean()), "ci95": [lo, hi], "bootstrap_block": block,
                       "ppl_ratio": float(math.exp(-gain.mean())), "ppl_ratio_ci95": [math.exp(-hi), math.exp(-lo)]},
-        "threads": torch.get_num_threads(), "gate": gate.to_json(),
+        "threads": torch.get_num_threads(), "lm_window": opts.window, "lm_stride": opts.stride, "gate": gate.to_json(),
         "lam_test": {"mean": float(lams[test].mean()), "share_nonzero": float((lams[test] > 1e-6).mean()),
                      "p90": float(np.percentile(lams[test], 90))},
         "weights_test": {k: float(weights[test, i].mean()) for i, k in enumerate(("lm", "table", "session"))},
@@ -423,7 +423,8 @@ def render(res: dict) -> str:
     c, x = res["contract"], res["extra"]
     lines = [
         f"held-out {x['heldout']}: {c['tokens']} test tokens (+{x['dev_tokens']} dev), index {x['index']} "
-        f"({x['index_tokens']} tokens), {x['threads']} torch thread(s)",
+        f"({x['index_tokens']} tokens), {x['threads']} torch thread(s), LM windows of {x['lm_window']} tokens "
+        f"(stride {x['lm_stride']})",
         f"{'':34} {'top-1':>8} {'ppl':>10}",
         f"{'LM alone':34} {c['lm']['top1']:8.4f} {c['lm']['ppl']:10.2f}",
         f"{'table alone (∞-gram P_T)':34} {c['table']['top1']:8.4f} {c['table']['ppl']:10.2f}",
