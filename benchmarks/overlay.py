@@ -193,7 +193,10 @@ def main() -> None:
                   f"session memory only {x['session_only']['ppl'] / base_ppl:.4f} "
                   f"({'shipped ' + x['session_only']['gate']['kind'] if x['session_only']['gate']['shipped'] else 'off'}), "
                   f"both (the overlay) {c['overlay']['ppl'] / base_ppl:.4f} ({x['gate']['kind']}); "
-                  f"P_S alone {x['session_table']['ppl'] / base_ppl:.2f}")
+                  f"P_S alone {x['session_table']['ppl'] / base_ppl:.2f}× (ppl {x['session_table']['ppl']:.1f})")
+            g = x["test_gain"]
+            print(f"TARGET overlay/LM perplexity, 95% block-bootstrap interval over the test half: "
+                  f"[{g['ppl_ratio_ci95'][0]:.4f}, {g['ppl_ratio_ci95'][1]:.4f}]")
         print(f"TARGET latency ratio overlay/LM-greedy: {c['latency_ratio']:.3f} (target <= 1.1; whole overlay run over "
               f"its LM forwards; separate runs: {x['latency']['separate_runs_ratio']:.3f})")
         print(lookup_report("as is", x["lookup"]) + " (target <= 1.2)")
