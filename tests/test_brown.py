@@ -33,9 +33,11 @@ def test_category_specs():
     assert brown.categories(None) == brown.CATEGORIES and len(brown.CATEGORIES) == 15
     assert brown.categories("fiction") == "klmnpr" and brown.categories("NonFiction") == "abcdefghj"
     assert brown.categories("k") == "k" and brown.categories("a-c") == "abc" and brown.categories("h-k") == "hjk"
-    for bad in ("z", "c-a", "ab", "i", "a-", "-c", "fict"):
+    for bad in ("", "z", "c-a", "ab", "i", "a-", "-c", "fict"):
         with pytest.raises(BadInput, match="category letters"):
             brown.categories(bad)
+    with pytest.raises(BadInput, match="category letters"):
+        corpora.parse_spec("brown:")  # not a silent "all of Brown"
     spec = corpora.parse_spec("brown:l-n")
     assert (spec.kind, spec.letters, spec.named) == ("brown", "lmn", True)
 

@@ -120,6 +120,7 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
               "--scale-base", "2000", "--gen-tokens", "3", "--json"])
     out = capsys.readouterr()
     assert exc.value.code == 0, out.err
+    assert "warning" not in out.err  # Matthew is not in the Exodus index
     doc = json.loads(out.out)
     assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
                         "bytes_per_token", "lookup_p99_ms"}
@@ -132,6 +133,16 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
     assert doc["overlay"]["ppl"] < doc["table"]["ppl"]
     # never worse than the LM: the gate ships only with an out-of-fold gain on dev, else λ ≡ 0
     assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+
+
+def test_eval_warns_when_the_heldout_text_is_in_the_index(built, capsys, smol):
+    with pytest.raises(SystemExit) as exc:
+        main(["overlay", "eval", str(built), "--model", MODEL, "--heldout", "kjv:2-2", "--max-tokens", "200",
+              "--scale-base", "2000", "--gen-tokens", "2", "--json"])
+    out = capsys.readouterr()
+    assert exc.value.code == 0 and json.loads(out.out)["tokens"] == 100
+    warning = [line for line in out.err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "kjv:2-2" in warning[0] and "part of the index's corpus" in warning[0]
 
 
 def test_cross_genre_pydoc_index_on_scripture_is_never_worse(tmp_path, smol):

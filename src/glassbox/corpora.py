@@ -51,7 +51,7 @@ def parse_spec(spec: str | Path) -> Spec:
     if text in ("kjv", "pydoc", "python-license"):
         return Spec(text, text)
     if (text == "brown" or text.startswith("brown:")) and not Path(text).exists():
-        return Spec("brown", text, letters=brown.categories(text.partition(":")[2] or None))
+        return Spec("brown", text, letters=brown.categories(None if text == "brown" else text.partition(":")[2]))
     m = _RANGE.fullmatch(text)
     if m is None and text.startswith(("kjv:", "pydoc:")) and not Path(text).exists():
         raise BadInput(f"expected {text.split(':')[0]}:A-B with 1-based numbers, e.g. kjv:1-39 or pydoc:1-55", text)

@@ -7,6 +7,7 @@ store.sqlite, else ~/.cache/glassbox/overlay/store.sqlite. Heavy imports stay in
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -317,6 +318,9 @@ def eval_(
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
                        session=not no_session, window=lm_window, stride=lm_window // 2)
     res = evaluate(index, model, heldout, opts)
+    if res["extra"]["long_match_share"] > 0.5:  # a held-out text inside the index: its "gain" is recall
+        print(f"warning: {res['extra']['long_match_share']:.0%} of the scored tokens continue a match of 8+ tokens "
+              f"in the index; is {heldout} part of the index's corpus ({res['extra']['index']})?", file=sys.stderr)
     if save_gate:
         from glassbox.overlay.index import write_gate
 
