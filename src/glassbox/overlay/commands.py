@@ -31,7 +31,8 @@ def _emit(obj: dict) -> None:
 
 @overlay.command()
 def build(
-    corpus: list[str] = typer.Option(..., "--corpus", help="Text file, folder of .txt, or kjv | kjv:A-B | pydoc | python-license | brown:fiction | brown:X-Y."),
+    corpus: list[str] = typer.Option(..., "--corpus", help="Text file, folder of .txt, or kjv | kjv:A-B | pydoc | "
+                                     "python-license | brown:fiction | brown:X-Y."),
     out: Path = typer.Option(..., "--out", help="Index folder to write."),
     model: str = typer.Option("smollm2-135m", "--model", help="Whose tokenizer (bundled name, .gguf, folder)."),
     k: int = typer.Option(32, "--k", help="Next-token links (and semantic neighbours) kept per token."),
@@ -291,7 +292,8 @@ def replay(
 def eval_(
     index: Path = typer.Argument(...),
     model: str = typer.Option("smollm2-135m", "--model"),
-    heldout: str = typer.Option(..., "--heldout", help="Held-out text: a file or a named corpus (kjv:A-B, pydoc, brown:fiction, ...)."),
+    heldout: str = typer.Option(..., "--heldout", help="Held-out text: a file or a named corpus (kjv:A-B, pydoc, "
+                                "brown:fiction, ...)."),
     max_tokens: int = typer.Option(4096, "--max-tokens", help="Held-out tokens scored (the first ones)."),
     n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
     scale_base: int = typer.Option(50_000, "--scale-base", help="Tokens in the 1x index of the lookup test."),
