@@ -49,8 +49,10 @@ def categories(spec_tail: str | None) -> str:
     if tail in GROUPS:
         return GROUPS[tail]
     m = re.fullmatch(rf"([{CATEGORIES}])(?:-([{CATEGORIES}]))?", tail)
-    if m and CATEGORIES.index(m.group(1)) <= CATEGORIES.index(m.group(2) or m.group(1)):
-        return CATEGORIES[CATEGORIES.index(m.group(1)) : CATEGORIES.index(m.group(2) or m.group(1)) + 1]
+    if m:
+        first, last = CATEGORIES.index(m.group(1)), CATEGORIES.index(m.group(2) or m.group(1))
+        if first <= last:
+            return CATEGORIES[first : last + 1]
     raise BadInput(f"expected brown, brown:fiction, brown:nonfiction, brown:X or brown:X-Y with category letters "
                    f"in order from {CATEGORIES.upper()}", f"brown:{spec_tail}")
 

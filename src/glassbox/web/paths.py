@@ -53,20 +53,24 @@ def resolve(root: Path, raw: str) -> tuple[str, Path]:
     if ".." in rel.parts:
         raise Refused("'..' is not allowed in a name", 403)
     base = root.resolve()
-    real = (base / rel).resolve()  # follows symlinks: a link that leaves the root is caught below
-    if real != base and base not in real.parents:
-        raise Refused("outside the served root", 403)
+    real = _inside(base, rel)
     if not real.exists():
         # a rebuild killed between its two renames left the old folder aside: put it back, as a CLI open does
         fileio.restore_dir(real)
-        real = (base / rel).resolve()
-        if real != base and base not in real.parents:
-            raise Refused("outside the served root", 403)
+        real = _inside(base, rel)
     if not real.exists():
         raise Refused("no such file under the root", 404)
     if real.name.lower().endswith(PICKLE_SUFFIXES):
         raise Refused("pickle checkpoints are never loaded from the web", 403)
     return real.relative_to(base).as_posix() or ".", real
+
+
+def _inside(base: Path, rel: Path) -> Path:
+    """base/rel with symlinks followed, or Refused (403) when that leaves the root."""
+    real = (base / rel).resolve()
+    if real != base and base not in real.parents:
+        raise Refused("outside the served root", 403)
+    return real
 
 
 def is_run(path: Path) -> bool:
