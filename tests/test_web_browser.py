@@ -85,6 +85,7 @@ def test_atlas_compute_click_head_and_pattern(site):
     import torch
 
     from glassbox.run import hooks, load_model
+    from glassbox.run.text import start_ids
 
     url, b, root = site
     page = open_view(b, url, "view=atlas", "atlas")
@@ -109,7 +110,7 @@ def test_atlas_compute_click_head_and_pattern(site):
     shown = page.evaluate("(() => { const p = window.glassbox.last.pattern; return {tokens: p.tokens, "
                           "shape: p.shape, values: Array.from(p.pattern)}; })()")
     loaded = load_model(root / "tiny")
-    start = [loaded.bos_id] if loaded.bos_id is not None else []  # texts are read after the start token
+    start = start_ids(loaded)  # texts are read after the start token, where the model needs one (run/text)
     ids = start + [loaded.tokenizer.convert_tokens_to_ids(w) for w in TEXT.split()]
     _, cache = hooks.run_with_cache(loaded, torch.tensor([ids]), names=[f"blocks.{layer}.attn.pattern"])
     want = cache[f"blocks.{layer}.attn.pattern"][0, head]

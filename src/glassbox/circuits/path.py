@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.run.text import start_ids
 
 KINDS = ("q", "k", "v")
 _SPEC = re.compile(r"^(\d+\.\d+(?:,\d+\.\d+)*):(\d+)\.(\d+)\.([qkv])$")
@@ -183,7 +184,7 @@ def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int 
         check_ranges(spec, loaded.n_layers, loaded.n_heads)
     vocab = int(loaded.config.vocab_size)
     half = min(half, vocab - 1)
-    bos = loaded.bos_id if loaded.needs_bos else None
+    bos = next(iter(start_ids(loaded)), None)
     orig = induction_batch(vocab, n_seq, half, seed, bos)
     new = induction_batch(vocab, n_seq, half, seed + 1, bos)
     sender_layers = sorted({lyr for s in specs for lyr, _ in s.senders})

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from glassbox.run.load import Loaded
+from glassbox.run.text import encode_with_offsets, start_ids
 
 ORDINALS = {
     "days": "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split(),
@@ -103,7 +104,8 @@ class Parsed:
 
 
 def prefix(loaded: Loaded) -> list[int]:
-    return [loaded.bos_id] if loaded.bos_id is not None else []
+    """The probes' start: the model's own start token(s), as run/text reads any text."""
+    return start_ids(loaded)
 
 
 POOL_TEXT_CHARS = 60_000  # of the KJV, spread over the book: enough for a few thousand distinct tokens
@@ -245,16 +247,6 @@ def repeats(loaded: Loaded, batch: int, half: int, seed: int) -> Repeats:
     return Repeats(torch.tensor(rows), half)
 
 
-def _text_tokens(loaded: Loaded, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids (with the model's start token) and each token's character span in `text`."""
-    tok = loaded.tokenizer
-    enc = tok(text, add_special_tokens=loaded.is_encoder, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    if not loaded.is_encoder:
-        ids, offsets = prefix(loaded) + ids, [(0, 0)] * len(prefix(loaded)) + offsets
-    return ids, offsets
-
-
 def ordinals(loaded: Loaded) -> list[Ordinal]:
     import torch
 
@@ -263,7 +255,7 @@ def ordinals(loaded: Loaded) -> list[Ordinal]:
     out = []
     for items in ORDINALS.values():
         text = "".join(" " + w for w in items)
-        ids, offsets = _text_tokens(loaded, text)
+        ids, offsets = encode_with_offsets(loaded, text)
         positions, item_ids, cursor = [], [], 0
         for w in items:
             start = text.index(w, cursor)
@@ -303,7 +295,7 @@ def parsed(loaded: Loaded) -> list[Parsed]:
         return []
     out = []
     for doc in _nlp().pipe(SENTENCES):
-        ids, offsets = _text_tokens(loaded, doc.text)
+        ids, offsets = encode_with_offsets(loaded, doc.text)
         spans = _spans(offsets, [(t.idx, t.idx + len(t.text)) for t in doc])
         if spans is None:
             continue
@@ -332,7 +324,7 @@ def coreference(loaded: Loaded) -> list[Parsed]:
             start = text.index(w, cursor)
             chars.append((start, start + len(w)))
             cursor = start + len(w)
-        ids, offsets = _text_tokens(loaded, text)
+        ids, offsets = encode_with_offsets(loaded, text)
         spans = _spans(offsets, chars)
         if spans is None:
             continue

@@ -9,6 +9,7 @@ from glassbox.errors import BadInput
 from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
+from glassbox.run.text import encode
 
 TOP_KEYS = 3
 
@@ -31,11 +32,9 @@ def _scores(loaded: Loaded, layer: int, head: int, atlas_path: Path | None) -> t
 def describe_head(loaded: Loaded, layer: int, head: int, text: str, atlas_path: Path | None = None) -> dict[str, Any]:
     import torch
 
-    from glassbox.heads import data
-
     if loaded.tokenizer is None:
         raise BadInput("this checkpoint has no tokenizer, so it cannot read --text", loaded.source)
-    ids, _ = data._text_tokens(loaded, text)
+    ids = encode(loaded, text)
     if len(ids) < 2:
         raise BadInput("--text needs at least one token")
     tokens = torch.tensor([ids])

@@ -7,6 +7,7 @@ from typing import Any
 
 from glassbox import corpora
 from glassbox.errors import BadInput
+from glassbox.run.text import start_ids
 
 
 def read_text(spec: str | Path, limit_chars: int = 4_000_000) -> str:
@@ -34,7 +35,7 @@ def windows(loaded: Any, ids: list[int], seq_len: int) -> Any:
     """Cut ids into [n, seq_len] rows, each starting with BOS when the model needs one."""
     import torch
 
-    bos = loaded.bos_id if loaded.needs_bos else None
+    bos = next(iter(start_ids(loaded)), None)
     body = seq_len - (1 if bos is not None else 0)
     n = max(1, len(ids) // body)
     rows = []

@@ -12,8 +12,9 @@ from typing import Any
 from glassbox import bundled
 from glassbox.errors import BadInput
 from glassbox.run.load import set_threads
+from glassbox.run.text import start_ids
 
-_models: dict[str, tuple[Any, Any]] = {}
+_models: dict[str, Any] = {}  # spec → run.Loaded
 
 
 def _gguf_or_dir(spec: str) -> tuple[str, str | None]:
@@ -30,7 +31,7 @@ def load_tokenizer(spec: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     if str(spec) in _models:
-        return _models[str(spec)][1]
+        return _models[str(spec)].tokenizer
     folder, gguf = _gguf_or_dir(str(spec))
     try:
         return AutoTokenizer.from_pretrained(folder, gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(folder)
@@ -39,18 +40,28 @@ def load_tokenizer(spec: str | Path) -> Any:
 
 
 def needs_bos(spec: str | None) -> bool:
-    return bool(spec in bundled.BUNDLED and bundled.BUNDLED[spec].needs_bos)
+    """Whether the LM's input starts with its start token: run/text's one rule, on the loaded model (an LM not
+    loaded here runs nothing, so it needs nothing)."""
+    return spec in _models and bool(start_ids(_models[spec]))
+
+
+def load(spec: str) -> Any:
+    """The selector LM as `run.Loaded` (the same one every other command gets); kept for the process."""
+    set_threads()
+    if spec not in _models:
+        from glassbox.run import load_model
+
+        loaded = load_model(spec)
+        loaded.model.eval()
+        start, tok = start_ids(loaded), loaded.tokenizer
+        if start and tok is not None and tok.bos_token_id != start[0]:
+            # the start token comes from the model's config; the overlay reads it as tok.bos_token_id
+            tok.bos_token = tok.convert_ids_to_tokens(start[0])
+        _models[spec] = loaded
+    return _models[spec]
 
 
 def load_lm(spec: str) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer); float32, one torch thread."""
-    set_threads()
-    if spec in _models:
-        return _models[spec]
-    from glassbox.run import load_model
-
-    loaded = load_model(spec)
-    model, tok = loaded.model, loaded.tokenizer
-    model.eval()
-    _models[spec] = (model, tok)
-    return model, tok
+    loaded = load(spec)
+    return loaded.model, loaded.tokenizer

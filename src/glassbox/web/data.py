@@ -148,21 +148,10 @@ def compute_atlas(path: Path, name: str | None = None) -> dict[str, Any]:
 
 
 def tokenize(loaded: Any, text: str) -> list[int]:
-    """The text's token ids as the atlas reads text (with the model's start token); ids if no tokenizer."""
-    from glassbox.errors import BadInput
-    from glassbox.heads import data
+    """The text's token ids as every command reads text (run/text); typed token ids if there is no tokenizer."""
+    from glassbox.run.text import encode
 
-    if loaded.tokenizer is None:  # a checkpoint without a tokenizer: the user types token ids
-        try:
-            ids = [int(t) for t in text.replace(",", " ").split()]
-        except ValueError:
-            raise BadInput("this checkpoint has no tokenizer: type token ids separated by spaces") from None
-        vocab = loaded.model.get_input_embeddings().weight.shape[0]
-        if any(not 0 <= i < vocab for i in ids):
-            raise BadInput(f"token ids must be in 0..{vocab - 1}")
-        return ids
-    ids, _ = data._text_tokens(loaded, text)
-    return ids
+    return encode(loaded, text, ids_without_tokenizer=True)
 
 
 def token_strings(loaded: Any, ids: list[int]) -> list[str]:
