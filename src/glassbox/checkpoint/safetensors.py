@@ -14,20 +14,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from glassbox.checkpoint import dtypes
 from glassbox.checkpoint.base import Checkpoint, TensorEntry, find_config
 from glassbox.errors import BadInput
 
 MAX_HEADER = 100_000_000  # the reference library's limit
 MAX_ELEMENTS = 2**62  # shapes whose product overflows this are absurd, and would overflow usize math
 
-# dtype → bits per element. The sub-byte and fp8 kinds are the ones safetensors ≥0.6 knows.
-DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-}
+DTYPE_BITS = dtypes.SAFETENSORS_BITS  # dtype → bits per element (checkpoint/dtypes.py)
 
 
 class _Pairs:
@@ -218,16 +212,9 @@ class SafetensorsCheckpoint(Checkpoint):
         return _mmap_tensor(np, torch, entry)
 
 
-_TORCH_VIEW = {  # dtypes numpy lacks: read raw, then reinterpret in torch
-    "BF16": ("uint16", "bfloat16"), "F8_E4M3": ("uint8", "float8_e4m3fn"), "F8_E5M2": ("uint8", "float8_e5m2"),
-}
-_NUMPY = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "F16": "float16",
-          "I32": "int32", "U32": "uint32", "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64",
-          "C64": "complex64"}
-
-
 def _mmap_tensor(np, torch, entry: TensorEntry):
-    raw_dtype, view = _TORCH_VIEW.get(entry.dtype, (_NUMPY.get(entry.dtype), None))
+    row = dtypes.BY_NAME.get(entry.dtype)
+    raw_dtype = row.numpy_raw if row is not None else None
     if raw_dtype is None:
         raise BadInput(f"tensor {entry.name!r}: dtype {entry.dtype} cannot be loaded as values", entry.file)
     count = math.prod(entry.shape)
@@ -241,7 +228,8 @@ def _mmap_tensor(np, torch, entry: TensorEntry):
     with warnings.catch_warnings():  # a read-only mmap; we never write through it
         warnings.simplefilter("ignore", UserWarning)
         tensor = torch.from_numpy(array)
-    return tensor.view(getattr(torch, view)) if view else tensor
+    # dtypes numpy lacks (bfloat16, fp8) are read raw, then reinterpreted in torch
+    return tensor.view(getattr(torch, row.torch_name)) if row.torch_name != raw_dtype else tensor
 
 
 def open_safetensors(path: Path) -> SafetensorsCheckpoint:
