@@ -1,5 +1,6 @@
-"""Three safetensors headers the reference reader and we must agree on: a lone surrogate escape (not text →
-reject), a duplicate key inside __metadata__ (undefined winner → reject), an unknown field in a tensor entry
+"""Safetensors headers the reference reader and we must agree on: a lone surrogate escape (not text →
+reject), a duplicate key inside __metadata__ (undefined winner → reject), __metadata__ twice at the top level
+(a duplicate field → reject), an unknown field in a tensor entry
 (a newer writer's addition → accept with a warning). Through the real CLI: exit 2 with one `error:` line."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def cli(*args):
     (b'{"__metadata__": {"k": "\\ud800"}, ' + ENTRY + b"}", "lone surrogate"),
     (b'{"\\udfff": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "lone surrogate"),
     (b'{"__metadata__": {"k": "a", "k": "b"}, ' + ENTRY + b"}", "inside __metadata__"),
+    (b'{"__metadata__": {"k": "a"}, ' + ENTRY + b', "__metadata__": {"k": "b"}}', "duplicate field __metadata__"),
 ])
 def test_rejected(tmp_path, raw, rule):
     path = craft(tmp_path / "bad.safetensors", raw)
@@ -70,3 +72,11 @@ def test_duplicate_tensor_key_still_only_warns(tmp_path):
     with open_checkpoint(path) as ck:
         assert ck.tensors["w"].shape == (1,)
         assert any("duplicate key 'w'" in w for w in ck.warnings)
+
+
+def test_metadata_twice_is_rejected_by_the_reference_too(tmp_path):
+    path = craft(tmp_path / "twice.safetensors", b'{"__metadata__": {}, ' + ENTRY + b', "__metadata__": {}}')
+    with pytest.raises(Exception, match="duplicate field"):  # the reference reader's own error type
+        safetensors.numpy.load_file(str(path))
+    with pytest.raises(BadInput, match="duplicate field __metadata__"):
+        open_checkpoint(path)

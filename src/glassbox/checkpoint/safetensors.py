@@ -26,8 +26,9 @@ DTYPE_BITS = dtypes.SAFETENSORS_BITS  # dtype → bits per element (checkpoint/d
 
 class _Pairs:
     """object_pairs_hook that builds each JSON object as a dict (C speed) and remembers which objects had a
-    key twice: a duplicate at the top level or in a tensor entry only warns (the reference reader keeps the
-    last), but inside `__metadata__` it is rejected, since which value wins is undefined there."""
+    key twice: a duplicate tensor name or a duplicate key in a tensor entry only warns (the reference reader keeps
+    the last), but `__metadata__` twice at the top level, or a key twice inside it, is rejected, as the
+    reference reader rejects it."""
 
     def __init__(self) -> None:
         # id(dict) → (the dict, its duplicated keys); holding the dict keeps its id from being reused by a
@@ -96,6 +97,8 @@ def read_header(path: Path) -> tuple[dict[str, Any], int, int, list[str]]:
     if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(header)) is not None:
         raise BadInput(f"header holds a lone surrogate escape ({bad[:40]!r}), which is not valid Unicode text", path)
     if isinstance(header, dict):
+        if "__metadata__" in pairs.duplicated.get(id(header), (None, []))[1]:  # the reference: a duplicate field
+            raise BadInput("duplicate field __metadata__ at the top level of the JSON header", path)
         meta = header.get("__metadata__")
         if isinstance(meta, dict) and id(meta) in pairs.duplicated:
             keys = ", ".join(repr(k) for k in pairs.duplicated[id(meta)][1])
