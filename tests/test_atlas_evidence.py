@@ -61,6 +61,19 @@ def test_head_that_writes_nothing_is_found_but_never_validated(planted_atlas):
     assert group["credited"] is False  # the group with its twin loses nothing without it
 
 
+def test_group_entry_effect_and_ci_are_the_members_drop(planted_atlas):
+    """One quantity per pair: `effect`/`ci` are the member's own drop; the group's are under group_*."""
+    groups = [r["kinds"]["group"] for roles in _roles(planted_atlas).values() for r in roles.values()
+              if "group" in r["kinds"]]
+    assert groups, "the planted model has roles with two checked heads"
+    for g in groups:
+        assert g["effect"] == g["drop"]
+        assert g["ci"][0] <= g["effect"] <= g["ci"][1]
+        assert g["group_ci"][0] <= g["group_effect"] <= g["group_ci"][1]
+        assert g["credited"] == (g["ci"][0] > 0 and g["drop"] > validate.FLOOR)
+    assert any(g["group_effect"] != g["effect"] for g in groups)  # two quantities, two keys
+
+
 def test_dead_head_holds_no_role(planted_atlas):
     assert _roles(planted_atlas)[(1, 3)] == {}
 

@@ -32,7 +32,9 @@ Evidence kinds:
   group   the role's checked heads ablated together, against NULL_SETS random sets of the same size drawn
           from the null panel (every head a null may use, any layer; the sets are shared by every role of the
           same task and size, so they cost one batch per task, not one per role); a member is credited with the group only when removing it from the group
-          lowers the group effect (paired bootstrap interval of the difference above 0).
+          lowers the group effect (paired bootstrap interval of the difference above 0). A member's group
+          entry: `effect`, `ci`, `se` (and `drop`) are its own drop; the group's own effect, interval and se are
+          `group_effect`, `group_ci`, `group_se`; `p` and the null's mean and sd test the group against its null.
 
 Test, in two parts. Against the null population: effect x vs the null's mean m and sd s (n values),
 t = (x − m) / (s √(1 + 1/n)), p from Student's t with n − 1 degrees of freedom (a prediction test: is x a
@@ -324,11 +326,15 @@ class Validator:
         whole = runs[0][metric]
         result = evidence(whole, [float(r[metric].mean()) for r in runs[1 + len(loo):]],
                           self._seed(task, group[0], "group"))
+        # the group's own figures under their own keys; `effect`, `ci` and `se` of a member's entry are its drop
+        own = {"group_effect": result.pop("effect"), "group_ci": result.pop("ci"), "group_se": result.pop("se")}
+        result.update(own)
         credit = {}
         for x, r in zip(group, runs[1: 1 + len(loo)], strict=True):
             diff = whole - r[metric]  # paired: the same examples
-            lo, hi = bootstrap_ci(diff, self._seed(task, x, "credit"))
-            credit[x] = {"drop": round(float(diff.mean()), 6), "ci": [round(lo, 6), round(hi, 6)],
+            lo, hi, se = _bootstrap(diff, self._seed(task, x, "credit"))
+            drop = round(float(diff.mean()), 6)
+            credit[x] = {"drop": drop, "effect": drop, "ci": [round(lo, 6), round(hi, 6)], "se": se,
                          "credited": bool(lo > 0 and float(diff.mean()) > FLOOR)}
         return result, credit
 
@@ -396,13 +402,15 @@ def holm(ps: list[float]) -> list[float]:
 def decide(kinds: dict[str, dict[str, Any]]) -> tuple[bool, list[str], str | None]:
     """(validated, significant kinds, the kind whose figures lead the entry) from corrected kinds.
 
-    Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail)."""
+    Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail); a group
+    kind also `group_effect` (the verdict is the one the atlas gave before the member's drop took `effect`)."""
     def floor(e: dict[str, Any]) -> float:
         m = e.get("null_mean")
         return 0.0 if m is None or math.isnan(m) else m
 
+    # a group entry: p and the null are the group's (its effect under group_effect), ci is the member's drop
     positive = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
-                and e["effect"] > FLOOR and e.get("credited", True)]
+                and e.get("group_effect", e["effect"]) > FLOOR and e.get("credited", True)]
     negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < min(0.0, floor(e))]
     for k, e in kinds.items():
         e["significant"] = "positive" if k in positive else "negative" if k in negative else "no"
