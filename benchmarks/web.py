@@ -51,27 +51,27 @@ def main() -> None:
 
     from glassbox import bundled
     from glassbox.heads.annotate import load_atlas
-    from glassbox.web import data
+    from glassbox.web import documents
 
     path = bundled.bundled_path("smollm2-135m")
     if args.atlas:
-        data.store_atlas(path, load_atlas(args.atlas))
-    if data.cached_atlas(path) is None and args.probes_only:
+        documents.store_atlas(path, load_atlas(args.atlas))
+    if documents.cached_atlas(path) is None and args.probes_only:
         from glassbox.heads.atlas import Settings, build_atlas
 
-        data.store_atlas(path, build_atlas(data.load(path, "smollm2-135m"), Settings(validate=False)))
-    if data.cached_atlas(path) is None:
+        documents.store_atlas(path, build_atlas(documents.load(path, "smollm2-135m"), Settings(validate=False)))
+    if documents.cached_atlas(path) is None:
         print("no cached atlas: computing it (minutes)", file=sys.stderr)
-        data.compute_atlas(path, "smollm2-135m")
-    roles = sum(len(h["roles"]) for h in data.cached_atlas(path)["heads"])
-    loaded = data.load(path, "smollm2-135m")
+        documents.compute_atlas(path, "smollm2-135m")
+    roles = sum(len(h["roles"]) for h in documents.cached_atlas(path)["heads"])
+    loaded = documents.load(path, "smollm2-135m")
     text = SENTENCE * 40
-    ids = data.tokenize(loaded, text)
+    ids = documents.tokenize(loaded, text)
     cut = 0  # trim words until exactly 512 tokens (start token included)
     words = text.split(" ")
     while len(ids) > 512:
         cut += 1
-        ids = data.tokenize(loaded, " ".join(words[:-cut]))
+        ids = documents.tokenize(loaded, " ".join(words[:-cut]))
     text = " ".join(words[:-cut]) if cut else text
     layer, head = 18, 6
     with tempfile.TemporaryDirectory() as root, live_server(Path(root), ["smollm2-135m"]) as url, browser() as b:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from planted import planted_induction
 
-from glassbox.heads import data, probes, validate
+from glassbox.heads import probe_inputs, probes, validate
 from glassbox.heads.atlas import THRESHOLDS, Settings, build_atlas, threshold
 from glassbox.run import load_model
 
@@ -117,7 +117,7 @@ def test_syntax_scores_are_net_of_the_fixed_offset_baseline(tiny_folder):
     words = 6
     spans = [(i, i) for i in range(words)]
     # every "amod" arc joins a word to the one right before it: "attend to the previous word" gets them all
-    sentences = [data.Parsed(torch.randint(0, 96, (1, words)), spans, [(i, i + 1, "amod") for i in range(0, 4)])
+    sentences = [probe_inputs.Parsed(torch.randint(0, 96, (1, words)), spans, [(i, i + 1, "amod") for i in range(0, 4)])
                  for _ in range(3)]
     base = probes.syntax_baselines(loaded, sentences)
     assert base["amod"] == {"offset": -1, "accuracy": 1.0, "arcs": 12}
@@ -145,11 +145,11 @@ def test_byte_level_probe_tokens_come_from_the_training_corpus(tmp_path):
     corpus.write_bytes(b"abcab cabba " * 50)
     (folder / "config.json").write_text(json.dumps({"glassbox_train": {"data": {"kind": "text", "path": str(corpus)}}}))
     loaded = load_model(folder / "checkpoints")
-    pool, where = data.token_pool(loaded)
+    pool, where = probe_inputs.token_pool(loaded)
     assert set(pool.tolist()) == set(b"abc ") and "training corpus" in where
-    rep = data.repeats(loaded, 2, 3, seed=0)
+    rep = probe_inputs.repeats(loaded, 2, 3, seed=0)
     assert set(rep.tokens.flatten().tolist()) <= set(b"abc ")
-    text = data.passages(loaded, 2, 8, seed=0)
+    text = probe_inputs.passages(loaded, 2, 8, seed=0)
     assert text is not None and torch.equal(text.tokens[:, 1:9], text.tokens[:, 9:17])
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
-from glassbox.timeline import examples as E  # noqa: E402
+from glassbox.timeline import examples  # noqa: E402
 from glassbox.train import replay  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 
@@ -35,11 +35,11 @@ def test_replay_reproduces_the_saved_checkpoints(tiny_run: Path):
 def test_head_slices_are_the_heads_own(tiny_run: Path):
     state = replay.setup(tiny_run)
     decl, model = state["decl"], state["model"]
-    h0 = E.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
-    h1 = E.head_params(model, decl["architecture"], decl["model_config"], 1, 1)
+    h0 = examples.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
+    h1 = examples.head_params(model, decl["architecture"], decl["model_config"], 1, 1)
     assert set(h0) == set(h1) and all(".h.1." in n for n in h0)
     w = dict(model.named_parameters())
-    size0 = E._flat({n: w[n] for n in h0}, h0).numel()
+    size0 = examples._flat({n: w[n] for n in h0}, h0).numel()
     # Q, K, V columns (+ their biases) and O rows of one head of width 32 in a 64-wide model
     assert size0 == 4 * 32 * 64 + 3 * 32
     mark = {n: torch.zeros_like(w[n]) for n in h0}
@@ -52,25 +52,25 @@ def test_head_slices_are_the_heads_own(tiny_run: Path):
 
 
 def test_contributions_match_brute_force_and_sum_to_the_batch(tiny_run: Path):
-    got = E.contributions(tiny_run, 1, 0, (4, 5), quiet=True)
+    got = examples.contributions(tiny_run, 1, 0, (4, 5), quiet=True)
     rows = got["rows"]
     assert len(rows) == 2 * 64
     # brute force: one backward per row at the replayed weights, projected on the replayed update
     state = replay.setup(tiny_run)
     decl, model = state["decl"], state["model"]
-    slices = E.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
+    slices = examples.head_params(model, decl["architecture"], decl["model_config"], 1, 0)
     named = dict(model.named_parameters())
     replay.advance(state, 3)
     for step in (4, 5):
-        w0 = E._flat({n: named[n].detach() for n in slices}, slices).clone()
+        w0 = examples._flat({n: named[n].detach() for n in slices}, slices).clone()
         batch = state["data"].batch(step)
         grads = []
         for i in range(batch.tokens.shape[0]):
             model.zero_grad(set_to_none=True)
             replay.lm_loss(model, batch.tokens[i : i + 1]).backward()
-            grads.append(E._flat({n: named[n].grad for n in slices}, slices).clone())
+            grads.append(examples._flat({n: named[n].grad for n in slices}, slices).clone())
         replay.advance(state, step)
-        u = E._flat({n: named[n].detach() for n in slices}, slices) - w0
+        u = examples._flat({n: named[n].detach() for n in slices}, slices) - w0
         brute = [float(-(g @ u) / u.norm() / len(grads)) for g in grads]
         mine = [r["contribution"] for r in rows if r["step"] == step]
         assert mine == pytest.approx(brute, rel=1e-4, abs=1e-7)
@@ -98,7 +98,7 @@ def test_writes_examples_cli(tiny_run: Path):
 
 
 def test_token_data_repeats_heldout_and_map(tmp_path: Path):
-    from glassbox.train.data import TokenData, decoder
+    from glassbox.train.batches import TokenData, decoder
 
     corpus = tmp_path / "c.txt"
     words = ["alpha", "beta", "gamma", "delta", "the", "king", "said", "unto", "him", "and"]
@@ -127,15 +127,15 @@ def test_token_data_repeats_heldout_and_map(tmp_path: Path):
 
 
 def test_retrain_replaces_the_rows_it_says(tiny_run: Path):
-    ranked = E.rank(tiny_run, 1, 0, (3, 4), top=2, quiet=True)
+    ranked = examples.rank(tiny_run, 1, 0, (3, 4), top=2, quiet=True)
     assert sorted(map(tuple, ranked["ranked_rows"])) == [(s, r) for s in (3, 4) for r in range(64)]
-    whole = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=1.0)
+    whole = examples.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=1.0)
     # every row of the window replaced, by the ranking or at random: the same set, the same training
     assert whole["replaced_rows"] == 128
     assert whole["top_replaced"]["scores"] == whole["random_replaced"]["scores"]
     assert whole["top_replaced"]["scores"][-1] != whole["baseline"]["scores"][-1]
     assert whole["baseline"]["steps"] == [2, 3, 4, 5, 6]
-    part = E.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25, n_random=2)
+    part = examples.retrain(tiny_run, 1, 0, ranked, until=6, every=1, quiet=True, share=0.25, n_random=2)
     assert part["replaced_rows"] == 32 and part["baseline"]["scores"] == whole["baseline"]["scores"]
     # two different random sets of 32 rows: the first is the one under the old key, and they train differently
     first, second = part["random_sets"]
@@ -144,9 +144,9 @@ def test_retrain_replaces_the_rows_it_says(tiny_run: Path):
 
 def test_midpoint_crossing_is_the_last_rise_through_the_level():
     steps = [0, 10, 20, 30, 40]
-    assert E.midpoint_crossing(steps, [0.2, 0.4, 0.2, 0.6, 0.7], 0.3) == 22.5  # dipped again at 20: the last rise
-    assert E.midpoint_crossing(steps, [0.35, 0.4, 0.5, 0.6, 0.7], 0.3) == 0.0  # above it from the start
-    assert E.midpoint_crossing(steps, [0.1, 0.2, 0.4, 0.5, 0.2], 0.3) is None  # ends below it
+    assert examples.midpoint_crossing(steps, [0.2, 0.4, 0.2, 0.6, 0.7], 0.3) == 22.5  # dipped again at 20: the last rise
+    assert examples.midpoint_crossing(steps, [0.35, 0.4, 0.5, 0.6, 0.7], 0.3) == 0.0  # above it from the start
+    assert examples.midpoint_crossing(steps, [0.1, 0.2, 0.4, 0.5, 0.2], 0.3) is None  # ends below it
 
 
 def test_text_induction_preset_on_another_corpus_trains_and_probes_held_out_text(tmp_path: Path):

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from glassbox.heads import data, probes, validate
+from glassbox.heads import probe_inputs, probes, validate
 from glassbox.heads.atlas import THRESHOLDS, Settings, build_atlas
 from glassbox.run import hooks
 
@@ -22,7 +22,7 @@ def _repeated_loss(loaded, rep, edits):
 
 @pytest.mark.slow
 def test_smollm2_roles_and_induction_ablation(smollm2):
-    rep = data.repeats(smollm2, 8, 32, seed=0)
+    rep = probe_inputs.repeats(smollm2, 8, 32, seed=0)
     _, cache = hooks.run_with_cache(smollm2, rep.tokens, names="blocks.*.attn.pattern")
     scores = probes.pattern_scores(smollm2, rep, cache)
     for role in ("previous_token", "induction", "first_token", "duplicate_token"):
@@ -30,7 +30,7 @@ def test_smollm2_roles_and_induction_ablation(smollm2):
     flat = scores["induction"].flatten()
     top = [divmod(int(i), smollm2.n_heads) for i in flat.argsort(descending=True)[:3]]
     others = [divmod(i, smollm2.n_heads) for i in range(flat.numel()) if flat[i] < 0.05]
-    test = data.repeats(smollm2, 4, 24, seed=1)  # fresh sequences
+    test = probe_inputs.repeats(smollm2, 4, 24, seed=1)  # fresh sequences
     means = hooks.head_means(smollm2, test.tokens)
     clean = _repeated_loss(smollm2, test, [])
     induction = _repeated_loss(smollm2, test, hooks.mean_ablation(top, means)) - clean
@@ -48,13 +48,13 @@ def test_smollm2_roles_and_induction_ablation(smollm2):
 def test_smollm2_sink_head_matters_once_its_sink_is_removed(smollm2):
     """Zero-ablating an attention sink changes almost nothing; taking its attention off position 0 makes its
     output grow and moves the model's output, far more than the same edit on non-sink heads of its layer."""
-    rep = data.repeats(smollm2, 8, 32, seed=0)
+    rep = probe_inputs.repeats(smollm2, 8, 32, seed=0)
     _, cache = hooks.run_with_cache(smollm2, rep.tokens, names="blocks.*.attn.pattern")
     first = probes.pattern_scores(smollm2, rep, cache)["first_token"]
     layer, head = divmod(int(first.argmax()), smollm2.n_heads)
     assert first[layer, head] >= THRESHOLDS["first_token"]
     others = [h for h in range(smollm2.n_heads) if first[layer, h] < THRESHOLDS["first_token"]][:3]
-    test = data.repeats(smollm2, 4, 16, seed=1)  # fresh sequences
+    test = probe_inputs.repeats(smollm2, 4, 16, seed=1)  # fresh sequences
     v = validate.Validator(smollm2, {"repeats": validate.Task(test.tokens)}, seed=0)
     sink = v.metrics("repeats", layer, head, "no_sink")
     rand = [v.metrics("repeats", layer, h, "no_sink") for h in others]
@@ -67,7 +67,7 @@ def test_smollm2_sink_head_matters_once_its_sink_is_removed(smollm2):
 def test_heads_show_on_smollm2(smollm2):
     from glassbox.heads.show import describe_head
 
-    rep = data.repeats(smollm2, 2, 16, seed=0)
+    rep = probe_inputs.repeats(smollm2, 2, 16, seed=0)
     _, cache = hooks.run_with_cache(smollm2, rep.tokens, names="blocks.*.attn.pattern")
     prev = probes.pattern_scores(smollm2, rep, cache)["previous_token"]
     layer, head = divmod(int(prev.argmax()), smollm2.n_heads)
@@ -103,9 +103,9 @@ def test_probe_data_is_built_in(tiny_folder):
     from glassbox.run import load_model
 
     loaded = load_model(tiny_folder("gpt_neox"))  # no tokenizer: random-token probes only
-    rep = data.repeats(loaded, 3, 10, seed=5)
+    rep = probe_inputs.repeats(loaded, 3, 10, seed=5)
     assert rep.tokens.shape == (3, 21)
     assert torch.equal(rep.tokens[:, 1:11], rep.tokens[:, 11:21])
     assert all(len(set(row[1:11].tolist())) == 10 for row in rep.tokens)
-    assert torch.equal(rep.tokens, data.repeats(loaded, 3, 10, seed=5).tokens)
-    assert data.parsed(loaded) == [] and data.ordinals(loaded) == []
+    assert torch.equal(rep.tokens, probe_inputs.repeats(loaded, 3, 10, seed=5).tokens)
+    assert probe_inputs.parsed(loaded) == [] and probe_inputs.ordinals(loaded) == []

@@ -137,7 +137,7 @@ def test_overlay_consolidate(model, tmp_path, capsys):
 def test_web_names_restore_an_index_left_aside(tmp_path):
     """The web app resolves names the way a CLI open does: an index whose rebuild died between the two renames
     (only `.idx.old-<dead pid>-<hex>` is left) is put back, not answered with 404."""
-    from glassbox.web.paths import Refused, resolve
+    from glassbox.web.paths import PathRefused, resolve
 
     idx = tmp_path / "idx"
     idx.mkdir()
@@ -146,6 +146,6 @@ def test_web_names_restore_an_index_left_aside(tmp_path):
     os.replace(idx, tmp_path / f".idx.old-{int(dead.stdout)}-abc123")
     assert resolve(tmp_path, "idx") == ("idx", idx.resolve())
     assert (idx / "meta.json").read_text() == "{}" and temporaries(idx) == []
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(PathRefused) as exc:
         resolve(tmp_path, "other")  # nothing aside for this name: still a 404
     assert exc.value.status == 404

@@ -76,7 +76,7 @@ def run_with_examples(tmp_path_factory) -> Path:
 
 
 def test_timeline_json_has_the_examples_section(run_with_examples: Path):
-    from glassbox.train import data as D
+    from glassbox.train import batches
     from glassbox.train.loop import _read_declaration
 
     run = run_with_examples
@@ -101,7 +101,7 @@ def test_timeline_json_has_the_examples_section(run_with_examples: Path):
     # every span is the run's own batch row, with the marked part a copy of its source
     decl = _read_declaration(run)
     tr = decl["train"]
-    data = D.make_data(decl["data"], decl["model_config"]["vocab_size"], tr["seq_len"], tr["batch_size"], decl["seed"])
+    data = batches.make_data(decl["data"], decl["model_config"]["vocab_size"], tr["seq_len"], tr["batch_size"], decl["seed"])
     for r in ex["top"]:
         b = data.batch(r["step"])
         seq, mark = b.tokens[r["row"]].tolist(), b.repeated[r["row"]].tolist()

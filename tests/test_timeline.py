@@ -76,7 +76,7 @@ def test_sink_mass_counts_only_for_the_sink_roles(causal: bool):
 def test_timeline_and_atlas_score_alike(runs):
     """One definition: the atlas's probes, run on the timeline's batch through glassbox.run, give the
     timeline's numbers for the last checkpoint."""
-    from glassbox.heads import data, probes
+    from glassbox.heads import probe_inputs, probes
     from glassbox.run import hooks, load_model
 
     doc = analyze(runs["plain"])
@@ -84,7 +84,7 @@ def test_timeline_and_atlas_score_alike(runs):
     loaded = load_model(str(runs["plain"] / "checkpoints" / f"step-{last['step']:06d}.safetensors"))
     tokens = probe_batch(loaded.config.vocab_size, read_declaration(runs["plain"])["train"]["seq_len"])
     _, cache = hooks.run_with_cache(loaded, tokens, names="blocks.*.attn.pattern")
-    atlas = probes.pattern_scores(loaded, data.Repeats(tokens, tokens.shape[1] // 2), cache)
+    atlas = probes.pattern_scores(loaded, probe_inputs.Repeats(tokens, tokens.shape[1] // 2), cache)
     for h in last["heads"]:
         for role in ROLES:
             assert float(atlas[role][h["layer"], h["head"]]) == pytest.approx(h["scores"][role], abs=1e-5), role

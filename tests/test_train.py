@@ -19,7 +19,7 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from glassbox.train import checkpoints as ck  # noqa: E402
-from glassbox.train.data import PeriodicData  # noqa: E402
+from glassbox.train.batches import PeriodicData  # noqa: E402
 from glassbox.train.loop import declare, train  # noqa: E402
 from glassbox.train.model import PRESETS, build_model, initialize  # noqa: E402
 

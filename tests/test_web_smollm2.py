@@ -17,10 +17,10 @@ def test_smollm2_head_page_bytes_and_long_pattern(smollm2, tmp_path):
     from glassbox.anatomy import describe
     from glassbox.checkpoint import open_checkpoint
     from glassbox.run import hooks
-    from glassbox.web import data
+    from glassbox.web import documents
 
     path = bundled.bundled_path("smollm2-135m")
-    data._models[str(path.resolve())] = smollm2  # the session's model: no second 0.6 GB copy
+    documents._models[str(path.resolve())] = smollm2  # the session's model: no second 0.6 GB copy
     with open_checkpoint("smollm2-135m") as ck:
         doc = describe(ck).to_json()
     layer, head = 18, 6
@@ -44,7 +44,7 @@ def test_smollm2_head_page_bytes_and_long_pattern(smollm2, tmp_path):
                                 "return {shape: p.shape, values: Array.from(p.pattern)}; })()")
             n = got["shape"][0]
             assert n >= 512
-            ids = data.tokenize(smollm2, LONG)
+            ids = documents.tokenize(smollm2, LONG)
             _, cache = hooks.run_with_cache(smollm2, torch.tensor([ids]), names=[f"blocks.{layer}.attn.pattern"])
             expect = cache[f"blocks.{layer}.attn.pattern"][0, head]
             assert torch.allclose(torch.tensor(got["values"]).reshape(n, n), expect.float(), atol=1e-6)

@@ -59,7 +59,7 @@ def see_it(model: str, atlas: dict, out: Path) -> str:
     """Cache the atlas (so `glassbox serve` opens it at once) and write the report of the model and the run."""
     from glassbox import bundled
     from glassbox.report import build_report
-    from glassbox.web.data import store_atlas
+    from glassbox.web.documents import store_atlas
 
     store_atlas(bundled.resolve(model), atlas)
     specs = [model] + ([str(out / "train")] if (out / "train" / "metrics.parquet").exists() else [])

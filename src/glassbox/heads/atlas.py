@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassbox import progress
-from glassbox.heads import data, probes, validate
+from glassbox.heads import probe_inputs, probes, validate
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -96,10 +96,10 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
     half = _half(loaded, settings.half)
     steps = ["attention probes", "natural text", "text probes", "weights"]
     scores: dict[str, Any] = {}
-    inputs: dict[str, Any] = {"probe_tokens": data.token_pool(loaded)[1]}
+    inputs: dict[str, Any] = {"probe_tokens": probe_inputs.token_pool(loaded)[1]}
     for step in progress.track(steps, "atlas: probes"):
         if step == "attention probes":
-            rep = data.repeats(loaded, settings.batch, half, settings.seed)
+            rep = probe_inputs.repeats(loaded, settings.batch, half, settings.seed)
             names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
             _, cache = hooks.run_with_cache(loaded, rep.tokens, names=names)
             scores.update(probes.pattern_scores(loaded, rep, cache))
@@ -108,7 +108,7 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
             inputs["repeats"] = rep
             del cache
         elif step == "natural text" and not loaded.is_encoder:
-            text = data.passages(loaded, TEXT_BATCH, min(half, 32), settings.seed)
+            text = probe_inputs.passages(loaded, TEXT_BATCH, min(half, 32), settings.seed)
             if text is not None:
                 _, cache = hooks.run_with_cache(loaded, text.tokens, names="blocks.*.attn.pattern")
                 m = {"induction": masks.role_mask(text.tokens, "induction")}
@@ -116,7 +116,7 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
                 scores["induction_text"] = masks.pattern_scores(patterns, m)["induction"]
                 del cache
         elif step == "text probes":
-            sentences, coref = data.parsed(loaded), data.coreference(loaded)
+            sentences, coref = probe_inputs.parsed(loaded), probe_inputs.coreference(loaded)
             if sentences:
                 _, _, cache = probes.text_cache(loaded, sentences)
                 scores.update(probes.syntax_scores(loaded, sentences, cache))
@@ -130,7 +130,7 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
             scores["copying_ov"] = probes.copying_scores(loaded)
             scores["copying"], inputs["copying_measure"] = copying_measure(loaded, scores["copying_ov"],
                                                                            scores["copying_act"])
-            lists = data.ordinals(loaded)
+            lists = probe_inputs.ordinals(loaded)
             if lists:
                 scores["successor"], _ = probes.successor_scores(loaded, lists)
                 inputs["successor"] = lists
@@ -143,7 +143,7 @@ def _tasks(loaded: Loaded, inputs: dict[str, Any], seed: int) -> dict[str, valid
 
     tasks: dict[str, validate.Task] = {}
     half = _half(loaded, VALIDATION_HALF)
-    rep = data.repeats(loaded, VALIDATION_BATCH, half, seed + 1)  # fresh sequences: not the scoring ones
+    rep = probe_inputs.repeats(loaded, VALIDATION_BATCH, half, seed + 1)  # fresh sequences: not the scoring ones
     targets = torch.zeros(rep.tokens.shape, dtype=torch.bool)
     targets[:, half + 2: 2 * half + 1] = True
     tasks["repeats"] = validate.Task(rep.tokens, targets=targets)
@@ -177,7 +177,7 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
     """Every role's top heads → their evidence; returns (entries per head, checks skipped, tests corrected)."""
     role_list = [n for n in scores if n not in EXTRA_SCORES]
     busy = {(int(l_), int(h)) for role in role_list for l_, h in (scores[role] >= threshold(role)).nonzero().tolist()}
-    pool = data.token_pool(loaded)[0]
+    pool = probe_inputs.token_pool(loaded)[0]
     validator = validate.Validator(loaded, _tasks(loaded, inputs, settings.seed), settings.seed, busy, pool)
     budget = settings.budget_fpe * int(inputs["repeats"].tokens.numel())
 

@@ -30,7 +30,7 @@ from collections import defaultdict
 from typing import Any
 
 from glassbox import registry, weights
-from glassbox.heads import data, masks
+from glassbox.heads import masks, probe_inputs
 from glassbox.run import hooks
 from glassbox.run.layout import LAYOUTS, layers, o_weight, submodule
 from glassbox.run.load import Loaded
@@ -53,7 +53,7 @@ def pad(rows: list[Any], pad_id: int = 0) -> tuple[Any, Any]:
     return tokens, mask
 
 
-def pattern_scores(loaded: Loaded, rep: data.Repeats, cache: Any) -> dict[str, Any]:
+def pattern_scores(loaded: Loaded, rep: probe_inputs.Repeats, cache: Any) -> dict[str, Any]:
     """The attention probes from one cached forward over the repeated sequences → name → [layer, head].
 
     Masks and scores are glassbox.heads.masks, the same definition the training timeline uses."""
@@ -113,14 +113,14 @@ def copying_scores(loaded: Loaded) -> Any:
     return out
 
 
-def copying_activation(loaded: Loaded, rep: data.Repeats, cache: Any, seed: int) -> Any:
+def copying_activation(loaded: Loaded, rep: probe_inputs.Repeats, cache: Any, seed: int) -> Any:
     """Rank of the attended token's direct logit among 64 random in-distribution tokens, second half,
     → [layer, head] (0.5 = chance)."""
     import torch
 
     w_u, _ = ov_readout(loaded)
     g = torch.Generator().manual_seed(seed + 7)
-    pool, _ = data.token_pool(loaded)
+    pool, _ = probe_inputs.token_pool(loaded)
     others = pool[torch.randint(0, len(pool), (64,), generator=g)]
     t = rep.half
     q = torch.arange(t + 1, 1 + 2 * t)
@@ -136,7 +136,7 @@ def copying_activation(loaded: Loaded, rep: data.Repeats, cache: Any, seed: int)
     return out
 
 
-def successor_scores(loaded: Loaded, lists: list[data.Ordinal]) -> tuple[Any, int]:
+def successor_scores(loaded: Loaded, lists: list[probe_inputs.Ordinal]) -> tuple[Any, int]:
     """Gould et al.'s succession score per head (see module docstring) → ([layer, head], items scored)."""
     import torch
 
@@ -172,7 +172,7 @@ def _word_attention(p: Any, spans: list[tuple[int, int]], word: int) -> Any:
     return torch.stack([row[:, a:b + 1].sum(-1) for a, b in spans], dim=-1)
 
 
-def _relations(sentences: list[data.Parsed]) -> tuple[list[str], dict[str, int]]:
+def _relations(sentences: list[probe_inputs.Parsed]) -> tuple[list[str], dict[str, int]]:
     counts: dict[str, int] = defaultdict(int)
     for s in sentences:
         for _, _, rel in s.arcs:
@@ -186,7 +186,7 @@ def _arc_ends(dep: int, head: int, is_encoder: bool) -> tuple[int, int]:
     return (dep, head) if is_encoder or dep > head else (head, dep)
 
 
-def syntax_baselines(loaded: Loaded, sentences: list[data.Parsed]) -> dict[str, dict[str, Any]]:
+def syntax_baselines(loaded: Loaded, sentences: list[probe_inputs.Parsed]) -> dict[str, dict[str, Any]]:
     """Per relation, the best fixed-offset baseline: {rel: {"offset": k, "accuracy": share, "arcs": n}}.
 
     offset −k = "the word k before", +k = "the word k after" (encoders only: causal heads cannot look ahead)."""
@@ -207,7 +207,7 @@ def syntax_baselines(loaded: Loaded, sentences: list[data.Parsed]) -> dict[str, 
     return out
 
 
-def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any, net: bool = True) -> dict[str, Any]:
+def syntax_scores(loaded: Loaded, sentences: list[probe_inputs.Parsed], cache: Any, net: bool = True) -> dict[str, Any]:
     """Clark et al.'s per-relation head accuracy, net of the best fixed-offset baseline (net=False: raw)
     → 'syntax:<rel>' → [layer, head]."""
     import torch
@@ -235,7 +235,7 @@ def syntax_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any, net:
     return out
 
 
-def coreference_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any) -> Any:
+def coreference_scores(loaded: Loaded, sentences: list[probe_inputs.Parsed], cache: Any) -> Any:
     import torch
 
     out = torch.zeros(loaded.n_layers, loaded.n_heads)
@@ -250,7 +250,7 @@ def coreference_scores(loaded: Loaded, sentences: list[data.Parsed], cache: Any)
     return out / max(n, 1)
 
 
-def text_cache(loaded: Loaded, sentences: list[data.Parsed]) -> tuple[Any, Any, Any]:
+def text_cache(loaded: Loaded, sentences: list[probe_inputs.Parsed]) -> tuple[Any, Any, Any]:
     """One padded forward over sentences, caching the patterns → (tokens, mask, cache)."""
     tokens, mask = pad([s.tokens for s in sentences])
     _, cache = hooks.run_with_cache(loaded, tokens, names="blocks.*.attn.pattern", attention_mask=mask)

@@ -88,10 +88,6 @@ class Task:
     direct_null: Any = None  # [layer, head, NULL_TOKENS]: the same on random tokens (mean over examples)
     memo: dict[tuple[str, tuple[tuple[int, int], ...]], dict[str, Any]] = field(default_factory=dict)
 
-    @property
-    def n_examples(self) -> int:
-        return int(self.ex_row.numel())
-
 
 def _einsum(spec: str, *ops: Any) -> Any:
     import torch

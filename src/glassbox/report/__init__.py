@@ -38,40 +38,40 @@ def model_payload(spec: str, path: Path, atlas: dict[str, Any] | None = None, co
     """Anatomy, atlas (cached, else computed when `compute`), patterns on `text`, OV and lens of role heads."""
     import numpy as np
 
-    from glassbox.web import data
+    from glassbox.web import documents
 
     doc: dict[str, Any] = {"src": spec, "kind": "model"}
-    doc["anatomy"] = data.anatomy_doc(path)
-    atlas = atlas or data.cached_atlas(path, doc["anatomy"])
-    loaded = data.load(path, spec)
+    doc["anatomy"] = documents.anatomy_doc(path)
+    atlas = atlas or documents.cached_atlas(path, doc["anatomy"])
+    loaded = documents.load(path, spec)
     if atlas is None and compute:
-        atlas = data.compute_atlas(path, spec)
+        atlas = documents.compute_atlas(path, spec)
     doc["atlas"] = atlas
     if loaded.tokenizer is None:  # no tokenizer: the patterns are shown on ids 0..31
         text = " ".join(str(i) for i in range(32))
     role_heads = {(h["layer"], h["head"]) for h in (atlas or {}).get("heads", []) if h["roles"]}
-    run = data.all_patterns(loaded, text, role_heads)
+    run = documents.all_patterns(loaded, text, role_heads)
     patterns = {f"{la}.{he}": base64.b64encode(np.clip(np.rint(p * 255), 0, 255).astype(np.uint8).tobytes()).decode()
                 for (la, he), p in run["patterns"].items()}
     doc["sample"] = {"text": text, "tokens": run["tokens"], "patterns": patterns,
                      "lens": {f"{la}.{he}": v for (la, he), v in run["lens"].items()},
-                     "kv_groups": data._kv_groups(loaded), "causal": not loaded.is_encoder}
+                     "kv_groups": documents._kv_groups(loaded), "causal": not loaded.is_encoder}
     if not loaded.is_encoder and loaded.tokenizer is not None:
         try:  # the Lens & patching tab: the lens on the sample text, the Mary/John patching run
-            doc["lens"] = data.lens_doc(loaded, text)
-            doc["patch"] = data.patch_doc(loaded, PATCH_CLEAN, PATCH_CORRUPT, PATCH_METRIC, "heads")
+            doc["lens"] = documents.lens_doc(loaded, text)
+            doc["patch"] = documents.patch_doc(loaded, PATCH_CLEAN, PATCH_CORRUPT, PATCH_METRIC, "heads")
         except BadInput as exc:  # e.g. a tokenizer that splits Mary or John: say so in the page instead
             doc["lens_error"] = str(exc)
     if not loaded.is_encoder:
-        doc["ov"] = {f"{la}.{he}": data.ov_tokens(loaded, la, he)
+        doc["ov"] = {f"{la}.{he}": documents.ov_tokens(loaded, la, he)
                      for la, he in progress.track(sorted(role_heads), "report: OV circuits")}
     return doc
 
 
 def run_payload(spec: str, path: Path) -> dict[str, Any]:
-    from glassbox.web import data
+    from glassbox.web import documents
 
-    return {"src": spec, "kind": "run", "anatomy": data.anatomy_doc(path), "timeline": data.timeline_doc(path)}
+    return {"src": spec, "kind": "run", "anatomy": documents.anatomy_doc(path), "timeline": documents.timeline_doc(path)}
 
 
 def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,

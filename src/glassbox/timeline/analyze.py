@@ -87,7 +87,7 @@ class CheckpointProber:
         self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
         set_threads(self.model)
         if decl["data"].get("kind") == "tokens":  # real text: held-out real spans repeated, in distribution
-            from glassbox.train.data import make_data
+            from glassbox.train.batches import make_data
 
             tr = decl["train"]
             self.probe = make_data(decl["data"], self.model.config.vocab_size, tr["seq_len"], 1, 0).probe()

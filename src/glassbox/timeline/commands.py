@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The cheap atlas probes on every checkpoint, phase changes, why this head; plots (PNG)."""
         from glassbox.scale import seam
-        from glassbox.timeline import render as R
+        from glassbox.timeline import render as timeline_render
         from glassbox.timeline.analyze import analyze
         from glassbox.train.store import read_table
 
@@ -56,17 +56,17 @@ def register(app: typer.Typer) -> None:
             if len(docs) == 1 and not compare:
                 doc = dict(docs[0], plots=plots)
             else:
-                doc = {"runs": docs, "comparison": R.comparison(docs), "plots": plots}
+                doc = {"runs": docs, "comparison": timeline_render.comparison(docs), "plots": plots}
             typer.echo(json.dumps(doc))
             return
         if compare or len(docs) > 1:
             if not compare:
                 for d in docs:
-                    typer.echo(R.render(d))
+                    typer.echo(timeline_render.render(d))
                     typer.echo("")
-            typer.echo(R.render_comparison(R.comparison(docs), plots[0] if plots else None))
+            typer.echo(timeline_render.render_comparison(timeline_render.comparison(docs), plots[0] if plots else None))
         else:
-            typer.echo(R.render(docs[0], plots[0] if plots else None))
+            typer.echo(timeline_render.render(docs[0], plots[0] if plots else None))
 
     @app.command()
     def writes(
@@ -92,18 +92,17 @@ def register(app: typer.Typer) -> None:
                                         "row sets (their spread is the null for the top rows' delay)."),
         until: int | None = typer.Option(None, "--until", help="With --retrain: the last step retrained "
                                             "(default: the window's end + 3 window lengths, capped at the run's)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """The seed's table, measured: share of the update written per level and per head, over time."""
         from glassbox.errors import BadInput
         from glassbox.timeline.writes import render, write_table
 
         if examples or retrain:
-            from glassbox.timeline import examples as E
+            from glassbox.timeline import examples as training_examples
 
             if head is None:
                 raise BadInput("--examples needs --head LAYER.HEAD")
-            layer, h = E.parse_head(head)
+            layer, h = training_examples.parse_head(head)
             if not run.is_dir():
                 raise BadInput("not a directory", run)
             if retrain and not 0 < replace_share <= 1:  # checked before the ranking's minutes, not after
@@ -116,27 +115,27 @@ def register(app: typer.Typer) -> None:
 
                 window, _, source = phase_window(run, (layer, h))
             else:
-                window = E.parse_steps(steps) if steps else None
-            doc = E.rank(run, layer, h, window, top=top if top != 5 else 10, quiet=quiet)
+                window = training_examples.parse_steps(steps) if steps else None
+            doc = training_examples.rank(run, layer, h, window, top=top if top != 5 else 10)  # --quiet: the root option
             if source:
                 doc["window_source"] = source
             if retrain:
-                doc["retrain"] = E.retrain(run, layer, h, doc, until=until, quiet=quiet, share=replace_share,
+                doc["retrain"] = training_examples.retrain(run, layer, h, doc, until=until, share=replace_share,
                                            n_random=random_sets)
             from glassbox.fileio import write_json
 
             write_json(run / f"examples-L{layer}H{h}.json", doc)  # beside timeline.json, for the report views
-            typer.echo(json.dumps(doc) if as_json else E.render(doc))
+            typer.echo(json.dumps(doc) if as_json else training_examples.render(doc))
             return
         if steps is not None or head is not None:  # one window: where the update went, the focus head's rank
-            from glassbox.timeline import examples as E
+            from glassbox.timeline import examples as training_examples
             from glassbox.timeline.writes import phase_window, render_window, window_table
 
-            focus = E.parse_head(head) if head is not None else None
+            focus = training_examples.parse_head(head) if head is not None else None
             if steps is None or steps == "phase":
                 (a, b), focus, source = phase_window(run, focus)
             else:
-                (a, b), source = E.parse_steps(steps), "given (--steps)"
+                (a, b), source = training_examples.parse_steps(steps), "given (--steps)"
                 if focus is None:  # the induction phase-change head, when the timeline has one
                     try:
                         focus = phase_window(run)[1]
@@ -166,7 +165,7 @@ def sweep(
 ) -> None:
     """Train one run per seed and its timeline (fanned out), then compare the runs: which head wins, and why."""
     from glassbox.scale import seam
-    from glassbox.timeline import render as R
+    from glassbox.timeline import render as timeline_render
     from glassbox.timeline.sweep import parse_seeds
     from glassbox.timeline.sweep import sweep as run_sweep
     from glassbox.train.model import read_config
@@ -180,7 +179,7 @@ def sweep(
     if as_json:
         typer.echo(json.dumps(doc))
         return
-    typer.echo(R.render_comparison(doc["comparison"], doc["plots"][0] if doc["plots"] else None))
+    typer.echo(timeline_render.render_comparison(doc["comparison"], doc["plots"][0] if doc["plots"] else None))
     typer.echo(f"{len(seed_list)} runs in {out}; comparison in {out / 'sweep.json'}")
 
 

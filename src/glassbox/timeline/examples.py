@@ -162,7 +162,7 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
          quiet: bool = False) -> dict[str, Any]:
     """The `writes --examples` document: the window's rows ranked by contribution, with their text."""
     from glassbox.timeline.spans import induction_predictable, row_span
-    from glassbox.train import data as D
+    from glassbox.train.batches import decoder
     from glassbox.train.loop import _read_declaration
 
     run = Path(run)
@@ -173,7 +173,7 @@ def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None =
         source = "given (--steps)"
     got = contributions(run, layer, head, steps, quiet)
     rows, data = got["rows"], got["data"]
-    decode = D.decoder(run)
+    decode = decoder(run)
     ranked = sorted(rows, key=lambda r: -r["contribution"])
     batches: dict[int, Any] = {}
     rare = data.vocab_size - 1 if decl["data"].get("kind") == "tokens" else None  # token data's rare class

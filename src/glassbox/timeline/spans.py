@@ -129,15 +129,15 @@ def _spans_from_data(run: Path, rows: list[dict[str, Any]]) -> list[dict[str, An
     """For files written before rows carried their spans: rebuild them from the run's data (a function of
     (seed, step)); None where the data cannot be built here."""
     try:
-        from glassbox.train import data as D
+        from glassbox.train import batches
         from glassbox.train.loop import _read_declaration
         from glassbox.train.model import build_model
 
         decl = _read_declaration(run)
         tr = decl["train"]
         vocab = build_model(decl["model_config"], decl["attention_only"]).config.vocab_size
-        data = D.make_data(decl["data"], vocab, tr["seq_len"], tr["batch_size"], decl["seed"])
-        decode = D.decoder(run)
+        data = batches.make_data(decl["data"], vocab, tr["seq_len"], tr["batch_size"], decl["seed"])
+        decode = batches.decoder(run)
         ignore = vocab - 1 if decl["data"].get("kind") == "tokens" else None
     except Exception:  # noqa: BLE001 — a nicety for old files: the rest of the section stands without it
         return [None] * len(rows)

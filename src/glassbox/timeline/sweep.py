@@ -67,7 +67,7 @@ def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate
     """Every seed trained and analysed; DIR/sweep.json holds the comparison (and DIR/compare.png the plot)."""
     from glassbox.fileio import write_json
     from glassbox.scale import seam
-    from glassbox.timeline import render as R
+    from glassbox.timeline import render
     from glassbox.train.loop import declare
 
     out = Path(out)
@@ -87,7 +87,7 @@ def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate
 
         metrics = [read_table(out / f"s{seed}", "metrics") for seed in seeds]
         plots.append(str(plot_runs(docs, metrics, out / "compare.png")))
-    comparison = R.comparison(docs)
+    comparison = render.comparison(docs)
     write_json(out / "sweep.json", {"declaration": declaration, "seeds": seeds, "ablation": ablate,
                                     "runs": [d["run"] for d in docs], "comparison": comparison})
     parts.clear()

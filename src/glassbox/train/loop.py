@@ -30,15 +30,15 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
             ledger_every: int = 1, save_every: int = 50, batch_size: int | None = None,
             seq_len: int | None = None, lr: float | None = None) -> dict[str, Any]:
     """Everything a run is, as one JSON-able dict (stored in config.json under `glassbox_train`)."""
-    from glassbox.train import model as M
-    from glassbox.train import steer as S
+    from glassbox.train import model as declared_model
+    from glassbox.train import steer as steering
 
     if (preset is None) == (config is None):
         raise BadInput("give exactly one of --preset or --config")
     if preset is not None:
-        if preset not in M.PRESETS:
-            raise BadInput(f"unknown preset {preset!r}; known: {', '.join(M.PRESETS)}")
-        p = M.PRESETS[preset]
+        if preset not in declared_model.PRESETS:
+            raise BadInput(f"unknown preset {preset!r}; known: {', '.join(declared_model.PRESETS)}")
+        p = declared_model.PRESETS[preset]
         model_config, attention_only = dict(p["config"]), p["attention_only"]
         train, data, default_init = dict(p["train"]), dict(p["data"]), p["init"]
     else:
@@ -64,14 +64,14 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
     if ledger_every < 0 or save_every < 1:
         raise BadInput("--ledger-every must be >= 0 (0: off) and --save-every >= 1")
     init = init or default_init
-    M.parse_init(init)
+    declared_model.parse_init(init)
     from glassbox.anatomy import roles
 
     architecture = roles.detect_from_config(model_config) or "unknown"
     dims = roles.Dims.from_config(architecture, model_config)
     n_layers = dims.n_layers if dims else 0
     n_heads = dims.n_heads if dims else 0
-    steers = [S.parse(s, n_layers, n_heads).to_json() for s in steer or []]
+    steers = [steering.parse(s, n_layers, n_heads).to_json() for s in steer or []]
     return {"preset": preset, "model_config": model_config, "architecture": architecture,
             "attention_only": attention_only, "init": init, "seed": seed, "data": data, "train": train,
             "steer": steers, "ledger_every": ledger_every, "save_every": save_every,
@@ -104,9 +104,9 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     import torch
 
     from glassbox.progress import track
-    from glassbox.train import data as D
-    from glassbox.train import model as M
-    from glassbox.train import steer as S
+    from glassbox.train import batches
+    from glassbox.train import model as declared_model
+    from glassbox.train import steer as steering
     from glassbox.train.ledger import Ledger
     from glassbox.train.store import drop_parts_after, finish_tables, write_part
 
@@ -121,17 +121,17 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
         raise BadInput("already holds a run; use --resume to continue it, or another --out", out)
 
     tr, seed = decl["train"], decl["seed"]
-    model = M.build_model(decl["model_config"], decl["attention_only"])
+    model = declared_model.build_model(decl["model_config"], decl["attention_only"])
     threads = set_threads(model)  # by model size (a preset: one thread), unless GLASSBOX_THREADS says otherwise
     recorded = recorded_threads(out) if resume else None
     if recorded is not None and recorded != threads:  # the floats depend on the count: resume as it was trained
         torch.set_num_threads(recorded)
         threads = recorded
-    init_record = M.initialize(model, decl["init"], seed, decl["attention_only"])
+    init_record = declared_model.initialize(model, decl["init"], seed, decl["attention_only"])
     model.train()
     vocab = model.config.vocab_size
-    data = D.make_data(decl["data"], vocab, tr["seq_len"], tr["batch_size"], seed)
-    steers = [S.Steer(**s) for s in decl["steer"]]
+    data = batches.make_data(decl["data"], vocab, tr["seq_len"], tr["batch_size"], seed)
+    steers = [steering.Steer(**s) for s in decl["steer"]]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tr["lr"])
     ledger = Ledger(model, decl["architecture"], decl["model_config"]) if decl["ledger_every"] else None
@@ -177,7 +177,7 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
         total = loss
         aux = torch.zeros(())
         if steers:
-            aux = S.aux_loss(steers, outputs.attentions, batch.tokens)
+            aux = steering.aux_loss(steers, outputs.attentions, batch.tokens)
             total = loss + aux
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -207,7 +207,7 @@ def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = Fa
     finish_tables(out)
     summary = {"steps": tr["steps"], "final_loss": loss_value, "seed": seed, "init": decl["init"],
                "resumed_from": start if resume else None, "train_seconds": time.perf_counter() - wall0,
-               "parameters": M.count_parameters(model), "threads": threads}
+               "parameters": declared_model.count_parameters(model), "threads": threads}
     write_json(out / "summary.json", summary)
     return summary
 

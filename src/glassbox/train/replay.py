@@ -24,8 +24,8 @@ def setup(run: str | Path, threads: int | None = None) -> dict[str, Any]:
     import torch
 
     from glassbox.run.load import set_threads
-    from glassbox.train import data as D
-    from glassbox.train import model as M
+    from glassbox.train import batches
+    from glassbox.train import model as declared_model
     from glassbox.train.loop import _read_declaration, recorded_threads
 
     run = Path(run)
@@ -33,7 +33,7 @@ def setup(run: str | Path, threads: int | None = None) -> dict[str, Any]:
     if decl.get("steer"):
         raise BadInput("replaying a steered run is not supported (the auxiliary loss is not replayed)", run)
     tr = decl["train"]
-    model = M.build_model(decl["model_config"], decl["attention_only"])
+    model = declared_model.build_model(decl["model_config"], decl["attention_only"])
     recorded = recorded_threads(run)
     if threads is not None:
         source = "given"
@@ -43,9 +43,9 @@ def setup(run: str | Path, threads: int | None = None) -> dict[str, Any]:
         threads = set_threads(model)
         source = "not recorded in this run (trained before glassbox recorded it): set_threads' choice now"
     torch.set_num_threads(threads)
-    M.initialize(model, decl["init"], decl["seed"], decl["attention_only"])
+    declared_model.initialize(model, decl["init"], decl["seed"], decl["attention_only"])
     model.train()
-    data = D.make_data(decl["data"], model.config.vocab_size, tr["seq_len"], tr["batch_size"], decl["seed"])
+    data = batches.make_data(decl["data"], model.config.vocab_size, tr["seq_len"], tr["batch_size"], decl["seed"])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=tr["lr"])
     return {"run": run, "decl": decl, "model": model, "data": data, "params": params, "optimizer": optimizer,
@@ -89,12 +89,12 @@ def advance(state: dict[str, Any], until: int, edit: Callable | None = None, bef
 def check_against_checkpoint(state: dict[str, Any]) -> float | None:
     """Largest |replayed − saved| weight at the state's step, when a checkpoint of that step exists."""
     from glassbox.train import checkpoints as ck
-    from glassbox.train import model as M
+    from glassbox.train import model as declared_model
 
     path = ck.checkpoint_path(state["run"], state["step"])
     if not Path(path).is_file():
         return None
-    saved = M.build_model(state["decl"]["model_config"], state["decl"]["attention_only"])
+    saved = declared_model.build_model(state["decl"]["model_config"], state["decl"]["attention_only"])
     ck.load_weights(saved, path)
     mine = dict(state["model"].named_parameters())
     return max(float((p.detach() - mine[n].detach()).abs().max()) for n, p in saved.named_parameters())

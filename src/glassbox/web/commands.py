@@ -27,7 +27,7 @@ def serve(
     import sys
 
     from glassbox.errors import BadInput
-    from glassbox.web.paths import Refused, resolve
+    from glassbox.web.paths import PathRefused, resolve
 
     if not root.is_dir():
         raise BadInput("--root is not a folder", root)
@@ -45,7 +45,7 @@ def serve(
                 raise BadInput(f"is outside --root {root} (serve a root that holds it)", spec) from None
         try:
             specs.append(resolve(root, rel)[0])
-        except Refused as exc:
+        except PathRefused as exc:
             raise BadInput(str(exc), spec) from None
     import uvicorn
 

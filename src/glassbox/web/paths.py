@@ -16,7 +16,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_NAME = 1024
 
 
-class Refused(Exception):
+class PathRefused(Exception):
     """A request named a file it may not open; `status` is the HTTP code to answer with."""
 
     def __init__(self, message: str, status: int = 403):
@@ -32,26 +32,26 @@ def decode_fully(raw: str) -> str:
         if d == s:
             return s
         s = d
-    raise Refused("name is encoded too many times", 400)
+    raise PathRefused("name is encoded too many times", 400)
 
 
 def resolve(root: Path, raw: str) -> tuple[str, Path]:
-    """A requested name → (canonical id, real path). Raises Refused (4xx) for anything not allowed."""
+    """A requested name → (canonical id, real path). Raises PathRefused (4xx) for anything not allowed."""
     if not isinstance(raw, str) or not raw or len(raw) > MAX_NAME:
-        raise Refused("missing or overlong name", 400)
+        raise PathRefused("missing or overlong name", 400)
     name = decode_fully(raw)
     if "\x00" in name or "\\" in name:
-        raise Refused("bad character in name", 400)
+        raise PathRefused("bad character in name", 400)
     if bundled.is_bundled_name(name):
         try:
             return name, bundled.bundled_path(name)
         except Exception as exc:  # not installed: say so as a 404
-            raise Refused(str(exc), 404) from None
+            raise PathRefused(str(exc), 404) from None
     rel = Path(name)
     if rel.is_absolute() or name.startswith("~"):
-        raise Refused("absolute paths are not served; name a file under the root", 403)
+        raise PathRefused("absolute paths are not served; name a file under the root", 403)
     if ".." in rel.parts:
-        raise Refused("'..' is not allowed in a name", 403)
+        raise PathRefused("'..' is not allowed in a name", 403)
     base = root.resolve()
     real = _inside(base, rel)
     if not real.exists():
@@ -59,17 +59,17 @@ def resolve(root: Path, raw: str) -> tuple[str, Path]:
         fileio.restore_dir(real)
         real = _inside(base, rel)
     if not real.exists():
-        raise Refused("no such file under the root", 404)
+        raise PathRefused("no such file under the root", 404)
     if real.name.lower().endswith(PICKLE_SUFFIXES):
-        raise Refused("pickle checkpoints are never loaded from the web", 403)
+        raise PathRefused("pickle checkpoints are never loaded from the web", 403)
     return real.relative_to(base).as_posix() or ".", real
 
 
 def _inside(base: Path, rel: Path) -> Path:
-    """base/rel with symlinks followed, or Refused (403) when that leaves the root."""
+    """base/rel with symlinks followed, or PathRefused (403) when that leaves the root."""
     real = (base / rel).resolve()
     if real != base and base not in real.parents:
-        raise Refused("outside the served root", 403)
+        raise PathRefused("outside the served root", 403)
     return real
 
 

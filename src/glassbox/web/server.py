@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field
 
 from glassbox import bundled
 from glassbox.errors import BadInput
-from glassbox.web import data
+from glassbox.web import documents
 from glassbox.web.jobs import Jobs
-from glassbox.web.paths import Refused, is_index, is_run, resolve
+from glassbox.web.paths import PathRefused, is_index, is_run, resolve
 
 MAX_BODY = 64 * 1024  # bytes; a 1,000-token text is ~5 KB
 STATIC = ("app.js", "app.css")
@@ -153,7 +153,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
     def src_of(raw: str) -> tuple[str, Path]:
         try:
             return resolve(root, raw)
-        except Refused as exc:
+        except PathRefused as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
     @app.exception_handler(BadInput)
@@ -182,21 +182,21 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             try:
                 sid, path = resolve(root, spec)
                 given.append({"src": sid, "kind": "run" if is_run(path) else "index" if is_index(path) else "model"})
-            except Refused as exc:
+            except PathRefused as exc:
                 given.append({"src": spec, "kind": "missing", "error": str(exc)})
         return {"root": str(root), "sources": given, "bundled": installed_bundled()}
 
     @app.get("/api/anatomy", summary="`glassbox anatomy --json` for src, with formulas and file sizes")
     async def anatomy(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
         sid, path = src_of(src)
-        doc = await run_in_threadpool(data.anatomy_doc, path)
+        doc = await run_in_threadpool(documents.anatomy_doc, path)
         doc["src"] = sid
         return doc
 
     @app.get("/api/atlas", summary="The atlas of src if computed (disk cache), else null and any running job")
     async def atlas(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
         sid, path = src_of(src)
-        doc = await run_in_threadpool(data.cached_atlas, path)
+        doc = await run_in_threadpool(documents.cached_atlas, path)
         return {"src": sid, "atlas": doc, "job": None if doc is not None else _job_for(f"atlas:{path}")}
 
     @app.post("/api/atlas", status_code=202, summary="Start computing the atlas of src (a job to poll)")
@@ -206,7 +206,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             raise HTTPException(400, "a training run has a timeline, not an atlas; open one of its checkpoints")
         _retry_failed(f"atlas:{path}")  # asking again after a failure starts afresh
         return {"src": sid, "job": jobs.start(f"atlas:{path}", f"atlas of {sid}",
-                                              lambda: data.compute_atlas(path, sid))}
+                                              lambda: documents.compute_atlas(path, sid))}
 
     def _retry_failed(key: str) -> None:
         job = _job_for(key)
@@ -226,9 +226,9 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
 
     def _need_model(sid: str, path: Path) -> dict[str, Any] | None:
         """None when the model is in memory; else the job that loads it (the caller answers 202)."""
-        if data.is_loaded(path):
+        if documents.is_loaded(path):
             return None
-        job = jobs.start(f"load:{path}", f"load {sid}", lambda: data.load(path, sid))
+        job = jobs.start(f"load:{path}", f"load {sid}", lambda: documents.load(path, sid))
         if job["state"] == "error":  # say why once (a pickle-only folder, a broken file); the next ask retries
             jobs.forget(f"load:{path}")
             raise HTTPException(400, job["error"])
@@ -240,7 +240,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         pending = _need_model(sid, path)
         if pending is not None:
             return None, JSONResponse({"job": pending}, status_code=202)
-        return data.load(path, sid), None
+        return documents.load(path, sid), None
 
     @app.post("/api/pattern", summary="One head's attention on a text (float32 [q, k], base64) and its lens",
               responses={202: {"description": "the model is loading: poll the job, then ask again"}})
@@ -248,7 +248,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         loaded, wait = _model(req.src)
         if wait is not None:
             return wait
-        doc = await run_in_threadpool(data.pattern, loaded, req.layer, req.head, req.text)
+        doc = await run_in_threadpool(documents.pattern, loaded, req.layer, req.head, req.text)
         pat = doc.pop("pattern")
         doc["shape"] = list(pat.shape)
         doc["pattern_f32"] = base64.b64encode(pat.astype("<f4").tobytes()).decode()
@@ -263,7 +263,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             return wait
         if not (layer < loaded.n_layers and head < loaded.n_heads) or loaded.is_encoder:
             raise HTTPException(400, f"no OV readout for head {layer}.{head} of this model")
-        return await run_in_threadpool(data.ov_tokens, loaded, layer, head)
+        return await run_in_threadpool(documents.ov_tokens, loaded, layer, head)
 
     @app.post("/api/lens", summary="The logit lens on a text: KL to the final layer and top token per cell",
               responses={202: {"description": "the model is loading"}})
@@ -271,7 +271,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         loaded, wait = _model(req.src)
         if wait is not None:
             return wait
-        return await run_in_threadpool(data.lens_doc, loaded, req.text)
+        return await run_in_threadpool(documents.lens_doc, loaded, req.text)
 
     @app.post("/api/patch", summary="Activation patching (denoising), clean vs corrupt: effect per cell",
               responses={202: {"description": "the model is loading"}})
@@ -279,7 +279,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         loaded, wait = _model(req.src)
         if wait is not None:
             return wait
-        return await run_in_threadpool(data.patch_doc, loaded, req.clean, req.corrupt, req.metric,
+        return await run_in_threadpool(documents.patch_doc, loaded, req.clean, req.corrupt, req.metric,
                                        req.over)
 
     @app.post("/api/overlay/generate", summary="Generate with an overlay index; every step traced in the store")
@@ -287,19 +287,19 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         sid, path = src_of(req.src)
         if not is_index(path):
             raise HTTPException(400, "not an overlay index (no meta.json)")
-        return await run_in_threadpool(data.overlay_generate, path, req.prompt, req.max_tokens, req.mode)
+        return await run_in_threadpool(documents.overlay_generate, path, req.prompt, req.max_tokens, req.mode)
 
     @app.get("/api/overlay/trace", summary="A stored trace: every step's candidates and score terms")
     async def overlay_trace(id: str = Query(..., max_length=64, pattern="^[A-Za-z0-9_-]+$")) -> Any:
-        return await run_in_threadpool(data.overlay_trace, id)
+        return await run_in_threadpool(documents.overlay_trace, id)
 
     @app.post("/api/overlay/feedback", summary="Prefer or reject a token at a traced step (later generations use it)")
     async def overlay_feedback(req: FeedbackRequest) -> Any:
-        return await run_in_threadpool(data.overlay_feedback, req.trace, req.step, req.text, req.prefer)
+        return await run_in_threadpool(documents.overlay_feedback, req.trace, req.step, req.text, req.prefer)
 
     @app.post("/api/overlay/replay", summary="Regenerate a trace from its own record: identical or not")
     async def overlay_replay(id: str = Query(..., max_length=64, pattern="^[A-Za-z0-9_-]+$")) -> Any:
-        return await run_in_threadpool(data.overlay_replay, id)
+        return await run_in_threadpool(documents.overlay_replay, id)
 
     @app.get("/api/timeline", summary="A training run's timeline, write shares and loss",
              responses={202: {"description": "being computed"}})
@@ -308,14 +308,14 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         if not is_run(path):
             raise HTTPException(400, "not a training run (needs checkpoints/ and metrics.parquet)")
         key = f"timeline:{path}"
-        cache = data.cache_folder("timeline") / f"{data.file_key(path)}.json"
+        cache = documents.cache_folder("timeline") / f"{documents.file_key(path)}.json"
         if cache.exists():
             return {"src": sid, "timeline": json.loads(cache.read_text(encoding="utf-8")), "job": None}
 
         def work() -> None:
             from glassbox.fileio import write_json
 
-            write_json(cache, data.timeline_doc(path))
+            write_json(cache, documents.timeline_doc(path))
 
         return JSONResponse({"src": sid, "timeline": None, "job": jobs.start(key, f"timeline of {sid}", work)},
                             status_code=202)

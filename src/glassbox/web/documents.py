@@ -201,20 +201,11 @@ def _kv_groups(loaded: Any) -> list[int]:
 
 
 def _head_weights(loaded: Any, layer: int, head: int) -> tuple[Any, Any]:
-    """(W_V [d_head, d_model], W_O [d_model, d_head]) of one head: glassbox.weights when present."""
-    try:
-        from glassbox import weights  # A's per-head accessor (issue 9)
+    """(W_V [d_head, d_model], W_O [d_model, d_head]) of one head."""
+    from glassbox import weights
 
-        hw = weights.head(loaded, layer, head)
-        return hw.W_V, hw.W_O
-    except ImportError:
-        from glassbox.heads.probes import value_weight
-        from glassbox.run.layout import o_weight
-
-        v = value_weight(loaded, layer)[head]  # [d, m]: the head's kv group's value rows
-        o = o_weight(loaded.model, loaded.architecture, layer)
-        o = o.reshape(o.shape[0], loaded.n_heads, -1)[:, head]  # [m, d]
-        return v, o
+    hw = weights.head(loaded, layer, head)
+    return hw.W_V, hw.W_O
 
 
 def ov_tokens(loaded: Any, layer: int, head: int, top: int = OV_TOP) -> dict[str, Any]:
