@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox import registry
-from glassbox.anatomy.roles import Dims, HeadSlice, classify, head_slices
+from glassbox.anatomy import head_bytes
+from glassbox.anatomy.roles import (
+    Dims,
+    HeadSlice,
+    classify,
+    detect_from_config,
+    detect_from_names,
+    head_slices,
+)
+from glassbox.checkpoint import Checkpoint, open_checkpoint
 from glassbox.errors import BadInput
 
 __all__ = ["AllHeads", "HeadWeights", "all_heads", "head"]
@@ -92,8 +101,6 @@ class _Source:
 
 def _source(src: Any) -> tuple[_Source, Any]:
     """(source, checkpoint to close or None)."""
-    from glassbox.checkpoint import Checkpoint, open_checkpoint
-
     if isinstance(src, (str, os.PathLike)):
         ckpt = open_checkpoint(src)
         return _from_checkpoint(ckpt), ckpt
@@ -106,8 +113,6 @@ def _source(src: Any) -> tuple[_Source, Any]:
 
 
 def _from_checkpoint(ckpt: Any) -> _Source:
-    from glassbox.anatomy.roles import detect_from_config, detect_from_names
-
     family = detect_from_config(ckpt.config) or detect_from_names(list(ckpt.tensors))
     if family is None or not ckpt.config:
         raise BadInput("per-head weights need a known architecture and its config", ckpt.path)
@@ -119,8 +124,6 @@ def _from_checkpoint(ckpt: Any) -> _Source:
 
 
 def _from_model(model: Any) -> _Source:
-    from glassbox.anatomy.roles import detect_from_config
-
     config = model.config.to_dict()
     family = detect_from_config(config)
     dims = Dims.from_config(family, config) if family else None
@@ -285,8 +288,6 @@ def _detach_source(src: _Source) -> _Source:
 
 
 def _head_bytes(src: _Source, layer: int, head: int) -> dict[str, list[dict[str, Any]]] | None:
-    from glassbox.anatomy import head_bytes
-
     if src.entries is None:
         return None
     g = head // src.dims.group_size

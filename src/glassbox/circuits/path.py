@@ -25,7 +25,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from glassbox import registry
+from glassbox.anatomy import roles
 from glassbox.errors import BadInput
+from glassbox.heads import masks
+from glassbox.progress import track
+from glassbox.run import hooks
+from glassbox.run.layout import layers, submodule
 from glassbox.run.text import start_ids
 
 KINDS = ("q", "k", "v")
@@ -80,8 +86,6 @@ class PathEdit:
 
 def _projection(loaded: Any, layer: int, kind: str, head: int) -> tuple[Any, slice]:
     """(module computing the receiver's `kind`, the output columns of head / kv group) from the role maps."""
-    from glassbox.anatomy import roles
-
     model = loaded.model
     family = roles.detect_from_config(model.config.to_dict())
     dims = roles.Dims.from_config(family, model.config.to_dict())
@@ -102,9 +106,6 @@ def _projection(loaded: Any, layer: int, kind: str, head: int) -> tuple[Any, sli
 @contextlib.contextmanager
 def path_edits(loaded: Any, edits: Sequence[PathEdit]) -> Iterator[None]:
     """Install the receivers' input patches (see the module docstring) for one forward."""
-    from glassbox import registry
-    from glassbox.run.layout import layers, submodule
-
     fam = registry.family_of(loaded.config.model_type)
     if fam is None or fam.attn_input_norm is None:
         raise BadInput("path patching needs a pre-norm decoder of a known family", loaded.source)
@@ -160,8 +161,6 @@ def _metrics(logits: Any, pattern: Any, ids: Any, head: int, half: int) -> tuple
     """Per row: (receiver's induction score over the second copy, second-copy loss)."""
     import torch.nn.functional as F
 
-    from glassbox.heads import masks
-
     mask = masks.role_mask(ids, "induction")
     mass, valid = masks.mask_attention(pattern[:, head : head + 1].float(), mask)
     score = (mass[:, 0] * valid).sum(-1) / valid.sum(-1).clamp(min=1)
@@ -175,8 +174,6 @@ def _metrics(logits: Any, pattern: Any, ids: Any, head: int, half: int) -> tuple
 def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int = 20, seed: int = 0,
               batch_size: int = 32, progress: Any = None) -> dict[str, Any]:
     """Patch each configuration's path on the same probe batch; effects on each receiver's metric."""
-
-    from glassbox.run import hooks
 
     if loaded.is_encoder:
         raise BadInput("path patching measures a causal receiver; this model is an encoder", loaded.source)
@@ -240,8 +237,6 @@ def run_paths(loaded: Any, specs: Sequence[PathSpec], n_seq: int = 8, half: int 
 def _gemma_post_scale(loaded: Any, layer: int, attn_out: Any) -> Any:
     import torch
 
-    from glassbox.run.layout import layers
-
     norm = layers(loaded.model, loaded.architecture)[layer].post_attention_layernorm
     eps = float(getattr(norm, "eps", 1e-6))
     return (norm.weight.detach().float() + 1) * torch.rsqrt(attn_out.float().pow(2).mean(-1, keepdim=True) + eps)
@@ -289,7 +284,6 @@ def run_cli(model: str, paths: list[str], n_random: int, n_seq: int, block: int,
     specs = [parse_path(p) for p in paths]
     if n_random < 0 or n_seq < 1 or block < 2 or batch_size < 1:
         raise BadInput("--random must be ≥ 0, --sequences ≥ 1, --block ≥ 2 and --batch-size ≥ 1")
-    from glassbox.progress import track
     from glassbox.run import load_model
 
     loaded = load_model(model, allow_pickle=allow_pickle)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from glassbox import weights
+from glassbox.circuits import compose
+
 INDUCTION_HEAD = 0.4  # a head whose final induction score reaches this gets its top K sender tracked
 
 
 def scores(model: Any) -> list[dict[str, Any]]:
     """Every (sender, receiver, kind) score of a model in memory: [{from, to, kind, score, z}]."""
-    from glassbox import weights
-    from glassbox.circuits import compose
-
     comp = compose.composition(weights.all_heads(model))
     return [{k: p[k] for k in ("from", "to", "kind", "score", "z")} for p in comp.pairs()]
 

@@ -21,7 +21,12 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from glassbox import registry, weights
 from glassbox.errors import BadInput
+from glassbox.fileio import save_png
+from glassbox.run import hooks
+from glassbox.run.hooks import _eager_function
+from glassbox.run.layout import layers, submodule
 from glassbox.run.load import Loaded
 
 TOLERANCE = 1e-4  # parts must sum to the logit within this, relative to the row's largest |logit| (see decompose)
@@ -32,8 +37,6 @@ _recording: dict[int, dict[str, Any]] = {}  # id(attention module) → what its 
 
 def _record(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
     """An attention function that keeps the exact q and k the model used, then runs the model's eager one."""
-    from glassbox.run.hooks import _eager_function
-
     slot = _recording.get(id(module))
     if slot is not None:
         slot.update(query=query.detach(), key=key.detach(), scaling=kwargs.get("scaling"))
@@ -73,9 +76,6 @@ def _recorded(loaded: Loaded, attn: Any) -> Iterator[dict[str, Any]]:
 def _components(loaded: Loaded, cache: Any, layer: int) -> list[tuple[str, Any]]:
     """(name, [seq, d_model]) components whose sum is blocks.{layer}.resid_pre (batch row 0)."""
     import torch
-
-    from glassbox import registry
-    from glassbox.run.layout import layers, submodule
 
     model = loaded.model
     embed = cache["blocks.0.resid_pre"][0]
@@ -151,10 +151,6 @@ def decompose(loaded: Loaded, ids: list[int], layer: int, head: int, keys: int =
     """The `heads why --json` document: for each query (all but position 0 unless given) and its `keys`
     most-attended keys, the logit and its parts on the key side (`parts`) and the query side (`query_parts`)."""
     import torch
-
-    from glassbox import registry, weights
-    from glassbox.run import hooks
-    from glassbox.run.layout import layers, submodule
 
     if loaded.is_encoder:
         raise BadInput("heads why decomposes causal self-attention of a pre-norm decoder; this is an encoder "
@@ -260,8 +256,6 @@ def picture(doc: dict[str, Any], path: Any, n_positions: int = 4, n_parts: int =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from glassbox.fileio import save_png
 
     # the most attended pairs, those off position 0 first: a sink's logit is the same story at every query
     chosen = sorted(doc["positions"], key=lambda p: (p["key"] == 0, -p["attention"]))[:n_positions] or []

@@ -16,6 +16,7 @@ from typing import Any
 
 from glassbox.anatomy.labels import ATLAS_KEY, SIDECAR_SUFFIX, sidecar_path
 from glassbox.anatomy.labels import read_labels as _read_labels
+from glassbox.checkpoint import open_checkpoint
 from glassbox.errors import BadInput
 from glassbox.fileio import atomic_write, write_json
 
@@ -58,8 +59,6 @@ def _check_dims(atlas: dict[str, Any], config: dict[str, Any] | None, path: Path
 
 def annotate(checkpoint: str | Path, atlas: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
     """Store `atlas` with `checkpoint`; → a summary {path, format, key, ...}. Bad input raises BadInput."""
-    from glassbox.checkpoint import open_checkpoint
-
     with open_checkpoint(checkpoint) as ck:  # strict validation of the input first
         fmt, src, config = ck.format, Path(ck.path), ck.config
         n_tensors = len(ck.tensors)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassbox import progress
-from glassbox.heads import probe_inputs, probes, validate
+from glassbox.heads import masks, probe_inputs, probes, validate
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -91,8 +91,6 @@ def copying_measure(loaded: Loaded, ov: Any, act: Any) -> tuple[Any, dict[str, A
 
 def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """All probe scores → ({name: [layer, head] tensor}, inputs reused by the validation)."""
-    from glassbox.heads import masks
-
     half = _half(loaded, settings.half)
     steps = ["attention probes", "natural text", "text probes", "weights"]
     scores: dict[str, Any] = {}

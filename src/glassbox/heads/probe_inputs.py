@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from glassbox import corpora
+from glassbox.errors import BadInput
 from glassbox.run.load import Loaded
 from glassbox.run.text import encode_with_offsets, start_ids
 
@@ -137,8 +139,6 @@ def training_corpus(loaded: Loaded) -> str | None:
 def _kjv_text(chars: int) -> str:
     import json
 
-    from glassbox import corpora
-
     lines = corpora.kjv_path().read_text(encoding="utf-8").splitlines()
     verses = [json.loads(line)["text"] for line in lines if line.strip()]
     step = max(1, len(verses) // 400)  # 400 runs of verses spread over the whole book
@@ -156,9 +156,6 @@ def _kjv_text(chars: int) -> str:
 def corpus_bytes(spec: str) -> bytes | None:
     """The byte-level text a model was trained on (a glassbox.corpora spec, as train reads it); None when it
     cannot be read."""
-    from glassbox import corpora
-    from glassbox.errors import BadInput
-
     try:
         return corpora.read_spec(spec).encode("utf-8")
     except BadInput:

@@ -32,7 +32,7 @@ from typing import Any
 from glassbox import registry, weights
 from glassbox.heads import masks, probe_inputs
 from glassbox.run import hooks
-from glassbox.run.layout import LAYOUTS, layers, o_weight, submodule
+from glassbox.run.layout import LAYOUTS, final_norm, layers, o_weight, submodule
 from glassbox.run.load import Loaded
 
 MIN_ARCS = 8  # relations with fewer instances in the built-in sentences are not scored
@@ -87,8 +87,6 @@ def value_weight(loaded: Loaded, layer: int) -> Any:
 
 def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
     """(W_U with the final norm's gain folded in [vocab, d_model], the final norm module or None)."""
-    from glassbox.run.layout import final_norm
-
     norm = final_norm(loaded.model, loaded.architecture)
     w_u = loaded.model.get_output_embeddings().weight.detach()
     return w_u * _gain(norm, w_u.shape[1]), norm

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from glassbox.fileio import save_png
+from glassbox.fileio import save_png, write_json
+from glassbox.heads.atlas import role_names, threshold
 
 
 def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
@@ -21,8 +22,6 @@ def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
 
 def table(atlas: dict[str, Any]) -> Any:
     from rich.table import Table
-
-    from glassbox.heads.atlas import role_names, threshold
 
     t = Table(title=f"head atlas: {atlas['model']} ({atlas['n_layers']} layers × {atlas['n_heads']} heads)")
     t.add_column("role")
@@ -53,8 +52,6 @@ def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from glassbox.heads.atlas import role_names
-
     names = role_names(atlas)
     n_l, n_h = atlas["n_layers"], atlas["n_heads"]
     cols = min(4, max(1, len(names)))
@@ -84,8 +81,6 @@ def heatmap(atlas: dict[str, Any], path: str | Path) -> Path:
 
 def save(atlas: dict[str, Any], folder: str | Path) -> Path:
     """Write atlas.json and the heatmap atlas.png into `folder` (atomically) → the PNG's path."""
-    from glassbox.fileio import write_json
-
     folder = Path(folder)
     write_json(folder / "atlas.json", atlas)
     return heatmap(atlas, folder / "atlas.png")

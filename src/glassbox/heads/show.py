@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.heads.atlas import Settings, compute_scores
 from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
@@ -23,7 +24,6 @@ def _scores(loaded: Loaded, layer: int, head: int, atlas_path: Path | None) -> t
             raise BadInput("this atlas is for a model of another shape", atlas_path)
         entry = next(h for h in atlas["heads"] if (h["layer"], h["head"]) == (layer, head))
         return entry["scores"], entry["roles"]
-    from glassbox.heads.atlas import Settings, compute_scores
 
     scores, _ = compute_scores(loaded, Settings())
     return {name: round(float(s[layer, head]), 4) for name, s in scores.items()}, []

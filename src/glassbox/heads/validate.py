@@ -54,6 +54,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from glassbox.heads.probes import _gain
 from glassbox.logprob import kl_logp
 from glassbox.run import hooks
 from glassbox.run.layout import final_norm, o_weight
@@ -168,7 +169,6 @@ class Validator:
             x = x - x.mean(-1, keepdim=True)
         eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)) or 1e-6) if norm is not None else 0.0
         sigma = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() if norm is not None else torch.ones(len(x), 1)
-        from glassbox.heads.probes import _gain
 
         gain = _gain(norm, x.shape[-1]).float()
         answers = task.tokens[task.ex_row, task.ex_pos]

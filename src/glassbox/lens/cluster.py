@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.heads import atlas, probe_inputs, probes
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -178,8 +179,6 @@ def roles_from_atlas(doc: dict[str, Any], n_layers: int, n_heads: int) -> list[s
 
 def roles_from_probes(loaded: Loaded, seed: int = 0) -> list[str]:
     """The atlas's attention probes on random repeated sequences → a role per head (best score over threshold)."""
-    from glassbox.heads import atlas, probe_inputs, probes
-
     rep = probe_inputs.repeats(loaded, batch=8, half=min(32, _max_half(loaded)), seed=seed)
     _, cache = hooks.run_with_cache(loaded, rep.tokens, names="blocks.*.attn.pattern")
     scores = probes.pattern_scores(loaded, rep, cache)

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.fileio import atomic_path
 from glassbox.lens import logit
+from glassbox.lens.corpus import windows
 from glassbox.logprob import kl, kl_logp
+from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
 FORMAT = "glassbox.tuned_lens/1"
@@ -52,8 +55,6 @@ def collect(loaded: Loaded, rows: Any, progress: Callable | None = None) -> tupl
     → (H [n_layers, N, d], final [N, d]) where `final` is blocks.{n-1}.resid_post (before the final norm).
     """
     import torch
-
-    from glassbox.run import hooks
 
     n = loaded.n_layers
     names = ["blocks.0.resid_pre"] + [f"blocks.{layer}.resid_post" for layer in range(n)]
@@ -138,8 +139,6 @@ def fit_kl(loaded: Loaded, lens: TunedLens, H: Any, final: Any, steps: int, posi
 def train(loaded: Loaded, ids: list[int], steps: int = 40, seq_len: int = 128, positions: int = 16,
           progress: Callable | None = None, report_positions: int = 128) -> TunedLens:
     """Corpus token ids → a trained TunedLens (history holds the training-set KL per layer, logit vs tuned)."""
-    from glassbox.lens.corpus import windows
-
     logit.check_lm(loaded)
     rows = windows(loaded, ids, seq_len)
     H, final = collect(loaded, rows, progress)
@@ -153,8 +152,6 @@ def train(loaded: Loaded, ids: list[int], steps: int = 40, seq_len: int = 128, p
 
 def save(lens: TunedLens, path: str | Path, loaded: Loaded, extra: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save_file
-
-    from glassbox.fileio import atomic_path
 
     meta = {"format": FORMAT, "model": loaded.name, "architecture": loaded.architecture,
             "n_layers": str(lens.n_layers), "d_model": str(lens.weight.shape[1]),

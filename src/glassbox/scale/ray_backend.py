@@ -30,8 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from glassbox import progress
 from glassbox.errors import BadInput
-from glassbox.scale.worker import Backend, Item
+from glassbox.scale.worker import Backend, Item, worker_threads
 
 LOCAL_OBJECT_STORE = 256 << 20  # a private local instance: results are small JSON documents
 IN_FLIGHT = 2  # items queued per actor; actor tasks run in order, and a restarted actor gets both again
@@ -41,9 +42,6 @@ class Worker:
     """What runs inside each Ray actor: set one torch thread, build the worker once, then call it per item."""
 
     def __init__(self, factory, args: tuple, threads: int):
-        from glassbox import progress
-        from glassbox.scale.worker import worker_threads
-
         worker_threads(threads)  # the driver's count: the same floats as the local run
         progress.set_quiet(True)  # no terminal here; the driver draws the bar
         self.fn = factory(*args)

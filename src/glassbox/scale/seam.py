@@ -30,6 +30,7 @@ from typing import Any
 from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
+from glassbox.scale import ray_backend
 from glassbox.scale.worker import Backend, Item, worker_threads  # noqa: F401 (re-exported)
 
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install 'glassbox[ray]' (or pip install 'ray[default]')"
@@ -208,8 +209,6 @@ def _pool(factory, args, pending: list[Item], backend: Backend) -> Iterator[tupl
 
 
 def _ray(factory, args, pending: list[Item], backend: Backend) -> Iterator[tuple[Item, Any]]:
-    from glassbox.scale import ray_backend
-
     return ray_backend.stream(factory, args, pending, backend)
 
 

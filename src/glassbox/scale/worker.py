@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from glassbox.run.load import set_threads
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -35,8 +37,6 @@ class Item:
 def worker_threads(threads: int) -> None:
     """In a worker process: compute with `threads` torch threads, also where the work calls set_threads()."""
     import os
-
-    from glassbox.run.load import set_threads
 
     os.environ["GLASSBOX_THREADS"] = str(threads)
     set_threads()

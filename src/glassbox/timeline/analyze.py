@@ -18,11 +18,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from glassbox.circuits.timeline import keep_strongest
 from glassbox.errors import BadInput
+from glassbox.fileio import write_json
+from glassbox.heads import masks
 from glassbox.heads.masks import TRAINING_ROLES as ROLES
 from glassbox.run.load import set_threads
+from glassbox.scale import seam
 from glassbox.timeline import phases
 from glassbox.timeline.probes import copy_losses, probe_batch
+from glassbox.train import checkpoints as ck
+from glassbox.train.model import build_model
+from glassbox.train.store import read_table
 
 ROLE_THRESHOLD = 0.4  # a head "has" a role when its score is at least this
 VALIDATED_EFFECT = 0.1  # nats of second-copy loss lost when the head is zeroed
@@ -81,9 +88,6 @@ class CheckpointProber:
     """
 
     def __init__(self, decl: dict, ablate: bool = True):
-        from glassbox.heads import masks
-        from glassbox.train.model import build_model
-
         self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
         set_threads(self.model)
         if decl["data"].get("kind") == "tokens":  # real text: held-out real spans repeated, in distribution
@@ -98,9 +102,6 @@ class CheckpointProber:
 
     def __call__(self, step: int, path: str | Path) -> dict:
         import torch
-
-        from glassbox.heads import masks
-        from glassbox.train import checkpoints as ck
 
         model, probe, role_masks, outs = self.model, self.probe, self.role_masks, self.outs
         meta = ck.load_weights(model, path)
@@ -136,9 +137,6 @@ class CheckpointProber:
 def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) -> list[dict]:
     """Every checkpoint probed, in step order, wherever `backend` (glassbox.scale.seam) says; each result is
     saved under RUN/.glassbox-parts/ as it arrives, so an interrupted timeline resumes."""
-    from glassbox.scale import seam
-    from glassbox.train import checkpoints as ck
-
     set_threads()
     found = ck.list_checkpoints(run)
     if not found:
@@ -150,8 +148,6 @@ def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) 
 
 
 def _parts(run: Path, decl: dict, ablate: bool):
-    from glassbox.scale import seam
-
     return seam.Parts(run / ".glassbox-parts" / "timeline", {"version": VERSION, "ablate": ablate, "decl": decl})
 
 
@@ -245,16 +241,12 @@ def analyze(run: str | Path, ablate: bool = True, backend=None) -> dict[str, Any
     """The timeline document of one run (the contract's keys plus details); also saved as timeline.json.
 
     `backend` (glassbox.scale.seam.Backend) says where the checkpoints are probed; the document is the same."""
-    from glassbox.fileio import write_json
-    from glassbox.train.store import read_table
-
     run = Path(run)
     decl = read_declaration(run)
     cached = _cached(run, ablate)
     if cached is not None:
         return cached
     checkpoints = probe_checkpoints(run, decl, ablate, backend)
-    from glassbox.circuits.timeline import keep_strongest
 
     keep_strongest(checkpoints)  # composition of the pairs strongest at the last checkpoint, at every checkpoint
     metrics = read_table(run, "metrics")

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.fileio import write_json
+from glassbox.heads.atlas import Settings, build_atlas, role_names, threshold
+from glassbox.scale import seam
+from glassbox.timeline.analyze import read_declaration
+from glassbox.train import checkpoints as ck
 
 VERSION = 1
 
@@ -31,9 +36,6 @@ class CheckpointAtlas:
         self.loaded = load_model(first_checkpoint)
 
     def __call__(self, step: int, path: str) -> dict[str, Any]:
-        from glassbox.heads.atlas import Settings, build_atlas
-        from glassbox.train import checkpoints as ck
-
         ck.load_weights(self.loaded.model, Path(path))
         loaded = dataclasses.replace(self.loaded, name=Path(path).name, source=Path(path))
         return {"step": step, "checkpoint": Path(path).name, "atlas": build_atlas(loaded, Settings(**self.settings))}
@@ -41,8 +43,6 @@ class CheckpointAtlas:
 
 def held_roles(atlas: dict[str, Any]) -> dict[tuple[int, int, str], dict[str, Any]]:
     """(layer, head, role) → {score, validated, ablation_effect} for every role a head's score reaches."""
-    from glassbox.heads.atlas import role_names, threshold
-
     names = role_names(atlas)
     held = {}
     for h in atlas["heads"]:
@@ -111,11 +111,6 @@ def select(found: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
 
 def atlas_over(run: str | Path, settings: dict[str, Any], every: int = 1, backend=None) -> dict[str, Any]:
     """The atlas of every (every-th) checkpoint of `run`, with the role diff; saved as RUN/atlas-over.json."""
-    from glassbox.fileio import write_json
-    from glassbox.scale import seam
-    from glassbox.timeline.analyze import read_declaration
-    from glassbox.train import checkpoints as ck
-
     run = Path(run)
     decl = read_declaration(run)
     found = select(ck.list_checkpoints(run), every)

@@ -22,7 +22,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from glassbox.anatomy import roles
 from glassbox.errors import BadInput
+from glassbox.heads import masks
+from glassbox.timeline import phases
+from glassbox.timeline.analyze import PHASE_ROLES
+from glassbox.timeline.probes import probe_batch
+from glassbox.timeline.spans import induction_predictable, row_span
+from glassbox.timeline.writes import phase_window
+from glassbox.train import replay
+from glassbox.train.batches import decoder
+from glassbox.train.loop import _read_declaration
 
 FAR = 10_000_000  # replacement rows come from batches of steps this far on: never used in training
 
@@ -47,8 +57,6 @@ def parse_steps(text: str) -> tuple[int, int]:
 
 def head_params(model, architecture: str, config: dict, layer: int, head: int) -> dict[str, list[tuple]]:
     """parameter name -> index tuples of the head's Q/K/V/O blocks in it (K/V: the head's kv group)."""
-    from glassbox.anatomy import roles
-
     dims = roles.Dims.from_config(architecture, config)
     if dims is None or not (0 <= layer < dims.n_layers and 0 <= head < dims.n_heads):
         raise BadInput(f"no head L{layer}H{head} in this model")
@@ -100,8 +108,6 @@ def contributions(run: str | Path, layer: int, head: int, steps: tuple[int, int]
     """Per (step, row) contribution to the head's update over the window, by exact replay."""
     import torch
 
-    from glassbox.train import replay
-
     state = replay.setup(run)
     decl, model = state["decl"], state["model"]
     last = decl["train"]["steps"]
@@ -138,8 +144,6 @@ def contributions(run: str | Path, layer: int, head: int, steps: tuple[int, int]
 def default_window(run: Path, layer: int, head: int, last: int) -> tuple[tuple[int, int], str]:
     """The head's first phase change in timeline.json (its window, as `--steps phase` reads it), else the whole
     run."""
-    from glassbox.timeline.writes import phase_window
-
     try:
         window, _, source = phase_window(run, (layer, head))
         return window, source
@@ -161,10 +165,6 @@ def _ngram_repeat(seq: list[int], n: int = 4) -> bool:
 def rank(run: str | Path, layer: int, head: int, steps: tuple[int, int] | None = None, top: int = 10,
          quiet: bool = False) -> dict[str, Any]:
     """The `writes --examples` document: the window's rows ranked by contribution, with their text."""
-    from glassbox.timeline.spans import induction_predictable, row_span
-    from glassbox.train.batches import decoder
-    from glassbox.train.loop import _read_declaration
-
     run = Path(run)
     decl = _read_declaration(run)
     if steps is None:
@@ -247,12 +247,6 @@ def retrain(run: str | Path, layer: int, head: int, doc: dict[str, Any], until: 
     import copy
 
     import torch
-
-    from glassbox.heads import masks
-    from glassbox.timeline import phases
-    from glassbox.timeline.analyze import PHASE_ROLES
-    from glassbox.timeline.probes import probe_batch
-    from glassbox.train import replay
 
     run = Path(run)
     role = _role_of(run, layer, head)

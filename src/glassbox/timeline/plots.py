@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from glassbox.circuits.timeline import draw as draw_composition
 from glassbox.fileio import save_png
 
 
@@ -46,8 +47,6 @@ def plot_runs(docs: list[dict[str, Any]], metrics: list, path: str | Path) -> Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from glassbox.circuits.timeline import draw as draw_composition
 
     n = len(docs)
     fig, axes = plt.subplots(3, n, figsize=(4.5 * n, 7), sharex="col", squeeze=False,

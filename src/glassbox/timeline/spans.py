@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from glassbox.errors import BadInput
+from glassbox.timeline.writes import window_table
+
 FILE = re.compile(r"examples-L(\d+)H(\d+)\.json")
 SUMMARY_KEYS = (("with_quoted_or_periodic_repeat", "with a quoted/periodic repeat"),
                 ("repeated_fraction", "copy-predictable positions"), ("with_4gram_repeat", "with a repeated 4-gram"),
@@ -181,9 +184,6 @@ def head_section(path: Path) -> dict[str, Any] | None:
 def _window_writes(run: Path, steps: Any, layer: int, head: int) -> dict[str, Any] | None:
     """Where the update went over the same window (`writes --steps A-B --head L.H`): the levels' shares and the
     head's own share and rank; None without a ledger covering it."""
-    from glassbox.errors import BadInput
-    from glassbox.timeline.writes import window_table
-
     try:
         w = window_table(run, int(steps[0]), int(steps[1]), (layer, head))["window"]
     except (BadInput, TypeError, ValueError, IndexError):

@@ -15,7 +15,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from glassbox import progress
 from glassbox.errors import BadInput
+from glassbox.fileio import write_json
+from glassbox.scale import seam
+from glassbox.timeline import render
+from glassbox.timeline.analyze import analyze
+from glassbox.train.loop import declare, train
 
 MAX_SEEDS = 4096
 
@@ -41,10 +47,6 @@ class SeedRun:
         self.out, self.declaration, self.ablate = Path(out), declaration, ablate
 
     def __call__(self, seed: int) -> dict[str, Any]:
-        from glassbox import progress
-        from glassbox.timeline.analyze import analyze
-        from glassbox.train.loop import declare, train
-
         decl = json.loads(json.dumps(declare(**self.declaration, seed=seed)))
         run = self.out / f"s{seed}"
         if run.exists():
@@ -65,11 +67,6 @@ class SeedRun:
 def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate: bool = True,
           backend=None, plot: bool = True) -> dict[str, Any]:
     """Every seed trained and analysed; DIR/sweep.json holds the comparison (and DIR/compare.png the plot)."""
-    from glassbox.fileio import write_json
-    from glassbox.scale import seam
-    from glassbox.timeline import render
-    from glassbox.train.loop import declare
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInput("--out must be a folder", out)

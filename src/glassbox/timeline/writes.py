@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.train.store import read_table
 
 LEVEL_ORDER = ("embedding", "position_embedding", "attention.norm", "attention.q", "attention.k", "attention.v",
                "attention.qkv", "attention.o", "attention.qk_norm", "mlp.norm", "mlp.in", "mlp.gate",
@@ -33,8 +34,6 @@ def windows(last_step: int) -> list[tuple[int, int]]:
 
 
 def _ledger(run: Path) -> dict[str, list]:
-    from glassbox.train.store import read_table
-
     if not run.is_dir():
         raise BadInput("not a directory", run)
     ledger = read_table(run, "ledger")

@@ -19,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from glassbox import bundled, corpora
 from glassbox.errors import BadInput
+from glassbox.fileio import atomic_write
+from glassbox.run.load import gguf_cache
 
 
 def _generator(seed: int, step: int, salt: int = 0):
@@ -66,8 +69,6 @@ class PeriodicData:
 
 def corpus_bytes(spec: str | Path) -> bytes:
     """The byte-level tokens of a corpus spec (glassbox.corpora): its text, UTF-8 encoded."""
-    from glassbox import corpora
-
     return corpora.read_spec(spec).encode("utf-8")
 
 
@@ -103,9 +104,6 @@ RARE = "<rare>"
 
 def tokenizer_path(model: str = TOKENIZER_MODEL) -> Path:
     """tokenizer.json of a bundled model (from its dequantized cache folder; built once, offline)."""
-    from glassbox import bundled
-    from glassbox.run.load import gguf_cache
-
     path = gguf_cache(bundled.bundled_path(model)) / "tokenizer.json"
     if not path.is_file():
         raise BadInput(f"bundled model {model!r} has no tokenizer.json in its cache folder", path.parent)
@@ -117,9 +115,6 @@ def corpus_ids(spec: str | Path, model: str = TOKENIZER_MODEL):
     import hashlib
 
     import numpy as np
-
-    from glassbox import bundled
-    from glassbox.fileio import atomic_write
 
     text = corpus_bytes(spec)
     tok_path = tokenizer_path(model)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from glassbox.anatomy import roles
+
 QUANTITIES = ("grad_norm", "update_norm", "weight_norm", "change_since_init")
 
 
@@ -28,8 +30,6 @@ class Row:
 
 class Ledger:
     def __init__(self, model, architecture: str, config: dict):
-        from glassbox.anatomy import roles
-
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         dims = roles.Dims.from_config(architecture, config)
         self.rows: list[Row] = []

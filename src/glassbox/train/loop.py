@@ -17,10 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from glassbox.anatomy import roles
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
+from glassbox.progress import track
 from glassbox.run.load import set_threads
+from glassbox.train import batches
 from glassbox.train import checkpoints as ck
+from glassbox.train import model as declared_model
+from glassbox.train import steer as steering
+from glassbox.train.ledger import Ledger
+from glassbox.train.store import drop_parts_after, finish_tables, write_part
 
 DEFAULT_TRAIN = {"steps": 1000, "batch_size": 32, "seq_len": 128, "lr": 1e-3, "grad_clip": 1.0}
 
@@ -30,9 +37,6 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
             ledger_every: int = 1, save_every: int = 50, batch_size: int | None = None,
             seq_len: int | None = None, lr: float | None = None) -> dict[str, Any]:
     """Everything a run is, as one JSON-able dict (stored in config.json under `glassbox_train`)."""
-    from glassbox.train import model as declared_model
-    from glassbox.train import steer as steering
-
     if (preset is None) == (config is None):
         raise BadInput("give exactly one of --preset or --config")
     if preset is not None:
@@ -65,7 +69,6 @@ def declare(preset: str | None = None, config: dict | None = None, corpus: str |
         raise BadInput("--ledger-every must be >= 0 (0: off) and --save-every >= 1")
     init = init or default_init
     declared_model.parse_init(init)
-    from glassbox.anatomy import roles
 
     architecture = roles.detect_from_config(model_config) or "unknown"
     dims = roles.Dims.from_config(architecture, model_config)
@@ -102,13 +105,6 @@ def recorded_threads(out: str | Path) -> int | None:
 def train(out: str | Path, decl: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the declared training into `out`; returns the summary."""
     import torch
-
-    from glassbox.progress import track
-    from glassbox.train import batches
-    from glassbox.train import model as declared_model
-    from glassbox.train import steer as steering
-    from glassbox.train.ledger import Ledger
-    from glassbox.train.store import drop_parts_after, finish_tables, write_part
 
     out = Path(out)
     if resume:

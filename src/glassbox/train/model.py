@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from glassbox import registry
 from glassbox.errors import BadInput
+from glassbox.run.layout import submodule
 
 PRESETS: dict[str, dict[str, Any]] = {
     "induction-2l": {
@@ -122,9 +124,6 @@ def _zero_mlps(model) -> None:
     """MLP output weights zero and frozen: the block's MLP then adds exactly 0, in this process or any loader.
     Which module is the MLP's output projection is the registry entry's `mlp_down`."""
     import torch
-
-    from glassbox import registry
-    from glassbox.run.layout import submodule
 
     family = registry.family_of(model.config.model_type)
     if family is None:

@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from glassbox.errors import BadInput
+from glassbox.progress import track
+from glassbox.run.load import set_threads
+from glassbox.train import batches
+from glassbox.train import checkpoints as ck
+from glassbox.train import model as declared_model
+from glassbox.train.loop import _read_declaration, recorded_threads
 
 
 def setup(run: str | Path, threads: int | None = None) -> dict[str, Any]:
@@ -22,11 +28,6 @@ def setup(run: str | Path, threads: int | None = None) -> dict[str, Any]:
     step depend on it (measured: 1 vs 2 threads differ by 3e-4 after 30 induction-2l steps). `threads`
     overrides it (the tests' contrast); a run from before the count was recorded gets set_threads' choice."""
     import torch
-
-    from glassbox.run.load import set_threads
-    from glassbox.train import batches
-    from glassbox.train import model as declared_model
-    from glassbox.train.loop import _read_declaration, recorded_threads
 
     run = Path(run)
     decl = _read_declaration(run)
@@ -64,8 +65,6 @@ def advance(state: dict[str, Any], until: int, edit: Callable | None = None, bef
     """Step `state` (from setup) on to step `until`, exactly as glassbox.train.loop does."""
     import torch
 
-    from glassbox.progress import track
-
     model, data, params, opt = state["model"], state["data"], state["params"], state["optimizer"]
     clip = state["decl"]["train"]["grad_clip"]
     steps = range(state["step"] + 1, until + 1)
@@ -88,9 +87,6 @@ def advance(state: dict[str, Any], until: int, edit: Callable | None = None, bef
 
 def check_against_checkpoint(state: dict[str, Any]) -> float | None:
     """Largest |replayed − saved| weight at the state's step, when a checkpoint of that step exists."""
-    from glassbox.train import checkpoints as ck
-    from glassbox.train import model as declared_model
-
     path = ck.checkpoint_path(state["run"], state["step"])
     if not Path(path).is_file():
         return None

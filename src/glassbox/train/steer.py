@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from glassbox.errors import BadInput
 from glassbox.heads.masks import TRAINING_ROLES as ROLES
+from glassbox.heads.masks import mask_attention, role_mask
 
 DEFAULT_WEIGHT = 0.3
 _SPEC = re.compile(r"(\d+)\.(\d+)=([a-z_]+)(?::([0-9.eE+-]+))?")
@@ -54,8 +55,6 @@ def parse(spec: str, n_layers: int, n_heads: int) -> Steer:
 def aux_loss(steers: list[Steer], attentions, tokens):
     """The summed auxiliary loss of all steered heads (a 0-dim tensor)."""
     import torch
-
-    from glassbox.heads.masks import mask_attention, role_mask
 
     total = torch.zeros(())
     masks: dict[str, object] = {}

@@ -20,7 +20,22 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from glassbox import bundled
+from glassbox import bundled, weights
+from glassbox.anatomy import describe
+from glassbox.checkpoint import open_checkpoint
+from glassbox.errors import BadInput
+from glassbox.fileio import write_json
+from glassbox.heads.atlas import Settings, build_atlas
+from glassbox.heads.probes import ov_readout
+from glassbox.lens import logit, patching
+from glassbox.overlay import lm
+from glassbox.overlay.store import Store
+from glassbox.run import hooks, layout
+from glassbox.run.text import encode
+from glassbox.timeline.analyze import analyze
+from glassbox.timeline.spans import attach
+from glassbox.timeline.writes import write_table
+from glassbox.web.paths import is_run
 
 ATLAS_SEED = 0
 MAX_TOKENS = 1024  # a typed text is cut here (the page says so): patterns are T² floats
@@ -52,8 +67,6 @@ def cache_folder(kind: str) -> Path:
 
 def checkpoint_path(path: Path) -> Path:
     """A run's last checkpoint stands for the run in the file map; anything else is itself."""
-    from glassbox.web.paths import is_run
-
     if is_run(path):
         steps = sorted((path / "checkpoints").glob("step-*.safetensors"))
         if steps:
@@ -74,9 +87,7 @@ def anatomy_doc(path: Path) -> dict[str, Any]:
 
 
 def _anatomy_doc(path: Path) -> dict[str, Any]:
-    from glassbox.anatomy import describe
     from glassbox.anatomy.render import FORMULAS
-    from glassbox.checkpoint import open_checkpoint
 
     with open_checkpoint(checkpoint_path(path)) as ck:
         doc = describe(ck).to_json()
@@ -109,8 +120,6 @@ def cached_atlas(path: Path, anatomy: dict[str, Any] | None = None) -> dict[str,
 
 def store_atlas(path: Path, atlas: dict[str, Any]) -> Path:
     """Put an atlas computed elsewhere (the demo) into the cache, so serve and report open it at once."""
-    from glassbox.fileio import write_json
-
     f = atlas_cache_file(path)
     write_json(f, atlas)
     return f
@@ -138,8 +147,6 @@ def is_loaded(path: Path) -> bool:
 
 
 def compute_atlas(path: Path, name: str | None = None) -> dict[str, Any]:
-    from glassbox.heads.atlas import Settings, build_atlas
-
     loaded = load(path, name)
     with model_lock:
         atlas = build_atlas(loaded, Settings(seed=ATLAS_SEED))
@@ -149,8 +156,6 @@ def compute_atlas(path: Path, name: str | None = None) -> dict[str, Any]:
 
 def tokenize(loaded: Any, text: str) -> list[int]:
     """The text's token ids as every command reads text (run/text); typed token ids if there is no tokenizer."""
-    from glassbox.run.text import encode
-
     return encode(loaded, text, ids_without_tokenizer=True)
 
 
@@ -164,9 +169,6 @@ def token_strings(loaded: Any, ids: list[int]) -> list[str]:
 def pattern(loaded: Any, layer: int, head: int, text: str) -> dict[str, Any]:
     """One head's attention [q, k] on `text` from the activation cache, and the lens of its output."""
     import torch
-
-    from glassbox.errors import BadInput
-    from glassbox.run import hooks, layout
 
     if not (0 <= layer < loaded.n_layers and 0 <= head < loaded.n_heads):
         raise BadInput(f"no head {layer}.{head} in this model ({loaded.n_layers} layers × {loaded.n_heads} heads)")
@@ -202,8 +204,6 @@ def _kv_groups(loaded: Any) -> list[int]:
 
 def _head_weights(loaded: Any, layer: int, head: int) -> tuple[Any, Any]:
     """(W_V [d_head, d_model], W_O [d_model, d_head]) of one head."""
-    from glassbox import weights
-
     hw = weights.head(loaded, layer, head)
     return hw.W_V, hw.W_O
 
@@ -212,8 +212,6 @@ def ov_tokens(loaded: Any, layer: int, head: int, top: int = OV_TOP) -> dict[str
     """The head's OV circuit W_O·W_V, by its strongest singular direction: which tokens (through the
     embedding) it reads most along v₁, and which it writes most along u₁ (through the unembedding)."""
     import torch
-
-    from glassbox.heads.probes import ov_readout
 
     with model_lock, torch.inference_mode():
         w_v, w_o = _head_weights(loaded, layer, head)
@@ -255,10 +253,6 @@ def head_bytes(anatomy: dict[str, Any], layer: int, head: int) -> list[dict[str,
 
 def timeline_doc(run: Path) -> dict[str, Any]:
     """`glassbox timeline RUN --json` (its own cache makes a second call cheap) and `glassbox writes RUN`."""
-    from glassbox.timeline.analyze import analyze
-    from glassbox.timeline.spans import attach
-    from glassbox.timeline.writes import write_table
-
     doc = attach(analyze(run), run)  # + `examples` when the run has writes --examples files
     doc["writes"] = write_table(run)
     try:
@@ -275,8 +269,6 @@ def timeline_doc(run: Path) -> dict[str, Any]:
 def all_patterns(loaded: Any, text: str, lens_heads: set[tuple[int, int]]) -> dict[str, Any]:
     """Every head's pattern on `text` from one cached forward (the report), and the lens of `lens_heads`."""
     import torch
-
-    from glassbox.run import hooks, layout
 
     ids = tokenize(loaded, text)[:MAX_TOKENS]
     names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
@@ -299,8 +291,6 @@ LENS_MAX_TOKENS = 48  # the lens keeps [layers + 1, tokens, vocab] log-probs: ~0
 
 def lens_doc(loaded: Any, text: str) -> dict[str, Any]:
     """`glassbox lens MODEL --text T --json` (the logit lens), on the first LENS_MAX_TOKENS tokens."""
-    from glassbox.lens import logit
-
     ids = logit.encode(loaded, text)
     cut = len(ids) > LENS_MAX_TOKENS
     with model_lock:
@@ -311,9 +301,6 @@ def lens_doc(loaded: Any, text: str) -> dict[str, Any]:
 
 def patch_doc(loaded: Any, clean: str, corrupt: str, metric: str, over: str) -> dict[str, Any]:
     """`glassbox patch MODEL --clean C --corrupt X --metric M --over heads|resid|mlp --json` (denoising)."""
-    from glassbox.errors import BadInput
-    from glassbox.lens import logit, patching
-
     if over not in ("heads", "resid", "mlp"):
         raise BadInput("over must be heads, resid or mlp")
     m = patching.parse_metric(loaded, metric)
@@ -334,9 +321,7 @@ OVERLAY_MAX_TOKENS = 64
 def overlay_generate(index: Path, prompt: str, max_tokens: int, mode: str) -> dict[str, Any]:
     """`glassbox overlay generate INDEX --prompt P` (table mode: no LM; mixture/select: SmolLM2 selects);
     the trace goes to the overlay store ($GLASSBOX_HOME/overlay/store.sqlite), as on the command line."""
-    from glassbox.errors import BadInput
     from glassbox.overlay.generate import GenerateConfig
-    from glassbox.overlay.store import Store
     from glassbox.overlay.trace import run
 
     if mode not in ("table", "mixture", "select"):
@@ -354,8 +339,6 @@ def overlay_generate(index: Path, prompt: str, max_tokens: int, mode: str) -> di
 
 
 def overlay_trace(trace_id: str) -> dict[str, Any]:
-    from glassbox.overlay.store import Store
-
     st = Store(None)
     try:
         return st.trace(trace_id)
@@ -365,10 +348,7 @@ def overlay_trace(trace_id: str) -> dict[str, Any]:
 
 def overlay_feedback(trace_id: str, step: int, text: str, prefer: bool) -> dict[str, Any]:
     """`glassbox overlay feedback TRACE --step N --prefer|--reject TEXT`."""
-    from glassbox.errors import BadInput
-    from glassbox.overlay import lm
     from glassbox.overlay.feedback import record
-    from glassbox.overlay.store import Store
 
     st = Store(None)
     try:
@@ -383,7 +363,6 @@ def overlay_feedback(trace_id: str, step: int, text: str, prefer: bool) -> dict[
 
 
 def overlay_replay(trace_id: str) -> dict[str, Any]:
-    from glassbox.overlay.store import Store
     from glassbox.overlay.trace import replay
 
     st = Store(None)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from glassbox import bundled
 from glassbox.errors import BadInput
+from glassbox.fileio import write_json
 from glassbox.web import documents
 from glassbox.web.jobs import Jobs
 from glassbox.web.paths import PathRefused, is_index, is_run, resolve
@@ -313,8 +314,6 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
             return {"src": sid, "timeline": json.loads(cache.read_text(encoding="utf-8")), "job": None}
 
         def work() -> None:
-            from glassbox.fileio import write_json
-
             write_json(cache, documents.timeline_doc(path))
 
         return JSONResponse({"src": sid, "timeline": None, "job": jobs.start(key, f"timeline of {sid}", work)},
