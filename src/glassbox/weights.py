@@ -24,15 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox import registry
-from glassbox.anatomy import head_bytes
-from glassbox.anatomy.roles import (
-    Dims,
-    HeadSlice,
-    classify,
-    detect_from_config,
-    detect_from_names,
-    head_slices,
-)
+from glassbox.anatomy import head_bytes, roles
 from glassbox.checkpoint import Checkpoint, open_checkpoint
 from glassbox.errors import BadInput
 
@@ -57,7 +49,7 @@ class HeadWeights:
 @dataclass
 class AllHeads:
     family: str
-    dims: Dims
+    dims: roles.Dims
     W_Q: Any  # [L, H, d_head, d_model]; K and V repeated over each kv group's query heads
     W_K: Any
     W_V: Any
@@ -91,7 +83,7 @@ class AllHeads:
 @dataclass
 class _Source:
     family: str
-    dims: Dims
+    dims: roles.Dims
     shapes: dict[str, tuple[int, ...]]
     by_layer: dict[int, list[tuple[str, str]]]  # layer → [(tensor name, level)]
     read: Any  # name → tensor
@@ -113,10 +105,10 @@ def _source(src: Any) -> tuple[_Source, Any]:
 
 
 def _from_checkpoint(ckpt: Any) -> _Source:
-    family = detect_from_config(ckpt.config) or detect_from_names(list(ckpt.tensors))
+    family = roles.detect_from_config(ckpt.config) or roles.detect_from_names(list(ckpt.tensors))
     if family is None or not ckpt.config:
         raise BadInput("per-head weights need a known architecture and its config", ckpt.path)
-    dims = Dims.from_config(family, ckpt.config)
+    dims = roles.Dims.from_config(family, ckpt.config)
     if dims is None:
         raise BadInput("per-head weights need layers, heads and hidden size in the config", ckpt.path)
     shapes = {n: tuple(e.shape) for n, e in ckpt.tensors.items()}
@@ -125,8 +117,8 @@ def _from_checkpoint(ckpt: Any) -> _Source:
 
 def _from_model(model: Any) -> _Source:
     config = model.config.to_dict()
-    family = detect_from_config(config)
-    dims = Dims.from_config(family, config) if family else None
+    family = roles.detect_from_config(config)
+    dims = roles.Dims.from_config(family, config) if family else None
     if family is None or dims is None:
         raise TypeError(f"weights: unsupported model type {config.get('model_type')!r}")
     state = model.state_dict()
@@ -137,7 +129,7 @@ def _from_model(model: Any) -> _Source:
 def _group(family: str, shapes: dict[str, tuple[int, ...]]) -> dict[int, list[tuple[str, str]]]:
     out: dict[int, list[tuple[str, str]]] = {}
     for name in shapes:
-        level, layer = classify(family, name)
+        level, layer = roles.classify(family, name)
         if layer is not None and level.startswith("attention."):
             out.setdefault(layer, []).append((name, level))
     return out
@@ -147,7 +139,7 @@ def _group(family: str, shapes: dict[str, tuple[int, ...]]) -> dict[int, list[tu
 # One layer's heads from the slices
 
 
-def _block(values: Any, s: HeadSlice, kind: str) -> Any:
+def _block(values: Any, s: roles.HeadSlice, kind: str) -> Any:
     """Head s's block in HF layout: Q/K/V as [d_head, d_model] (out × in), O as [d_model, d_head]."""
     block = values[s.index(values.ndim)]
     if block.ndim == 1:
@@ -166,7 +158,7 @@ def _layer(src: _Source, layer: int) -> dict[str, Any]:
     out: dict[str, Any] = {k: {} for k in ("q", "k", "v", "o", "bq", "bk", "bv")}
     out["bo"] = None
     for name, level in src.by_layer[layer]:
-        slices = head_slices(src.family, name, src.shapes[name], src.dims)
+        slices = roles.head_slices(src.family, name, src.shapes[name], src.dims)
         if not slices:
             if level == "attention.o" and len(src.shapes[name]) == 1:
                 out["bo"] = src.read(name).to(torch.float32)
@@ -294,7 +286,7 @@ def _head_bytes(src: _Source, layer: int, head: int) -> dict[str, list[dict[str,
     out: dict[str, list[dict[str, Any]]] = {"q": [], "k": [], "v": [], "o": []}
     for name, _ in src.by_layer.get(layer, ()):
         entry = src.entries[name]
-        for s in head_slices(src.family, name, src.shapes[name], src.dims):
+        for s in roles.head_slices(src.family, name, src.shapes[name], src.dims):
             if s.head == (head if s.kind in ("q", "o") else g):
                 run = head_bytes(entry, s)
                 out[s.kind].append({"tensor": name, "slice": s.slice_str(len(entry.shape)), **run})
