@@ -110,7 +110,7 @@ def chapter(checkpoint: Any, model: Any, layer: int, head: int) -> dict[str, Any
     q = steps[0]
     agree = max(abs(a - b) for s in steps for a, b in zip(s["block"]["values"], s["model_values"]["values"], strict=True))
     text = (f"Head {layer}.{head} is four weight slices of {checkpoint.path.name} ({checkpoint.format}). "
-            f"Its query is rows {q['slice']} of {q['tensor']}: {q['config']} fix that shape. "
+            f"Its query is rows {q['slice']} of {q['tensor']}: {', '.join(f'{k}={v}' for k, v in q['config'].items())} fix that shape. "
             f"PyTorch multiplies by it in {q['code']['function']} ({q['code']['file'].rsplit('/', 1)[-1]} line "
             f"{q['code']['line']}: {q['code']['source']}). In the file the slice starts at byte "
             f"{q['bytes']['offset']:,}, stored as {q['dtype']}; its first block decodes to "
