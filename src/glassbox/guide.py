@@ -30,13 +30,12 @@ def tour(
     """The answer in one walk, on your model: from the config through the PyTorch code to the bytes, from
     random init to a specialized head, from the file to what each head does."""
     import json
-    import sys
 
     from glassbox import bundled, progress
     from glassbox.errors import BadInput
-    from glassbox.heads.commands import _parse_head
+    from glassbox.timeline.examples import parse_head
 
-    head = _parse_head(head_spec, sys.maxsize, sys.maxsize) if head_spec else None  # checked before loading
+    head = parse_head(head_spec) if head_spec else None  # the syntax before loading; the range after
     if run is not None and not (run / "config.json").is_file():
         raise BadInput("not a training run (no config.json)", run)
     if atlas_path is not None and not atlas_path.is_file():
