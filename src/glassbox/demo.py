@@ -24,8 +24,9 @@ def demo(
     out: str = typer.Option("out/demo", "--out", help="Where pictures and JSON go."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Anatomy, head atlas, a training run with its phase change, and the tour that ties them together:
-    a short summary here, everything in one offline report."""
+    """Anatomy, head atlas, a training run and the tour on the bundled model: a short summary, one report.
+
+    Everything else goes into one offline report that opens on the tour."""
     import sys
     import time
 

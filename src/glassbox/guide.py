@@ -27,8 +27,9 @@ def tour(
     as_json: bool = typer.Option(False, "--json", help="Print the tour as one JSON document on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of the atlas and of the training run."),
 ) -> None:
-    """The answer in one walk, on your model: from the config through the PyTorch code to the bytes, from
-    random init to a specialized head, from the file to what each head does."""
+    """Config → PyTorch code → bytes, random init → a specialized head, file → what each head does: one walk.
+
+    Three chapters bound to this model's live values, each ending with the commands that reproduce it."""
     import json
 
     from glassbox import bundled, progress

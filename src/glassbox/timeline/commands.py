@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
                                             "(default: the window's end + 3 window lengths, capped at the run's)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """The seed's table, measured: share of the update written per level and per head, over time."""
+        """Where training wrote: the share of each step's update per level and per head, over time."""
         from glassbox.errors import BadInput
         from glassbox.timeline.writes import render, write_table
 

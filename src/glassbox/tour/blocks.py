@@ -116,10 +116,13 @@ def block_size(fmt: str) -> tuple[int, int]:
     return GGML_QUANT_SIZES[GGMLQuantizationType[fmt]]
 
 
-def decode(buf: Any, offset: int, fmt: str) -> dict[str, Any]:
+def decode(buf: Any, offset: int, fmt: str, count: int | None = None) -> dict[str, Any]:
     """The block of format `fmt` starting at byte `offset` of `buf` (a file map) →
-    {"format", "offset", "nbytes", "hex", "fields", "values"}."""
-    n, size = block_size(fmt)
+    {"format", "offset", "nbytes", "hex", "fields", "values"}. Plain floats: `count` values (default
+    SHOW_FLOATS), so a block never runs past the head's own bytes."""
+    _, size = block_size(fmt)
+    if fmt in FLOATS and count is not None:
+        size = count * FLOATS[fmt]
     raw = bytes(buf[offset:offset + size])
     if fmt in FLOATS:
         w = FLOATS[fmt]

@@ -61,10 +61,15 @@ def step(anatomy: Any, model: Any, buf: Any, run: dict[str, Any], kind: str, per
     role, hs = _slice_of(anatomy, run, kind)
     entry = role.entry
     fmt = entry.dtype
-    block = blocks.decode(buf, run["offset"], fmt)
-    n_vals, n_bytes = blocks.block_size(fmt)
-    first = (run["offset"] - entry.offset) // n_bytes * n_vals  # element index of the block's first value
     cols = entry.shape[-1]
+    if fmt in blocks.FLOATS:  # plain floats: the first values of the head's run, never past it or the row
+        first = (run["offset"] - entry.offset) // blocks.FLOATS[fmt]
+        count = min(blocks.SHOW_FLOATS, run["length"] // blocks.FLOATS[fmt], cols - first % cols)
+        block = blocks.decode(buf, run["offset"], fmt, count)
+    else:  # a quantized block: the head's runs start on block boundaries (anatomy widens them when not)
+        n_vals, n_bytes = blocks.block_size(fmt)
+        first = (run["offset"] - entry.offset) // n_bytes * n_vals  # element index of the block's first value
+        block = blocks.decode(buf, run["offset"], fmt)
     stored_row, col = divmod(first, cols)
     qk = kind in ("q", "k") and permuted
     row = hf_row(stored_row, hs.start if hs.axis == 0 else 0, anatomy.dims.head_dim, qk)
