@@ -105,17 +105,20 @@ def chapter(checkpoint: Any, model: Any, layer: int, head: int) -> dict[str, Any
     from glassbox import weights
 
     anatomy = describe(checkpoint)
-    runs = weights.head(checkpoint, layer, head).bytes
+    # per kind the weight matrix's run (biases have head slices too)
+    runs = {k: next(r for r in rs if len(checkpoint.tensors[r["tensor"]].shape) == 2)
+            for k, rs in weights.head(checkpoint, layer, head).bytes.items()
+            if any(len(checkpoint.tensors[r["tensor"]].shape) == 2 for r in rs)}
     permuted = _permuted(checkpoint)
-    buf = _mapped(checkpoint.tensors[runs["q"][0]["tensor"]].file)
+    buf = _mapped(checkpoint.tensors[runs["q"]["tensor"]].file)
     try:
-        steps = [step(anatomy, model, buf, runs[k][0], k, permuted) for k in KINDS if runs.get(k)]
+        steps = [step(anatomy, model, buf, runs[k], k, permuted) for k in KINDS if k in runs]
     finally:
         buf.close()
     q = steps[0]
     agree = max(abs(a - b) for s in steps for a, b in zip(s["block"]["values"], s["model_values"]["values"], strict=True))
     text = (f"Head {layer}.{head} is four weight slices of {checkpoint.path.name} ({checkpoint.format}). "
-            f"Its query is rows {q['slice']} of {q['tensor']}: {', '.join(f'{k}={v}' for k, v in q['config'].items())} fix that shape. "
+            f"Its query is the slice {q['slice']} of {q['tensor']}: {', '.join(f'{k}={v}' for k, v in q['config'].items())} fix that shape. "
             f"PyTorch multiplies by it in {q['code']['function']} ({q['code']['file'].rsplit('/', 1)[-1]} line "
             f"{q['code']['line']}: {q['code']['source']}). In the file the slice starts at byte "
             f"{q['bytes']['offset']:,}, stored as {q['dtype']}; its first block decodes to "

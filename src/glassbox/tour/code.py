@@ -17,9 +17,11 @@ def module_of(model: Any, tensor: str) -> tuple[str, str, Any]:
 
 
 def reading_line(module: Any, attr: str) -> dict[str, Any] | None:
-    """The first line of `type(module).forward` (or of a method it inherits) that calls `self.<attr>(`:
-    {"file", "line" (1-based in that file), "source", "function"}; None when no line reads it."""
+    """The line of `type(module).forward` (or of a forward it inherits) that calls `self.<attr>(`, preferring a
+    call on `hidden_states` (GPT-2's forward also calls it on the cross-attention input, in a branch a decoder
+    never takes): {"file", "line" (1-based in that file), "source", "function"}; None when no line reads it."""
     call = re.compile(rf"self\.{re.escape(attr)}\b\s*\(")
+    on_input = re.compile(rf"self\.{re.escape(attr)}\b\s*\(\s*hidden_states\b")
     for cls in type(module).__mro__:
         forward = cls.__dict__.get("forward")
         if forward is None:
@@ -30,8 +32,8 @@ def reading_line(module: Any, attr: str) -> dict[str, Any] | None:
             file = inspect.getsourcefile(forward)
         except (OSError, TypeError):
             continue
-        for i, text in enumerate(lines):
-            if call.search(text):
-                return {"file": file, "line": start + i, "source": text.strip(),
-                        "function": f"{cls.__name__}.forward"}
+        found = [i for i, text in enumerate(lines) if call.search(text)]
+        if found:
+            i = next((i for i in found if on_input.search(lines[i])), found[0])
+            return {"file": file, "line": start + i, "source": lines[i].strip(), "function": f"{cls.__name__}.forward"}
     return None

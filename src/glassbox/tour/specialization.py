@@ -65,11 +65,20 @@ def label_file(source: Path, atlas: dict[str, Any], folder: Path) -> dict[str, A
             "labels_read_back": labels is not None and len(labels.get("heads", [])) == len(atlas["heads"])}
 
 
+def _ids_text(loaded: Any) -> str:
+    """Without a tokenizer: a block of token ids repeated (the induction probe's shape), as text of ids."""
+    vocab = int(loaded.config.vocab_size)
+    block = [(7 * i + 3) % vocab for i in range(min(8, vocab))]
+    return " ".join(str(i) for i in block + block[:-1])
+
+
 def _attention(loaded: Any, layer: int, head: int, text: str) -> dict[str, Any]:
     from glassbox.run import hooks
     from glassbox.run.text import encode, token_str
 
-    ids = encode(loaded, text)
+    if loaded.tokenizer is None:
+        text = _ids_text(loaded)
+    ids = encode(loaded, text, ids_without_tokenizer=True)
     _, cache = hooks.run_with_cache(loaded, [ids], names=[f"blocks.{layer}.attn.pattern"])
     row = cache[f"blocks.{layer}.attn.pattern"][0, head, -1]
     top = row.topk(min(3, len(ids)))
@@ -120,7 +129,7 @@ def chapter(loaded: Any, atlas: dict[str, Any], layer: int, head: int, folder: P
                      + ". ")
     if att["top"]:
         t = att["top"][0]
-        text_out += (f"On “{text}” its last query puts {t['weight']:.0%} of its attention on token {t['key']} "
+        text_out += (f"On “{att['text']}” its last query puts {t['weight']:.0%} of its attention on token {t['key']} "
                      f"({t['token']!r}). ")
     if why and "parts" in why:
         text_out += ("That logit is mostly written by " + ", ".join(f"{p['component']} ({p['value']:+.2f})"
