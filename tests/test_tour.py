@@ -164,3 +164,25 @@ def test_smollm2_head_18_6(tmp_path, capsys, monkeypatch, reuse_smollm2, run):
     assert q["row_map"]["hf_rows"][:2] == [q["row_map"]["stored_rows"][0], q["row_map"]["stored_rows"][0] + 32]
     label = doc["chapters"][2]["label"]
     assert label["sidecar"] and label["bytes_unchanged"]
+
+
+def test_leading_evidence_not_the_total_effect():
+    """A head validated by its group reads '✓ +group effect (group)', not its own (negative) total effect."""
+    from rich.console import Console
+
+    from glassbox.heads.render import leading, table, top_heads
+
+    role = {"role": "induction", "score": 0.75, "ablation_effect": -0.0357, "validated": True, "basis": "group",
+            "effect": 1.23, "evidence": ["group"], "p": 0.001, "null_mean": 0.01, "null_sd": 0.02, "ci": [1.0, 1.4]}
+    weak = dict(role, score=0.9, validated=False, basis=None, effect=-0.5, ablation_effect=-0.5, evidence=[])
+    atlas = {"model": "m", "n_layers": 18, "n_heads": 9,
+             "heads": [{"layer": 17, "head": 5, "scores": {"induction": 0.75}, "roles": [role]},
+                       {"layer": 3, "head": 1, "scores": {"induction": 0.9}, "roles": [weak]}]}
+    assert leading(role) == "✓ +1.23 (group)"
+    tops = top_heads(atlas)["induction"]
+    assert [(t["layer"], t["head"]) for t in tops] == [(17, 5), (3, 1)]  # validated first, then by score
+    assert tops[0]["text"] == "17.5 0.75 ✓ +1.23 (group)" and tops[1]["text"].endswith("✗ -0.5 (total)")
+    console = Console(width=300, record=True)
+    console.print(table(atlas))
+    text = console.export_text()
+    assert "17.5 0.75 ✓ +1.23 (group)" in text and "-0.0357" not in text
