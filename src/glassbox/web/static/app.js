@@ -9,7 +9,7 @@
   const DEFAULT_TEXT = CONF.sample_text ||
     'When Mary and John went to the store, John gave a drink to Mary. When Mary and John went to the store, John gave a drink to Mary.';
   let PAYLOAD = null; // report data
-  const S = { src: null, view: 'map', tensor: null, head: null, role: null, text: DEFAULT_TEXT };
+  const S = { src: null, view: null, tensor: null, head: null, role: null, text: DEFAULT_TEXT };
   const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {}, tour: {} };
   window.glassbox = { state: S, cache: cache, last: {} }; // read by the browser tests
 
