@@ -256,23 +256,27 @@
   function commands(ch) { return h('pre', { class: 'cmds' }, ch.commands.map((c) => '$ ' + c).join('\n')); }
   function tourBytes(ch, doc) {
     const [L, H] = doc.head;
-    const rows = ch.steps.map((s) => h('tr', { 'data-kind': s.kind },
+    // two tables: the path from config to bytes, then the bytes decoded (one row per q, k, v, o in each)
+    const path = ch.steps.map((s) => h('tr', { 'data-kind': s.kind },
       h('td', {}, s.kind),
       h('td', {}, Object.entries(s.config).map(([k, v]) => `${k}=${v}`).join(', ')),
       h('td', {}, s.module),
       h('td', {}, h('code', { class: 'src' }, s.code.source), h('div', { class: 'muted small' }, `${s.code.file.split('/').slice(-3).join('/')}:${s.code.line}`)),
       h('td', {}, s.formula),
       h('td', {}, h('button', { class: 'link tour-tensor', 'data-tensor': s.tensor, onclick: () => { S.view = 'map'; S.tensor = s.tensor; S.head = L + '.' + H; render(); } }, s.tensor + s.slice),
-        h('div', { class: 'muted small' }, `bytes ${num(s.bytes.offset)} + ${num(s.bytes.length)}` + (s.bytes.stride ? ` × ${s.bytes.count} every ${num(s.bytes.stride)}` : ''))),
-      h('td', {}, h('div', { class: 'muted small' }, `${s.block.format} block @ ${num(s.block.offset)}`), h('code', { class: 'hex' }, s.block.hex.length > 95 ? s.block.hex.slice(0, 95) + ' …' : s.block.hex),
-        h('div', { class: 'small' }, ['scale', 'min'].filter((k) => k in s.block.fields).map((k) => `${k} ${num(s.block.fields[k], 6)}`).join(', ') + (s.block.fields.codes ? ` codes ${s.block.fields.codes.slice(0, 8).join(' ')} …` : '')),
-        h('div', { class: 'small' }, s.block.fields.rule || '')),
+        h('div', { class: 'muted small' }, `bytes ${num(s.bytes.offset)} + ${num(s.bytes.length)}` + (s.bytes.stride ? ` × ${s.bytes.count} every ${num(s.bytes.stride)}` : '')))));
+    const decoded = ch.steps.map((s) => h('tr', { 'data-kind': s.kind },
+      h('td', {}, s.kind),
+      h('td', { class: 'num' }, `${s.block.format} @ ${num(s.block.offset)}`),
+      h('td', {}, h('code', { class: 'hex' }, s.block.hex.length > 120 ? s.block.hex.slice(0, 120) + ' …' : s.block.hex)),
+      h('td', { class: 'small' }, ['scale', 'min'].filter((k) => k in s.block.fields).map((k) => `${k} ${num(s.block.fields[k], 6)}`).join(', ') + (s.block.fields.codes ? ` · codes ${s.block.fields.codes.slice(0, 8).join(' ')} …` : ''),
+        h('div', { class: 'muted' }, s.block.fields.rule || '')),
       h('td', { class: 'num tour-values' }, s.block.values.slice(0, 4).map((v) => num(v, 5)).join(' ')),
-      h('td', { class: 'num' }, h('div', { class: 'muted small' }, `[${s.model_values.row}, ${s.model_values.col}:]`), s.model_values.values.slice(0, 4).map((v) => num(v, 5)).join(' ')),
-    ));
-    const head = ['', 'config', 'module', 'the line that reads it', 'formula', 'tensor[slice] → bytes', 'first stored block', 'decoded', 'in the model'];
+      h('td', { class: 'num' }, h('div', { class: 'muted small' }, `[${s.model_values.row}, ${s.model_values.col}:]`), s.model_values.values.slice(0, 4).map((v) => num(v, 5)).join(' '))));
+    const th = (cols) => h('tr', {}, cols.map((c) => h('th', {}, c)));
     const perm = ch.steps.find((s) => s.row_map);
-    return [h('div', { class: 'scroll' }, h('table', { class: 'grid', id: 'tour-steps' }, h('tr', {}, head.map((c) => h('th', {}, c))), rows)),
+    return [h('div', { class: 'scroll' }, h('table', { class: 'grid', id: 'tour-path' }, th(['', 'config', 'module', 'the line that reads it', 'formula', 'tensor[slice] → bytes']), path)),
+      h('div', { class: 'scroll' }, h('table', { class: 'grid', id: 'tour-steps' }, th(['', 'first stored block', 'bytes (hex)', 'fields', 'decoded', 'in the model']), decoded)),
       perm ? h('p', { class: 'small' }, `Q/K rows in this file: stored rows ${perm.row_map.stored_rows.join(', ')} are HF rows ${perm.row_map.hf_rows.join(', ')} — ${perm.row_map.why}.`) : ''];
   }
   function tourTraining(ch) {
