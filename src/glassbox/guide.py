@@ -18,7 +18,7 @@ def tour(
     head_spec: str | None = typer.Option(None, "--head", metavar="L.H",
                                          help="The head to follow (default: the top validated induction head)."),
     run: Path | None = typer.Option(None, "--run", help="Read the training chapter from this training run "
-                                    "(default: train the 2-layer induction preset, about half a minute)."),
+                                    "(default: train the 2-layer induction preset into --work)."),
     atlas_path: Path | None = typer.Option(None, "--atlas", help="Take the atlas from this atlas.json (default: "
                                            "the cached one, else computed now)."),
     work: Path = typer.Option(Path("out/tour"), "--work", help="Where the tour writes its training run and "

@@ -1,7 +1,7 @@
 """Chapter 2 of the tour, how training writes it: a 2-layer model from its declaration (the init rule and a
 head's step-0 values), one step's update split over the levels, then the run to the phase change: which head
 becomes the induction head and when, the loss drop, its K-composition sender rising, and the training rows
-that wrote it. Trained now (the `induction-2l` preset, seconds on a laptop CPU) or read from a run folder."""
+that wrote it. Trained now (the `induction-2l` preset) or read from a run folder."""
 
 from __future__ import annotations
 
