@@ -56,10 +56,9 @@ def demo(
     atlas = build_atlas(loaded, Settings(seed=seed))
     png = save_atlas(atlas, folder / "atlas")
     store_atlas(path, atlas)
-    tops = top_heads(atlas, 2)
+    roles = len(top_heads(atlas))
     console.print(f"2. atlas: {sum(1 for h in atlas['heads'] for r in h['roles'] if r['validated'])} validated "
-                  f"(head, role) pairs; " + "; ".join(f"{r} {', '.join(x['text'] for x in v)}" for r, v in tops.items()
-                                                      if r in ("induction", "previous_token")) + f" ({png})",
+                  f"(head, role) pairs over {roles} roles ({png}; the table: glassbox atlas {model})",
                   markup=False, highlight=False)
 
     console.print("3. training: " + training_summary(folder / "train", seed=seed).split("\n", 1)[0],

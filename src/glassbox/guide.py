@@ -124,7 +124,8 @@ def summary(doc: dict) -> str:
              f"{q['code']['line']}; bytes from {q['bytes']['offset']:,} ({q['dtype']}); file and model agree to "
              f"{b['max_abs_diff']:.1g}",
              (f"training: head {pc['layer']}.{pc['head']} of a 2-layer model becomes an induction head at step "
-              f"{pc['step']} ({t['seconds']:.0f} s)" if pc["step"] is not None else "training: no phase change found"),
+              f"{pc['step']}" + (f" (trained in {t['seconds']:.0f} s)" if t["trained_now"] else "")
+              if pc["step"] is not None else "training: no phase change found"),
              "atlas: " + "; ".join(f"{r} {', '.join(x['text'] for x in v[:2])}" for r, v in s["top_heads"].items()
                                    if r in ("induction", "previous_token")),
              f"label written: {s['label']['path']} (tensor bytes unchanged: "
