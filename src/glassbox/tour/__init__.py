@@ -14,16 +14,18 @@ def build(loaded: Any, atlas: dict[str, Any], head: tuple[int, int] | None, run:
     """The `tour --json` document. `loaded`: a run.Loaded; `atlas`: its atlas; `head`: None = the top validated
     induction head; `run`: a training run to read (None: train the preset into folder/train); `folder`: where
     the tour writes (the trained run, the labelled copy)."""
+    from glassbox.bundled import is_bundled_name
     from glassbox.checkpoint import open_checkpoint
     from glassbox.tour import bytes as bytes_chapter
     from glassbox.tour import specialization, training
 
     layer, h = head if head is not None else specialization.pick_head(atlas)
+    spec = loaded.name if is_bundled_name(loaded.name) else str(loaded.source)  # what the commands are given
     with open_checkpoint(loaded.source) as ck:
-        first = bytes_chapter.chapter(ck, loaded.model, layer, h)
+        first = bytes_chapter.chapter(ck, loaded.model, layer, h, spec)
     t0 = time.perf_counter()
     train_run, now = training.ensure_run(run, folder / "train", seed)
     second = training.chapter(train_run, now, time.perf_counter() - t0, quiet)
     second["seconds"] = time.perf_counter() - t0
-    third = specialization.chapter(loaded, atlas, layer, h, folder / "labelled")
+    third = specialization.chapter(loaded, atlas, layer, h, folder / "labelled", spec=spec)
     return {"model": loaded.name, "head": [layer, h], "chapters": [first, second, third]}

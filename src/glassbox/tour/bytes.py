@@ -100,8 +100,9 @@ def step(anatomy: Any, model: Any, buf: Any, run: dict[str, Any], kind: str, per
     return out
 
 
-def chapter(checkpoint: Any, model: Any, layer: int, head: int) -> dict[str, Any]:
-    """The `bytes` chapter: {"id", "title", "text", "steps", "format", "file"}."""
+def chapter(checkpoint: Any, model: Any, layer: int, head: int, spec: str | None = None) -> dict[str, Any]:
+    """The `bytes` chapter: {"id", "title", "text", "steps", "format", "file"}; `spec` names the model in the
+    commands (default: the file's path)."""
     from glassbox import weights
 
     anatomy = describe(checkpoint)
@@ -129,8 +130,8 @@ def chapter(checkpoint: Any, model: Any, layer: int, head: int) -> dict[str, Any
                  "llama.cpp's rotary kernel, so stored row r of a head is HF row (r mod 2)·d/2 + r div 2.")
     return {"id": "bytes", "title": "From the mathematics to the bytes", "text": text, "steps": steps,
             "format": checkpoint.format, "file": str(checkpoint.path), "max_abs_diff": agree,
-            "commands": [f"glassbox anatomy {checkpoint.path} --json",
-                         f"glassbox heads show {checkpoint.path} {layer}.{head}"]}
+            "commands": [f"glassbox anatomy {spec or checkpoint.path} --json",
+                         f"glassbox heads show {spec or checkpoint.path} {layer}.{head}"]}
 
 
 def _mapped(path: Any) -> Any:

@@ -100,8 +100,9 @@ def _why(loaded: Any, ids: list[int], layer: int, head: int) -> dict[str, Any] |
             "parts": p["parts"][:4]}
 
 
-def chapter(loaded: Any, atlas: dict[str, Any], layer: int, head: int, folder: Path, text: str = TEXT) -> dict[str, Any]:
-    """The `specialization` chapter document."""
+def chapter(loaded: Any, atlas: dict[str, Any], layer: int, head: int, folder: Path, text: str = TEXT,
+            spec: str = "MODEL") -> dict[str, Any]:
+    """The `specialization` chapter document (`spec` names the model in its commands)."""
     from glassbox.heads.render import leading, top_heads
 
     tops = {r: v for r, v in top_heads(atlas, 3).items() if r in SHOWN_ROLES}
@@ -138,5 +139,6 @@ def chapter(loaded: Any, atlas: dict[str, Any], layer: int, head: int, folder: P
                  f"{'yes' if label['bytes_unchanged'] else 'NO'} (SHA-256 of the tensor data before and after).")
     return {"id": "specialization", "title": "What the file does not say", "text": text_out,
             "top_heads": tops, "evidence": evidence, "attention": att, "why": why, "label": label,
-            "commands": ["glassbox atlas MODEL --json", f"glassbox heads show MODEL {layer}.{head}",
-                         f"glassbox heads why MODEL {layer}.{head}", "glassbox annotate MODEL --atlas ATLAS --out FILE"]}
+            "commands": [f"glassbox atlas {spec} --json", f"glassbox heads show {spec} {layer}.{head}",
+                         f"glassbox heads why {spec} {layer}.{head}",
+                         f"glassbox annotate {spec} --atlas ATLAS --out FILE"]}
