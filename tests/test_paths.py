@@ -146,3 +146,18 @@ def test_circuits_why_report(here, capsys):
     code, out, err = run(capsys, "report", f"./../{WORD}", "--out", "./repört ü.html", "--no-compute")
     assert code == 0, err
     assert Path("repört ü.html").stat().st_size > 0
+
+
+def test_tour(here, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("GLASSBOX_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "train", "--out", "./tour rün/", "--preset", "induction-2l", "--steps", "4", "--json")
+    assert code == 0, err
+    os.symlink(Path("tour rün").absolute(), "linked tour run")
+    code, out, err = run(capsys, "tour", "../weights only/model.safetensors", "--run", "./linked tour run/",
+                         "--work", "./tour wörk/", "--out", "./tour ü.html", "--json", "--quiet")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert Path("tour ü.html").stat().st_size > 0 and Path(doc["report"]).resolve() == Path("tour ü.html").resolve()
+    steps = doc["chapters"][0]["steps"]
+    assert all(s["block"]["values"] == pytest.approx(s["model_values"]["values"], abs=1e-6) for s in steps)
+    assert doc["chapters"][2]["label"]["bytes_unchanged"]

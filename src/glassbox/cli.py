@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "glassbox.anatomy.commands",
     "glassbox.heads.commands",
     "glassbox.demo",
+    "glassbox.guide",
     "glassbox.train.commands",
     "glassbox.timeline.commands",
     "glassbox.lens.commands",

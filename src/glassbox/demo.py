@@ -1,8 +1,11 @@
-"""`glassbox demo` (what `make demo` runs): the main job on the bundled default model, end to end.
+"""`glassbox demo` (what `make demo` runs): the main job on the bundled default model, end to end, said in a
+few lines; the details go into one offline report that opens on the tour.
 
 1. anatomy: the checkpoint mapped from the mathematics to the bytes;
 2. atlas: what each head of the real model does, proved by ablation, with a heatmap;
-3. training: a small model trained from its declaration, and the step where its induction head is born.
+3. training: a small model trained from its declaration, and the step where its induction head is born;
+4. the tour (glassbox.tour): the three chapters on the atlas's top induction head;
+5. the report and the web app.
 """
 
 from __future__ import annotations
@@ -21,49 +24,65 @@ def demo(
     out: str = typer.Option("out/demo", "--out", help="Where pictures and JSON go."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Anatomy, head atlas and a training run with its phase change, on the bundled model."""
+    """Anatomy, head atlas, a training run and the tour on the bundled model: a short summary, one report.
+
+    Everything else goes into one offline report that opens on the tour."""
     import sys
+    import time
 
     from rich.console import Console
 
+    from glassbox import bundled
     from glassbox.anatomy import describe
-    from glassbox.anatomy.render import render
     from glassbox.checkpoint import open_checkpoint
+    from glassbox.guide import summary, walk
     from glassbox.heads.atlas import Settings, build_atlas
     from glassbox.heads.render import save as save_atlas
-    from glassbox.heads.render import table as atlas_table
+    from glassbox.heads.render import top_heads
     from glassbox.run import load_model
+    from glassbox.web.data import store_atlas
 
     console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
-    console.rule(f"1. Anatomy of {model}: from the mathematics to the bytes")
+    folder, path = Path(out), bundled.resolve(model)
+    t0 = time.perf_counter()
     with open_checkpoint(model) as checkpoint:
         anatomy = describe(checkpoint)
-        render(anatomy, console, brief=True)  # the per-tensor tables stay behind `glassbox anatomy`
-        console.print(f"{len(anatomy.tensors)} tensors, {sum(len(t.heads) for t in anatomy.tensors)} head slices "
-                      f"with byte ranges: glassbox anatomy {model} [--json]")
+        console.print(f"1. anatomy: {model} is {checkpoint.format}, {anatomy.architecture}, "
+                      f"{anatomy.n_parameters:,} parameters in {len(anatomy.tensors)} tensors, "
+                      f"{sum(len(t.heads) for t in anatomy.tensors)} head slices with byte ranges "
+                      f"(glassbox anatomy {model})", markup=False, highlight=False)
 
-    console.rule(f"2. Head atlas of {model}: what each head does, checked by ablation")
-    atlas = build_atlas(load_model(model), Settings(seed=seed))
-    png = save_atlas(atlas, Path(out) / "atlas")
-    console.print(atlas_table(atlas))
-    console.print(f"atlas JSON: {Path(out) / 'atlas' / 'atlas.json'}   heatmap: {png}")
+    loaded = load_model(model)
+    atlas = build_atlas(loaded, Settings(seed=seed))
+    png = save_atlas(atlas, folder / "atlas")
+    store_atlas(path, atlas)
+    roles = len(top_heads(atlas))
+    console.print(f"2. atlas: {sum(1 for h in atlas['heads'] for r in h['roles'] if r['validated'])} validated "
+                  f"(head, role) pairs over {roles} roles ({png}; the table: glassbox atlas {model})",
+                  markup=False, highlight=False)
 
-    console.rule("3. Training writes knowledge: a head specializes")
-    console.print(training_summary(Path(out) / "train", seed=seed))
+    console.print("3. training: " + training_summary(folder / "train", seed=seed).split("\n", 1)[0],
+                  markup=False, highlight=False)
 
-    console.rule("4. See it: one offline report, and the web app")
-    console.print(see_it(model, atlas, Path(out)))
+    doc = walk(model, path, None, folder / "train", None, folder / "tour", seed, quiet=True, loaded=loaded,
+               atlas=atlas)
+    console.print("4. the tour:\n" + "\n".join("   " + line for line in summary(doc).splitlines()),
+                  markup=False, highlight=False)
+    console.print(f"5. {see_it(model, atlas, folder, doc)}", markup=False, highlight=False)
+    console.print(f"({time.perf_counter() - t0:.0f} s; the whole tour in the console: glassbox tour {model})",
+                  markup=False, highlight=False)
 
 
-def see_it(model: str, atlas: dict, out: Path) -> str:
-    """Cache the atlas (so `glassbox serve` opens it at once) and write the report of the model and the run."""
+def see_it(model: str, atlas: dict, out: Path, tour: dict | None = None) -> str:
+    """Cache the atlas (so `glassbox serve` opens it at once) and write the report of the model and the run,
+    opening on the tour when there is one."""
     from glassbox import bundled
     from glassbox.report import build_report
     from glassbox.web.documents import store_atlas
 
     store_atlas(bundled.resolve(model), atlas)
     specs = [model] + ([str(out / "train")] if (out / "train" / "metrics.parquet").exists() else [])
-    report = build_report(specs, out / "report.html", atlas=atlas)
+    report = build_report(specs, out / "report.html", atlas=atlas, tour=tour)
     return (f"report (one self-contained file, works offline): {report} ({report.stat().st_size / 2**20:.1f} MiB)\n"
             f"browse it live:  glassbox serve {' '.join(specs)}   → http://127.0.0.1:8765/")
 

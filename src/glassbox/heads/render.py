@@ -20,24 +20,45 @@ def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
     return found
 
 
+def leading(role: dict[str, Any]) -> str:
+    """A checked role in words: ✓/✗, then the signed effect of the evidence that carried it and its kind
+    (a head validated by its group shows the group's effect, not its own total effect)."""
+    mark = "✓" if role["validated"] else "✗"
+    effect, kind = role.get("effect", role["ablation_effect"]), role.get("basis") or "total"
+    return f"{mark} {effect:+.3g} ({kind})"
+
+
+def top_heads(atlas: dict[str, Any], n: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """Each role's best heads above threshold: {role: [{"layer", "head", "score", "validated", "text"}]}, the
+    text being 'L.H score ✓ +effect (kind)'."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, items in _roles_by_name(atlas).items():
+        items = sorted(items, key=lambda hr: (not hr[1]["validated"], -hr[1]["score"]))[:n]
+        out[name] = [{"layer": h["layer"], "head": h["head"], "score": r["score"], "validated": r["validated"],
+                      "effect": r.get("effect", r["ablation_effect"]), "basis": r.get("basis"),
+                      "text": f"{h['layer']}.{h['head']} {r['score']:.2f} {leading(r)}"} for h, r in items]
+    return out
+
+
 def table(atlas: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"head atlas: {atlas['model']} ({atlas['n_layers']} layers × {atlas['n_heads']} heads)")
     t.add_column("role")
     t.add_column("≥", justify="right")
-    t.add_column("heads above threshold (layer.head score; ✓ validated: signed ablation effect vs the null's mean [evidence, corrected p])")
+    t.add_column("heads above threshold (layer.head score; ✓ validated: the leading evidence's signed effect (its kind) vs its null's mean [evidence, corrected p])")
     found = _roles_by_name(atlas)
     for name in role_names(atlas):
         best = max(atlas["heads"], key=lambda h: h["scores"][name])
         cells = []
         for head, role in found.get(name, []):
-            mark = "[green]✓[/green]" if role["validated"] else "[red]✗[/red]"
-            base = role.get("random_effect")
-            vs = f" {role['ablation_effect']:+.3g} vs {base:.2g}" if base is not None else ""
+            colour = "green" if role["validated"] else "red"
+            vs = f"[{colour}]{leading(role)}[/{colour}]"  # the leading evidence's signed effect and kind
+            base = role.get("null_mean")
+            vs += f" vs {base:.2g}" if base is not None else ""
             if role.get("evidence"):  # which kinds carried it (total / direct / group) and the corrected p
                 vs += f" [{'+'.join(role['evidence'])} p={role['p']:.1g}]"
-            cells.append(f"{head['layer']}.{head['head']} {role['score']:.2f} {mark}{vs}")
+            cells.append(f"{head['layer']}.{head['head']} {role['score']:.2f} {vs}")
         text = "\n".join(cells) if cells else (
             f"[dim]none (best {best['layer']}.{best['head']} at {best['scores'][name]:.2f})[/dim]")
         t.add_row(name, f"{threshold(name):.2f}", text)

@@ -121,7 +121,7 @@ def generate(
     prompt: str = typer.Option(..., "--prompt"),
     model: str = typer.Option("smollm2-135m", "--model", help="The selector LM."),
     max_tokens: int = typer.Option(60, "--max-tokens"),
-    mode: str = typer.Option("mixture", "--mode", help="mixture | select (the seed's loop) | table"),
+    mode: str = typer.Option("mixture", "--mode", help="mixture | select (the LM picks among the index's candidates) | table"),
     no_lm: bool = typer.Option(False, "--no-lm", help="The table alone (same as --mode table)."),
     n_candidates: int = typer.Option(32, "--n-candidates", "-n"),
     lm_top_k: int = typer.Option(8, "--lm-top-k", help="LM top-k added to the candidates (mixture)."),

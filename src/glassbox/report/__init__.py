@@ -75,9 +75,10 @@ def run_payload(spec: str, path: Path) -> dict[str, Any]:
 
 
 def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,
-                 atlas: dict[str, Any] | None = None) -> Path:
+                 atlas: dict[str, Any] | None = None, tour: dict[str, Any] | None = None) -> Path:
     """Write the report of every spec (models and runs) into one HTML file → its path."""
     from glassbox.fileio import atomic_write
+    from glassbox.web import data
     from glassbox.web.paths import is_run
     from glassbox.web.server import page
 
@@ -86,7 +87,11 @@ def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,
         spec, path = _source(spec)
         sources.append(run_payload(spec, path) if is_run(path)
                        else model_payload(spec, path, atlas if len(specs) == 1 else None, compute_atlas))
-    payload = {"sources": sources}
+    payload: dict[str, Any] = {"sources": sources}
+    if tour is None and sources and sources[0]["kind"] == "model":
+        tour = data.cached_tour(bundled.resolve(specs[0]))
+    if tour is not None:  # the report opens on it ("Start here")
+        payload["tour"] = tour
     packed = base64.b64encode(zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6)).decode()
     title = "glassbox report: " + ", ".join(s["src"] for s in sources)
     html = page({"mode": "report", "sample_text": SAMPLE_TEXT}, inline=True, payload=packed, title=title)

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         until: int | None = typer.Option(None, "--until", help="With --retrain: the last step retrained "
                                             "(default: the window's end + 3 window lengths, capped at the run's)."),
     ) -> None:
-        """The seed's table, measured: share of the update written per level and per head, over time."""
+        """Where training wrote: the share of each step's update per level and per head, over time."""
         from glassbox.errors import BadInput
         from glassbox.timeline.writes import render, write_table
 

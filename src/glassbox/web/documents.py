@@ -125,6 +125,27 @@ def store_atlas(path: Path, atlas: dict[str, Any]) -> Path:
     return f
 
 
+def tour_cache_file(path: Path) -> Path:
+    return cache_folder("tour") / f"{file_key(path)}.json"
+
+
+def cached_tour(path: Path) -> dict[str, Any] | None:
+    """The tour of this model (`glassbox tour` stores it), or None: the Start here page says how to make one."""
+    f = tour_cache_file(path)
+    try:
+        return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def store_tour(path: Path, tour: dict[str, Any]) -> Path:
+    from glassbox.fileio import write_json
+
+    f = tour_cache_file(path)
+    write_json(f, tour)
+    return f
+
+
 def load(path: Path, name: str | None = None) -> Any:
     """A loaded model, kept in a small LRU. A bundled `name` loads by name (its GGUF cache and start-token
     rule come with it); never a pickle: paths.resolve refused those already, and allow_pickle stays off."""

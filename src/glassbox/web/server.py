@@ -200,6 +200,11 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         doc = await run_in_threadpool(documents.cached_atlas, path)
         return {"src": sid, "atlas": doc, "job": None if doc is not None else _job_for(f"atlas:{path}")}
 
+    @app.get("/api/tour", summary="The tour of src if `glassbox tour` has made one, else null")
+    async def tour(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
+        sid, path = src_of(src)
+        return {"src": sid, "tour": await run_in_threadpool(data.cached_tour, path)}
+
     @app.post("/api/atlas", status_code=202, summary="Start computing the atlas of src (a job to poll)")
     def start_atlas(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
         sid, path = src_of(src)

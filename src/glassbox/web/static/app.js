@@ -9,8 +9,8 @@
   const DEFAULT_TEXT = CONF.sample_text ||
     'When Mary and John went to the store, John gave a drink to Mary. When Mary and John went to the store, John gave a drink to Mary.';
   let PAYLOAD = null; // report data
-  const S = { src: null, view: 'map', tensor: null, head: null, role: null, text: DEFAULT_TEXT };
-  const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {} };
+  const S = { src: null, view: null, tensor: null, head: null, role: null, text: DEFAULT_TEXT };
+  const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {}, tour: {} };
   window.glassbox = { state: S, cache: cache, last: {} }; // read by the browser tests
 
   // ---------- small DOM helpers (textContent only) ----------
@@ -98,6 +98,11 @@
       }
       return (cache.atlas[src] = r.atlas || null);
     },
+    async tour(src) {
+      if (!(src in cache.tour)) cache.tour[src] = REPORT ? (PAYLOAD.tour && PAYLOAD.sources[0].src === src ? PAYLOAD.tour : null)
+        : (await api('/api/tour?src=' + enc(src))).body.tour;
+      return cache.tour[src];
+    },
     async pattern(src, layer, head, text) {
       if (REPORT) {
         const s = this.src(src).sample;
@@ -184,7 +189,7 @@
   }
   function fail(err) { status(''); mainEl.replaceChildren(h('div', { class: 'error', role: 'alert' }, 'error: ' + err.message)); }
 
-  const VIEWS = { map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline', overlay: 'Overlay' };
+  const VIEWS = { tour: 'Start here', map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline', overlay: 'Overlay' };
   async function boot() {
     if (REPORT) {
       const raw = atob(document.getElementById('glassbox-data').textContent.trim());
@@ -230,7 +235,7 @@
   async function render() {
     const seq = ++renderSeq;
     const kind = kindOf(S.src);
-    const views = kind === 'run' ? ['map', 'timeline'] : kind === 'index' ? ['overlay'] : ['map', 'atlas', 'head', 'lens'];
+    const views = kind === 'run' ? ['map', 'timeline'] : kind === 'index' ? ['overlay'] : ['tour', 'map', 'atlas', 'head', 'lens'];
     if (!views.includes(S.view)) S.view = views[0];
     tabsEl.replaceChildren(...views.map((v) => h('button', { role: 'tab', 'aria-selected': S.view === v ? 'true' : 'false', 'data-view': v,
       class: S.view === v ? 'on' : '', onclick: () => { S.view = v; render(); } }, VIEWS[v])));
@@ -238,12 +243,78 @@
     mainEl.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
     try {
       const t0 = performance.now();
-      const el = await ({ map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline, overlay: viewOverlay })[S.view]();
+      const el = await ({ tour: viewTour, map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline, overlay: viewOverlay })[S.view]();
       if (seq !== renderSeq) return;
       mainEl.replaceChildren(el);
       window.glassbox.last.render_ms = performance.now() - t0;
       document.body.dataset.ready = S.view;
     } catch (e) { if (seq === renderSeq) fail(e); }
+  }
+
+  // ---------- Start here: the tour ----------
+  const num = (v, d = 4) => (v === null || v === undefined) ? '–' : (typeof v === 'number' ? (Math.abs(v) >= 1e4 ? v.toLocaleString('en') : +v.toFixed(d)) : String(v));
+  function commands(ch) { return h('pre', { class: 'cmds' }, ch.commands.map((c) => '$ ' + c).join('\n')); }
+  function tourBytes(ch, doc) {
+    const [L, H] = doc.head;
+    // two tables: the path from config to bytes, then the bytes decoded (one row per q, k, v, o in each)
+    const path = ch.steps.map((s) => h('tr', { 'data-kind': s.kind },
+      h('td', {}, s.kind),
+      h('td', {}, Object.entries(s.config).map(([k, v]) => `${k}=${v}`).join(', ')),
+      h('td', {}, s.module),
+      h('td', {}, h('code', { class: 'src' }, s.code.source), h('div', { class: 'muted small' }, `${s.code.file.split('/').slice(-3).join('/')}:${s.code.line}`)),
+      h('td', {}, s.formula),
+      h('td', {}, h('button', { class: 'link tour-tensor', 'data-tensor': s.tensor, onclick: () => { S.view = 'map'; S.tensor = s.tensor; S.head = L + '.' + H; render(); } }, s.tensor + s.slice),
+        h('div', { class: 'muted small' }, `bytes ${num(s.bytes.offset)} + ${num(s.bytes.length)}` + (s.bytes.stride ? ` × ${s.bytes.count} every ${num(s.bytes.stride)}` : '')))));
+    const decoded = ch.steps.map((s) => h('tr', { 'data-kind': s.kind },
+      h('td', {}, s.kind),
+      h('td', { class: 'num' }, `${s.block.format} @ ${num(s.block.offset)}`),
+      h('td', {}, h('code', { class: 'hex' }, s.block.hex.length > 120 ? s.block.hex.slice(0, 120) + ' …' : s.block.hex)),
+      h('td', { class: 'small' }, ['scale', 'min'].filter((k) => k in s.block.fields).map((k) => `${k} ${num(s.block.fields[k], 6)}`).join(', ') + (s.block.fields.codes ? ` · codes ${s.block.fields.codes.slice(0, 8).join(' ')} …` : ''),
+        h('div', { class: 'muted' }, s.block.fields.rule || '')),
+      h('td', { class: 'num tour-values' }, s.block.values.slice(0, 4).map((v) => num(v, 5)).join(' ')),
+      h('td', { class: 'num' }, h('div', { class: 'muted small' }, `[${s.model_values.row}, ${s.model_values.col}:]`), s.model_values.values.slice(0, 4).map((v) => num(v, 5)).join(' '))));
+    const th = (cols) => h('tr', {}, cols.map((c) => h('th', {}, c)));
+    const perm = ch.steps.find((s) => s.row_map);
+    return [h('div', { class: 'scroll' }, h('table', { class: 'grid', id: 'tour-path' }, th(['', 'config', 'module', 'the line that reads it', 'formula', 'tensor[slice] → bytes']), path)),
+      h('div', { class: 'scroll' }, h('table', { class: 'grid', id: 'tour-steps' }, th(['', 'first stored block', 'bytes (hex)', 'fields', 'decoded', 'in the model']), decoded)),
+      perm ? h('p', { class: 'small' }, `Q/K rows in this file: stored rows ${perm.row_map.stored_rows.join(', ')} are HF rows ${perm.row_map.hf_rows.join(', ')} — ${perm.row_map.why}.`) : ''];
+  }
+  function tourTraining(ch) {
+    const pc = ch.phase_change, ex = ch.examples;
+    const out = [h('table', { class: 'kv', id: 'tour-training' },
+      [['declaration', Object.entries(ch.declaration).map(([k, v]) => `${k}=${v}`).join(', ')], ['init', `${ch.init}: ${ch.init_rule}`],
+        [`step ${ch.step0.step} W_q of ${pc.layer}.${pc.head}`, ch.step0.values.slice(0, 6).map((v) => num(v, 3)).join(' ') + ` … (std ${num(ch.step0.std, 3)})`],
+        ['first step: share of the update', Object.entries(ch.first_step_shares).slice(0, 5).map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(', ')],
+        ['phase change', pc.step === null ? 'none detected' : `head ${pc.layer}.${pc.head} at step ${pc.step}, induction score ${num(pc.before, 2)} → ${num(pc.after, 2)}`],
+        ['loss on the repeated half', ch.loss_change ? `${num(ch.loss_change.before, 2)} → ${num(ch.loss_change.after, 2)} nats at step ${ch.loss_change.step}` : '–'],
+        ['K-composition sender', ch.sender ? `${ch.sender.from.join('.')}: ${num(ch.sender.first, 2)} → ${num(ch.sender.last, 2)}` : '–'],
+      ].map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, String(v)))))];
+    if (ex && ex.top.length) out.push(h('table', { class: 'grid' }, h('tr', {}, ['step', 'row', 'contribution', 'text'].map((c) => h('th', {}, c))),
+      ex.top.map((r) => h('tr', {}, h('td', { class: 'num' }, r.step), h('td', { class: 'num' }, r.row), h('td', { class: 'num' }, num(r.contribution, 5)), h('td', {}, r.text)))));
+    return out;
+  }
+  function tourSpecial(ch) {
+    const tops = h('ul', { id: 'tour-top' }, Object.entries(ch.top_heads).map(([r, v]) => h('li', {}, h('b', {}, r + ': '), v.map((x) => x.text).join(', '))));
+    const ev = ch.evidence.length ? h('table', { class: 'grid' }, h('tr', {}, ['role', 'score', 'validated', 'evidence', 'effect', 'interval', 'null', 'p'].map((c) => h('th', {}, c))),
+      ch.evidence.map((r) => h('tr', {}, h('td', {}, r.role), h('td', { class: 'num' }, num(r.score, 2)), h('td', {}, r.validated ? '✓' : '✗'), h('td', {}, r.basis || '–'),
+        h('td', { class: 'num' }, num(r.effect, 4)), h('td', { class: 'num' }, r.ci ? `[${num(r.ci[0], 4)}, ${num(r.ci[1], 4)}]` : '–'),
+        h('td', { class: 'num' }, r.null_mean === null || r.null_mean === undefined ? '–' : `${num(r.null_mean, 4)} ± ${num(r.null_sd, 3)}`), h('td', { class: 'num' }, num(r.p, 3))))) : '';
+    const lab = ch.label;
+    return [tops, ev, h('p', { class: 'small', id: 'tour-label' }, `label: ${lab.path} · tensor bytes unchanged: ${lab.bytes_unchanged ? 'yes' : 'NO'} (SHA-256 ${lab.tensors_sha256_after.slice(0, 16)}…)`)];
+  }
+  async function viewTour() {
+    const doc = await Data.tour(S.src);
+    const wrap = h('section', { class: 'tour' });
+    if (!doc) {
+      wrap.appendChild(h('p', {}, `No tour of ${label(S.src)} yet. Make one with: glassbox tour ${S.src}`));
+      return wrap;
+    }
+    window.glassbox.tour = doc;
+    wrap.appendChild(h('h2', {}, `${doc.model}, head ${doc.head.join('.')}: where it is written, how training writes it, what it does`));
+    const parts = { bytes: tourBytes, training: tourTraining, specialization: tourSpecial };
+    doc.chapters.forEach((ch, i) => wrap.appendChild(h('div', { class: 'card chapter', 'data-chapter': ch.id },
+      h('h3', {}, `${i + 1}. ${ch.title}`), h('p', {}, ch.text), ...parts[ch.id](ch, doc), commands(ch))));
+    return wrap;
   }
 
   // ---------- File map ----------
@@ -413,6 +484,20 @@
     return Array.from({ length: nHeads }, (_, i) => Math.floor(i / g));
   }
 
+  // each role's top heads in words: validated first, then by score; ✓ with the leading evidence's effect and kind
+  function topHeads(atlas, n = 3) {
+    const out = {};
+    for (const x of atlas.heads) for (const r of x.roles) (out[r.role] = out[r.role] || []).push([x, r]);
+    for (const k of Object.keys(out)) out[k] = out[k].sort((a, b) => (b[1].validated - a[1].validated) || (b[1].score - a[1].score)).slice(0, n)
+      .map(([x, r]) => `${x.layer}.${x.head} ${r.score.toFixed(2)} ${r.validated ? '✓' : '✗'} ${(r.effect ?? r.ablation_effect) >= 0 ? '+' : ''}${+(r.effect ?? r.ablation_effect).toPrecision(3)} (${r.basis || 'total'})`);
+    return out;
+  }
+  function topHeadsCard(atlas) {
+    const tops = topHeads(atlas);
+    return h('div', { class: 'card', id: 'atlas-top' }, h('h3', {}, 'Top heads per role (layer.head score; ✓ validated: leading evidence\'s signed effect, its kind)'),
+      Object.keys(tops).length ? h('ul', {}, Object.entries(tops).map(([r, v]) => h('li', { 'data-role': r }, h('b', {}, r + ': '), v.join(', '))))
+        : h('p', { class: 'muted' }, 'No head passes any role\'s threshold.'));
+  }
   async function viewAtlas() {
     const [an, atlas] = await Promise.all([Data.anatomy(S.src).catch(() => null), Data.atlas(S.src, false)]);
     const wrap = h('section', { class: 'atlas' });
@@ -443,6 +528,7 @@
     wrap.appendChild(h('div', { class: 'atlasrow' }, h('div', {}, cv,
       h('div', { class: 'scale' }, '0 ', scaleBar, ' 1 score · ', h('span', { class: 'mark' }, '●'), ' validated · ', h('span', { class: 'mark' }, '○'), ' role, not validated')), panel));
     wrap.appendChild(h('p', { class: 'muted small' }, atlas.validation || ''));
+    wrap.appendChild(topHeadsCard(atlas));
     function roleOf(x) { return x.roles.find((y) => y.role === S.role); }
     function draw() {
       const g = cv.getContext('2d');
