@@ -40,7 +40,7 @@ def demo(
     from glassbox.heads.render import save as save_atlas
     from glassbox.heads.render import top_heads
     from glassbox.run import load_model
-    from glassbox.web.data import store_atlas
+    from glassbox.web.documents import store_atlas
 
     console = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
     folder, path = Path(out), bundled.resolve(model)

@@ -61,21 +61,21 @@ def walk(model: str, path: Path, head: tuple[int, int] | None, run: Path | None,
     from glassbox.heads.annotate import load_atlas
     from glassbox.run import load_model
     from glassbox.tour import build
-    from glassbox.web import data
+    from glassbox.web import documents
 
     loaded = loaded or load_model(model)
     if atlas is None:
-        atlas = load_atlas(atlas_path) if atlas_path else data.cached_atlas(path)
+        atlas = load_atlas(atlas_path) if atlas_path else documents.cached_atlas(path)
     if atlas is None:
         from glassbox.heads.atlas import Settings, build_atlas
 
         atlas = build_atlas(loaded, Settings(seed=seed))
-        data.store_atlas(path, atlas)
+        documents.store_atlas(path, atlas)
     if head is not None and not (0 <= head[0] < loaded.n_layers and 0 <= head[1] < loaded.n_heads):
         raise BadInput(f"--head {head[0]}.{head[1]}: this model has layers 0..{loaded.n_layers - 1} and heads "
                        f"0..{loaded.n_heads - 1}")
     doc = build(loaded, atlas, head, run, work, seed=seed, quiet=quiet)
-    data.store_tour(path, doc)
+    documents.store_tour(path, doc)
     return doc
 
 

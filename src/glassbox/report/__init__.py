@@ -78,7 +78,7 @@ def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,
                  atlas: dict[str, Any] | None = None, tour: dict[str, Any] | None = None) -> Path:
     """Write the report of every spec (models and runs) into one HTML file → its path."""
     from glassbox.fileio import atomic_write
-    from glassbox.web import data
+    from glassbox.web import documents
     from glassbox.web.paths import is_run
     from glassbox.web.server import page
 
@@ -89,7 +89,7 @@ def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,
                        else model_payload(spec, path, atlas if len(specs) == 1 else None, compute_atlas))
     payload: dict[str, Any] = {"sources": sources}
     if tour is None and sources and sources[0]["kind"] == "model":
-        tour = data.cached_tour(bundled.resolve(specs[0]))
+        tour = documents.cached_tour(bundled.resolve(specs[0]))
     if tour is not None:  # the report opens on it ("Start here")
         payload["tour"] = tour
     packed = base64.b64encode(zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6)).decode()

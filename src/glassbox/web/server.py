@@ -203,7 +203,7 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
     @app.get("/api/tour", summary="The tour of src if `glassbox tour` has made one, else null")
     async def tour(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
         sid, path = src_of(src)
-        return {"src": sid, "tour": await run_in_threadpool(data.cached_tour, path)}
+        return {"src": sid, "tour": await run_in_threadpool(documents.cached_tour, path)}
 
     @app.post("/api/atlas", status_code=202, summary="Start computing the atlas of src (a job to poll)")
     def start_atlas(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
