@@ -15,7 +15,9 @@ approximations. Cells before the subject's first token equal the corrupted run a
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,7 @@ class Settings:
     min_p: float = 0.1  # an answer below this clean probability is not "known"
     kinds: tuple[str, ...] = KINDS
     tokens: tuple[int, ...] | None = None  # restore only at these token positions (others = p_corrupt)
+    threads: int | None = 1  # torch threads for the restored cells (None: leave as is); see `_threads`
 
 
 def default_window(n_layers: int) -> int:
@@ -138,6 +141,46 @@ def trace(loaded: Loaded, prompt: str, subject: str | None = None, answer: str |
         groups.setdefault((start, t), []).append(cell)
 
     restore = {k: [[p_corrupt] * T for _ in range(n_layers)] for k in settings.kinds}
+    with _threads(settings.threads):
+        _restore_cells(loaded, groups, pre, clean, past, window, S, target, restore)
+
+    peak = {}
+    for kind, grid in restore.items():
+        layer, t = max(((lay, t) for lay in range(n_layers) for t in tokens), key=lambda lt: grid[lt[0]][lt[1]],
+                       default=(0, subj[-1]))
+        peak[kind] = {"layer": layer, "token": t, "p": grid[layer][t]}
+    return {
+        "model": loaded.name, "prompt": prompt,
+        "subject": {"text": subject, "tokens": subj},
+        "tokens": [token_str(loaded, i) for i in ids],
+        "answer": {"token": token_str(loaded, target), "id": target, "p_clean": p_clean, "p_corrupt": p_corrupt},
+        "noise": {"scale": scale, "samples": S, "seed": settings.seed},
+        "window": window, "restore": restore, "peak": peak,
+        "cost": {"forwards": hooks.stats["forwards"] - f0, "tokens": hooks.stats["tokens"] - n0,
+                 "seconds": time.perf_counter() - t0, "cells": len(cells)},
+    }
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Each restored cell is a small forward (a few rows, the prompt's tail): with more threads the hand-off
+    between them costs more than it saves, and on a busy machine it is ruinous (measured on this 2-core box
+    under load: 10× slower with 2 threads than with 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _restore_cells(loaded: Loaded, groups: dict, pre: list, clean: Any, past: Any, window: int, S: int,
+                   target: int, restore: dict[str, list[list[float]]]) -> None:
+    """Run every group of cells sharing (first block, token) as one batch; fill `restore`."""
+    n_layers = loaded.n_layers
     for (start, t), members in track(sorted(groups.items()), "tracing"):
         hidden = pre[start][:, t:].repeat(len(members), 1, 1)
         edits: list[hooks.Edit] = []
@@ -157,22 +200,6 @@ def trace(loaded: Loaded, prompt: str, subject: str | None = None, answer: str |
         p = out[:, -1].float().softmax(-1)[:, target].view(len(members), S).mean(1)
         for c, (kind, layer, _) in enumerate(members):
             restore[kind][layer][t] = float(p[c])
-
-    peak = {}
-    for kind, grid in restore.items():
-        layer, t = max(((lay, t) for lay in range(n_layers) for t in tokens), key=lambda lt: grid[lt[0]][lt[1]],
-                       default=(0, subj[-1]))
-        peak[kind] = {"layer": layer, "token": t, "p": grid[layer][t]}
-    return {
-        "model": loaded.name, "prompt": prompt,
-        "subject": {"text": subject, "tokens": subj},
-        "tokens": [token_str(loaded, i) for i in ids],
-        "answer": {"token": token_str(loaded, target), "id": target, "p_clean": p_clean, "p_corrupt": p_corrupt},
-        "noise": {"scale": scale, "samples": S, "seed": settings.seed},
-        "window": window, "restore": restore, "peak": peak,
-        "cost": {"forwards": hooks.stats["forwards"] - f0, "tokens": hooks.stats["tokens"] - n0,
-                 "seconds": time.perf_counter() - t0, "cells": len(cells)},
-    }
 
 
 def gap_share(doc: dict[str, Any], kind: str = "mlp_window") -> float:
