@@ -179,3 +179,19 @@ def test_cli_trace_json(reuse_smollm2, capsys, tmp_path):
         cli.main(["facts", "smollm2-135m", "--prompt", "The Eiffel Tower is located in the city of", "--answer",
                   " Berlin"])
     assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_edit_colosseum_to_paris(smollm2, tmp_path):
+    from glassbox.facts.factset import candidates, find
+
+    fact = find("The Colosseum is located in the city of")
+    others = [(f.prompt, f.answer) for f in candidates() if f.subject != fact.subject][:5]
+    doc = fe.edit(smollm2, fact.prompt, fact.subject, " Paris", tmp_path / "edited", 6, list(fact.paraphrases),
+                  others, fe.EditSettings(cov_tokens=4096))
+    assert doc["efficacy"]["success"] and doc["efficacy"]["top1"] == " Paris"
+    assert [d["tensor"] for d in doc["diff"]] == ["model.layers.6.mlp.down_proj.weight"]
+    assert sum(s["kept"] for s in doc["specificity"]) >= 4
+    assert doc["fluency"]["ratio"] < 1.05
+    # the unedited model in memory answers as before
+    assert fe.top1(smollm2, [fact.prompt])[0][0] == smollm2.tokenizer(" Rome")["input_ids"][0]
