@@ -38,8 +38,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None, help="write facts.json here")
     args = ap.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}")
     loaded = load_model("smollm2-135m")
+    print(f"torch threads: {torch.get_num_threads()} (restored cells of a trace run on 1: see facts/trace.py)")
+    from threadcount import report
+
+    report(model=loaded.model)
 
     t = time.perf_counter()
     facts = known(loaded)
