@@ -67,7 +67,11 @@ def subject_tokens(loaded: Loaded, prompt: str, subject: str) -> tuple[list[int]
     if start < 0:
         raise BadInput(f"the subject {subject!r} is not in the prompt", "--subject")
     ids = encode(loaded, prompt)
-    enc = loaded.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    try:
+        enc = loaded.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # slow (Python) tokenizers give no character offsets
+        raise BadInput("this model's tokenizer gives no character offsets, so the subject's tokens cannot be "
+                       "found", loaded.source) from None
     shift = len(ids) - len(enc["input_ids"])  # a BOS put first by `encode`
     end = start + len(subject)
     pos = [i + shift for i, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start]
