@@ -261,9 +261,9 @@ def byte_diff(loaded: Loaded, folder: Path) -> list[dict[str, Any]]:
                 stored = np.memmap(entry.file, dtype=np.uint8, mode="r", offset=entry.offset, shape=(entry.nbytes,))
                 if stored.nbytes != mine.nbytes:
                     raise RuntimeError(f"{name}: {stored.nbytes} bytes in the file, {mine.nbytes} in the model")
-                changed = (stored.view(mine.dtype).reshape(-1) != mine.reshape(-1)).view(np.uint8) \
-                    if False else np.any(stored.reshape(-1, itemsize) != mine.reshape(-1).view(np.uint8)
-                                         .reshape(-1, itemsize), axis=1)
+                # an element changed when any of its bytes did (bitwise, so -0.0 vs 0.0 and NaNs count too)
+                changed = np.any(stored.reshape(-1, itemsize) != mine.reshape(-1).view(np.uint8)
+                                 .reshape(-1, itemsize), axis=1)
                 if not changed.any():
                     continue
                 edges = np.flatnonzero(np.diff(np.concatenate([[0], changed.astype(np.int8), [0]])))
