@@ -46,6 +46,9 @@ def cases(model: str, text: str) -> dict[str, list[str]]:
         "tour missing run": ["tour", model, "--run", "no-such-run"],
         "overlay generate --mode": ["overlay", "generate", "no-index", "--prompt", "a", "--mode", "psychic",
                                     "--model", model],
+        "facts --samples 0": ["facts", model, "--prompt", "a is b", "--samples", "0"],
+        "facts edit missing corpus": ["facts", "edit", model, "--prompt", "a is b", "--subject", "a", "--new", " c",
+                                      "--out", "edited", "--corpus", "no-such.txt"],
         "overlay build missing corpus": ["overlay", "build", "--corpus", "no-such.txt", "--out", "idx",
                                          "--model", model],
     }

@@ -161,3 +161,18 @@ def test_tour(here, capsys, monkeypatch, tmp_path):
     steps = doc["chapters"][0]["steps"]
     assert all(s["block"]["values"] == pytest.approx(s["model_values"]["values"], abs=1e-6) for s in steps)
     assert doc["chapters"][2]["label"]["bytes_unchanged"]
+
+
+def test_facts_trace_and_edit(here, capsys):
+    prompt = "the cat sat on the mat and the dog"
+    code, out, err = run(capsys, "facts", "../linked folder", "--prompt", prompt, "--subject", "the cat",
+                         "--min-p", "0", "--samples", "2", "--kinds", "mlp_window", "--png", "./facts ü.png",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["subject"]["tokens"] and Path("facts ü.png").stat().st_size > 0
+    code, out, err = run(capsys, "facts", "edit", f"../{WORD}/", "--prompt", prompt, "--subject", "the cat",
+                         "--new", " log", "--out", "./edited ü/", "--layer", "0", "--corpus", "../corpus ü.txt",
+                         "--cov-tokens", "256", "--steps", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["diff"][0]["tensor"] == "model.layers.0.mlp.down_proj.weight"
+    assert Path("edited ü/model.safetensors").is_file()

@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "glassbox.circuits.commands",
     "glassbox.web.commands",
     "glassbox.report.commands",
+    "glassbox.facts.commands",
 ]
 
 
