@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from glassbox.run import options
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -20,6 +22,9 @@ def demo(
     model: str = typer.Option("smollm2-135m", "--model", help="Bundled model name or checkpoint path."),
     out: str = typer.Option("out/demo", "--out", help="Where pictures and JSON go."),
     seed: int = typer.Option(0, "--seed"),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Anatomy, head atlas and a training run with its phase change, on the bundled model."""
     import sys

@@ -303,7 +303,7 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
     if "syntax_baselines" in inputs:
         thresholds["syntax_baselines"] = inputs["syntax_baselines"]
     return {
-        "model": loaded.name, "architecture": loaded.architecture,
+        "model": loaded.name, "architecture": loaded.architecture, **loaded.placement,
         "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "seed": settings.seed,
         "thresholds": thresholds, "max_per_role": settings.max_per_role,
         "validation": "mean ablation (first_token: attention to position 0 removed and renormalized; "

@@ -11,6 +11,7 @@ from typing import Any
 
 from glassbox import bundled
 from glassbox.errors import BadInput
+from glassbox.run import placement
 from glassbox.run.load import set_threads
 
 _models: dict[str, tuple[Any, Any]] = {}
@@ -43,14 +44,15 @@ def needs_bos(spec: str | None) -> bool:
 
 
 def load_lm(spec: str) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer); float32, one torch thread."""
+    """(model in eval mode, tokenizer); float32 unless --dtype says otherwise, one torch thread."""
     set_threads()
-    if spec in _models:
-        return _models[spec]
+    key = spec if placement.chosen() == ("auto", "auto") else f"{spec}|{'|'.join(placement.chosen())}"
+    if key in _models:
+        return _models[key]
     from glassbox.run import load_model
 
-    loaded = load_model(spec)
+    loaded = load_model(spec)  # in what --dtype/--device chose (run/options.py)
     model, tok = loaded.model, loaded.tokenizer
     model.eval()
-    _models[spec] = (model, tok)
+    _models[key] = (model, tok)
     return model, tok

@@ -113,13 +113,16 @@ class _Target:
     device: Any  # torch device
 
 
-def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str = "auto",
-               device: str = "auto") -> Loaded:
-    """A bundled name, a folder or a file → Loaded, in `dtype` on `device` (see the module docstring; "auto"
-    keeps float32 on the CPU for every model whose float32 weights take at most half the machine's memory).
+def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str | None = None,
+               device: str | None = None) -> Loaded:
+    """A bundled name, a folder or a file → Loaded, in `dtype` on `device` (auto|float32|bfloat16|float16 and
+    auto|cpu|cuda|cuda:N|mps; None: what --dtype/--device chose, else auto; see run/placement.py: auto keeps
+    float32 for every model whose float32 weights take at most half the device's memory).
     Bad input raises BadInput (exit 2) before any weight is read."""
     import torch
 
+    asked_dtype, asked_device = placement.chosen()
+    dtype, device = dtype or asked_dtype, device or asked_device
     placement.check_names(dtype, device)
     where = placement.resolve_device(device)
     if dtype != "auto":
@@ -154,6 +157,7 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str =
     needs_bos = needs_bos or registry.get(arch).needs_bos
     label = name if bundled.is_bundled_name(name) else Path(name).resolve().name  # the folder's name for a folder
     loaded = Loaded(model, tok, arch, label, needs_bos, path)
+    placement.last.update(loaded.placement)
     if progress.enabled():  # said on a terminal; recorded in every JSON document ("dtype", "device")
         print(f"{label}: {loaded.dtype} on {loaded.device}", file=sys.stderr)
     return loaded

@@ -126,8 +126,8 @@ def check_fits(n_params: int, dtype: str, device: Any, other: str | None = None)
     needed = need(n_params, dtype)
     if needed <= have:
         return
-    where = "--max-memory" if _budget is not None else f"free on {device}"
-    msg = f"the model needs {gb(needed)} in {dtype} ({n_params / 1e9:.2f} B parameters), {gb(have)} {where}"
+    where = f"--max-memory is {gb(have)}" if _budget is not None else f"{gb(have)} free on {device}"
+    msg = f"the model needs {gb(needed)} in {dtype} ({n_params / 1e9:.2f} B parameters), {where}"
     if dtype == "float32" and other and need(n_params, other) <= have:
         msg += f"; --dtype {other} needs {gb(need(n_params, other))}"
     elif dtype == "float32" and other:

@@ -134,3 +134,30 @@ def choose_dtype(requested: str, device: Any, n_params: int, stored: str | None,
 def eps(dtype: str) -> float:
     """Machine epsilon of a float type (the spacing of numbers near 1)."""
     return {"float32": 2.0**-23, "bfloat16": 2.0**-7, "float16": 2.0**-10}.get(dtype, 2.0**-23)
+
+
+# The process's choice, set by the --dtype/--device options (run/options.py) and read by load_model when its
+# caller names none, so every model-running command honours them without threading two arguments through each
+# library call; cli.main puts "auto" back after each command. `last` is what the latest load resolved to.
+_chosen = {"dtype": "auto", "device": "auto"}
+last: dict[str, str] = {}
+
+
+def choose(dtype: str | None = None, device: str | None = None) -> None:
+    """Record the options' values for this process (checked first: BadInput for a misspelling)."""
+    if dtype is not None:
+        check_names(dtype, "auto")
+        _chosen["dtype"] = dtype
+    if device is not None:
+        check_names("auto", device)
+        _chosen["device"] = device
+
+
+def chosen() -> tuple[str, str]:
+    """(dtype, device) the options asked for ("auto" unless given)."""
+    return _chosen["dtype"], _chosen["device"]
+
+
+def reset() -> None:
+    _chosen.update(dtype="auto", device="auto")
+    last.clear()
