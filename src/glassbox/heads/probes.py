@@ -69,9 +69,9 @@ def _gain(norm: Any, width: int) -> Any:
     if norm is None:
         return torch.ones(width)
     if isinstance(norm, torch.nn.LayerNorm):
-        return norm.weight.detach() if norm.weight is not None else torch.ones(width)
+        return norm.weight.detach().float() if norm.weight is not None else torch.ones(width)
     with torch.inference_mode():
-        return norm(torch.ones(1, 1, width)).reshape(width).detach()
+        return norm(torch.ones(1, 1, width)).reshape(width).detach().float()
 
 
 def input_norm(loaded: Loaded, layer: int) -> Any | None:
@@ -90,7 +90,7 @@ def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
     from glassbox.run.layout import final_norm
 
     norm = final_norm(loaded.model, loaded.architecture)
-    w_u = loaded.model.get_output_embeddings().weight.detach()
+    w_u = loaded.model.get_output_embeddings().weight.detach().float()  # float32: the analyses' type
     return w_u * _gain(norm, w_u.shape[1]), norm
 
 
@@ -99,7 +99,7 @@ def copying_scores(loaded: Loaded) -> Any:
     import torch
 
     w_u, _ = ov_readout(loaded)
-    w_e = loaded.model.get_input_embeddings().weight.detach()
+    w_e = loaded.model.get_input_embeddings().weight.detach().float()
     with torch.inference_mode():
         eu = w_e.t() @ w_u  # [d_model, d_model]: E^T U, shared by every head
         out = torch.zeros(loaded.n_layers, loaded.n_heads)

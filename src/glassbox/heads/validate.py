@@ -393,16 +393,31 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def decide(kinds: dict[str, dict[str, Any]]) -> tuple[bool, list[str], str | None]:
+def noise_floor(dtype: str, logit_rms: float) -> float:
+    """The smallest effect (nats) a model in `dtype` can resolve: one rounding step of its logits (machine
+    epsilon × their RMS), never below FLOOR. float32: ~1e-6 for SmolLM2, so FLOOR decides as it always did;
+    bfloat16: ~0.06 nats there. An effect at or below it is never called significant."""
+    from glassbox.run.placement import eps
+
+    return max(FLOOR, eps(dtype) * logit_rms)
+
+
+def decide(kinds: dict[str, dict[str, Any]], noise: float = FLOOR) -> tuple[bool, list[str], str | None]:
     """(validated, significant kinds, the kind whose figures lead the entry) from corrected kinds.
 
-    Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail)."""
+    Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail). `noise`: the
+    dtype's noise floor (`noise_floor`); a kind that passes its test with an effect inside it is marked
+    `within_noise_floor` instead of significant (half precision changed the verdict)."""
     def floor(e: dict[str, Any]) -> float:
         m = e.get("null_mean")
         return 0.0 if m is None or math.isnan(m) else m
 
-    positive = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
-                and e["effect"] > FLOOR and e.get("credited", True)]
+    passed = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
+              and e["effect"] > FLOOR and e.get("credited", True)]
+    positive = [k for k in passed if kinds[k]["effect"] > noise]
+    for k in passed:
+        if k not in positive:
+            kinds[k]["within_noise_floor"] = True
     negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < min(0.0, floor(e))]
     for k, e in kinds.items():
         e["significant"] = "positive" if k in positive else "negative" if k in negative else "no"

@@ -33,8 +33,9 @@ def readout(loaded: Loaded, resid: Any) -> Any:
 
     model = loaded.model
     norm = final_norm(model, loaded.architecture)
+    resid = resid.to(model.get_output_embeddings().weight.dtype)  # the model's own float type (cache: float32)
     x = norm(resid) if norm is not None else resid
-    logits = model.get_output_embeddings()(x)
+    logits = model.get_output_embeddings()(x).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma squashes its final logits; read every layer the same way
         logits = torch.tanh(logits / cap) * cap

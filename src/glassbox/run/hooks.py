@@ -107,11 +107,13 @@ class Cache(Mapping):
         self.store: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
+        # read in float32 whatever the model's dtype: the analyses mix activations with float32 weights
+        # (glassbox.weights) and sum over many positions; a float32 model's tensors come back as they are
         if name in self.store:
-            return self.store[name]
+            return self.store[name].float()
         if name.endswith(".attn.head_out") and name in self._wanted:
             layer = int(name.split(".")[1])
-            z = self.store[f"blocks.{layer}.attn.z"]
+            z = self.store[f"blocks.{layer}.attn.z"].float()
             w = o_weight(self._loaded.model, self._loaded.architecture, layer)
             w = w.reshape(w.shape[0], z.shape[2], z.shape[3])  # [d_model, head, d_head]
             self.store[name] = out = _einsum("bshd,mhd->bshm", z, w)
@@ -420,7 +422,8 @@ def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at:
     with torch.inference_mode():
         out = loaded.model(input_ids=tokens, **kwargs)
     logits = getattr(out, "logits", None)
-    return logits if logits is not None else out.last_hidden_state
+    logits = logits if logits is not None else out.last_hidden_state
+    return logits.float()  # a half-precision model's outputs are read in float32 (float32: the same tensor)
 
 
 def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),

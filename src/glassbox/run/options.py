@@ -23,6 +23,8 @@ def _dtype(value: str) -> str:
 
 def _device(value: str) -> str:
     placement.choose(device=value)
+    if value not in ("auto", "cpu"):  # is it here? (imports torch, which the command needs anyway)
+        placement.resolve_device(value)
     return value
 
 
