@@ -107,14 +107,14 @@ class Cache(Mapping):
         self.store: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
-        # read in float32 whatever the model's dtype: the analyses mix activations with float32 weights
-        # (glassbox.weights) and sum over many positions; a float32 model's tensors come back as they are
+        # read in float32 on the CPU whatever the model's dtype and device: the analyses mix activations with
+        # float32 weights (glassbox.weights) and CPU masks; a float32 CPU model's tensors come back as they are
         if name in self.store:
-            return self.store[name].float()
+            return self.store[name].float().cpu()
         if name.endswith(".attn.head_out") and name in self._wanted:
             layer = int(name.split(".")[1])
-            z = self.store[f"blocks.{layer}.attn.z"].float()
-            w = o_weight(self._loaded.model, self._loaded.architecture, layer)
+            z = self.store[f"blocks.{layer}.attn.z"].float().cpu()
+            w = o_weight(self._loaded.model, self._loaded.architecture, layer).cpu()
             w = w.reshape(w.shape[0], z.shape[2], z.shape[3])  # [d_model, head, d_head]
             self.store[name] = out = _einsum("bshd,mhd->bshm", z, w)
             return out
@@ -176,7 +176,7 @@ def _edit_z(z: Any, n_heads: int, edits: list[HeadEdit]) -> Any:
         if e.value is None:
             z4[rows, pos, e.head] = 0.0
         else:
-            z4[rows, pos, e.head] = e.value.to(z4.dtype)
+            z4[rows, pos, e.head] = e.value.to(z4)
     return z
 
 
@@ -184,7 +184,7 @@ def _edit_resid(x: Any, edits: list[ResidEdit] | list[MlpEdit]) -> Any:
     x = x.clone()
     for e in edits:
         rows, pos = _rows_positions(e)
-        x[rows, pos] = e.value.to(x.dtype)
+        x[rows, pos] = e.value.to(x)
     return x
 
 
@@ -411,19 +411,20 @@ stats = {"forwards": 0, "tokens": 0}
 def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at: Any = None) -> Any:
     import torch
 
-    tokens = _tokens(tokens)
+    device = next(loaded.model.parameters()).device
+    tokens = _tokens(tokens).to(device)  # inputs are built on the CPU; the model may live on a GPU
     stats["forwards"] += 1
     stats["tokens"] += int(tokens.numel())
-    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+    kwargs: dict[str, Any] = {"attention_mask": None if attention_mask is None else attention_mask.to(device)}
     if not loaded.is_encoder:
         kwargs["use_cache"] = False
         if logits_at is not None:  # the unembedding is ~20% of a small LM's forward: skip unused positions
-            kwargs["logits_to_keep"] = torch.as_tensor(logits_at, dtype=torch.long)
+            kwargs["logits_to_keep"] = torch.as_tensor(logits_at, dtype=torch.long).to(device)
     with torch.inference_mode():
         out = loaded.model(input_ids=tokens, **kwargs)
     logits = getattr(out, "logits", None)
     logits = logits if logits is not None else out.last_hidden_state
-    return logits.float()  # a half-precision model's outputs are read in float32 (float32: the same tensor)
+    return logits.float().cpu()  # read in float32 on the CPU (a float32 CPU model's: the same tensor)
 
 
 def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),
