@@ -135,7 +135,7 @@ def main() -> None:
             "forward_full_cache_256": ["-c", (
                 "import torch; from glassbox.run import load_model, hooks; from glassbox.run.text import encode; "
                 f"m = load_model({d!r}, dtype='bfloat16'); ids = encode(m, {text!r}); "
-                "logits, cache = hooks.run_with_cache(m, ids); print(len(cache), ids.shape)")],
+                "logits, cache = hooks.run_with_cache(m, ids); print(len(cache), len(ids))")],
             "atlas": ["-c", (
                 "import json; from glassbox.run import load_model; from glassbox.heads.atlas import Settings, "
                 "build_atlas; from glassbox.heads.render import save; "

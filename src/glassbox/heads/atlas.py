@@ -101,7 +101,8 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
         if step == "attention probes":
             rep = data.repeats(loaded, settings.batch, half, settings.seed)
             names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
-            logits, cache = hooks.run_with_cache(loaded, rep.tokens, names=names)
+            logits, cache = hooks.run_with_cache(loaded, rep.tokens, names=names,
+                                                 reduce=probes.pattern_reducer(loaded, rep))
             inputs["logit_rms"] = float(logits.float().pow(2).mean().sqrt())  # the scale of the noise floor
             del logits
             scores.update(probes.pattern_scores(loaded, rep, cache))

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassbox.logprob import kl_logp
-from glassbox.run import hooks
+from glassbox.run import hooks, memory
 from glassbox.run.layout import final_norm, o_weight
 from glassbox.run.load import Loaded
 
@@ -202,7 +202,7 @@ class Validator:
         todo = list(dict.fromkeys(s for s in specs if (kind, s) not in task.memo))
         n, seq = task.tokens.shape
         width = len(task.at) * int(self.loaded.config.vocab_size) if not self.loaded.is_encoder else seq
-        per = max(1, LOGIT_BUDGET // max(n * width, 1))
+        per = max(1, min(LOGIT_BUDGET // max(n * width, 1), memory.batch_rows(self.loaded, seq, 10**6) // n))
         for start in range(0, len(todo), per):
             chunk = todo[start: start + per]
             tokens = task.tokens.repeat(len(chunk), 1)

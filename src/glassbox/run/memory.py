@@ -139,3 +139,19 @@ def rows(per_row: int, device: Any, at_least: int = 1) -> int:
     """Batch rows of `per_row` bytes that fit half of the budget (the other half: weights' working copies,
     the allocator's slack): what probes, ablations and patching batch by."""
     return max(at_least, int(budget(device) // 2 // max(per_row, 1)))
+
+
+def forward_row_bytes(config: Any, seq: int, itemsize: int) -> int:
+    """Bytes one batch row of `seq` tokens holds at its peak in an eager forward: the logits (float32 when read),
+    ~12 residual-width activations per layer, one layer's attention patterns (scores and softmax)."""
+    d, layers, vocab = int(config.hidden_size), int(config.num_hidden_layers), int(config.vocab_size)
+    heads = int(config.num_attention_heads)
+    return seq * vocab * 4 + seq * d * layers * 12 * itemsize + 2 * heads * seq * seq * itemsize
+
+
+def batch_rows(loaded: Any, seq: int, wanted: int) -> int:
+    """`wanted` rows per forward, fewer when they would not fit half of the budget (see `rows`)."""
+    import torch
+
+    p = next(loaded.model.parameters())
+    return min(wanted, rows(forward_row_bytes(loaded.config, seq, p.element_size()), torch.device(p.device)))
