@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import peak
 from half import ROLES, compare_atlases
 from large import text_of, write_checkpoint
 
@@ -72,8 +72,8 @@ def main() -> None:
         result["smollm2"][dtype] = row
         del loaded
         torch.cuda.empty_cache()
-    folder = Path(tempfile.mkdtemp(prefix="glassbox-large-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="glassbox-large-") as tmp:  # deleted afterwards
+        folder = Path(tmp)
         params, nbytes = write_checkpoint(folder)
         text = text_of(folder, 256)
         loaded, load_s, load_gb = measured(lambda: load_model(folder, dtype="bfloat16", device="cuda"))
@@ -86,11 +86,7 @@ def main() -> None:
                            "forward_full_cache_256_s": fwd_s, "forward_gb": fwd_gb, "atlas_reduced_s": atlas_s,
                            "atlas_gb": atlas_gb, "heads_show_256_s": show_s, "heads_show_gb": show_gb}
         print(json.dumps(result["large"], indent=1))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"written {args.out}")
+    peak.write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -126,9 +126,7 @@ def main() -> None:
     lp = result["lens_patching"]
     print(f"logit lens top-1 agreement {lp['lens_top1_agree']:.3f} over {lp['lens_cells']} cells; patching "
           f"Spearman {lp['patching_spearman']:.3f}, top-10 overlap {lp['patching_top10_overlap']}/10")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"written {args.out}")
+    peak.write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -159,9 +159,7 @@ def main() -> None:
         print(json.dumps(result["on_paper"], indent=1))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"written {args.out}")
+    peak.write_result(args.out, result)
 
 
 if __name__ == "__main__":

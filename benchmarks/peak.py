@@ -28,3 +28,12 @@ def run(argv: list[str], stdout: Path | None = None, env: dict[str, str] | None 
             out.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": seconds, "peak_rss_gb": usage.ru_maxrss * 1024 / 2**30, "rc": proc.returncode}
+
+
+def write_result(out: Path, result: dict) -> None:
+    """The benchmark's figures as JSON at `out` (folders made)."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written {out}")
