@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover
 
 from glassbox import progress
 from glassbox.errors import BadInput
+from glassbox.run import options
 
 app = typer.Typer(
     name="glassbox",
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("GLASSBOX_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set GLASSBOX_DEBUG=1 for a traceback)", 1)
+    finally:
+        options.reset()  # --dtype/--device/--max-memory hold for one command (in-process callers share the process)
     sys.exit(0)
 
 

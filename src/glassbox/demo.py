@@ -14,6 +14,8 @@ from pathlib import Path
 
 import typer
 
+from glassbox.run import options
+
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
@@ -23,6 +25,9 @@ def demo(
     model: str = typer.Option("smollm2-135m", "--model", help="Bundled model name or checkpoint path."),
     out: str = typer.Option("out/demo", "--out", help="Where pictures and JSON go."),
     seed: int = typer.Option(0, "--seed"),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Anatomy, head atlas, a training run and the tour on the bundled model: a short summary, one report.
 

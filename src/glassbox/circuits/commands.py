@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from glassbox.errors import BadInput
+from glassbox.run import options
 
 
 def register(app: typer.Typer) -> None:
@@ -162,6 +163,9 @@ def heads_why(
                                     "the table; none with --json unless given)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt with torch.load(weights_only=True)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Why a head attends where it does: its attention logits split over the components of the residual."""
     from glassbox.circuits import why
@@ -178,6 +182,7 @@ def heads_why(
     ids = encode(loaded, text, ids_without_tokenizer=True)
     doc = why.decompose(loaded, ids, layer, head, keys=keys, queries=list(query) if query else None)
     doc["tokens"] = [token_str(loaded, i) for i in ids]
+    doc.update(loaded.placement)
     target = png if png is not None else (None if as_json else Path(f"why-{layer}.{head}.png"))
     if target is not None:
         doc["png"] = str(why.picture(doc, target))

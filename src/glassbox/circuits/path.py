@@ -291,6 +291,7 @@ def run_cli(model: str, paths: list[str], n_random: int, n_seq: int, block: int,
         check_ranges(s, loaded.n_layers, loaded.n_heads)
     doc = with_null(loaded, specs, n_random, seed=seed, n_seq=n_seq, half=block, batch_size=batch_size,
                     progress=track)
+    doc.update(loaded.placement)
     if as_json:
         print(json.dumps(doc))
         return

@@ -99,7 +99,10 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
         if step == "attention probes":
             rep = probe_inputs.repeats(loaded, settings.batch, half, settings.seed)
             names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
-            _, cache = hooks.run_with_cache(loaded, rep.tokens, names=names)
+            logits, cache = hooks.run_with_cache(loaded, rep.tokens, names=names,
+                                                 reduce=probes.pattern_reducer(loaded, rep))
+            inputs["logit_rms"] = float(logits.float().pow(2).mean().sqrt())  # the scale of the noise floor
+            del logits
             scores.update(probes.pattern_scores(loaded, rep, cache))
             if not loaded.is_encoder:
                 scores["copying_act"] = probes.copying_activation(loaded, rep, cache, settings.seed)
@@ -218,10 +221,11 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         for e, p in zip(tests, validate.holm([e[key] for e in tests]), strict=True):
             e["p" if key == "p_up" else "p_negative"] = p
     roles: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    noise = validate.noise_floor(loaded.dtype, inputs["logit_rms"])
     for (role, lh), r in results.items():
         kinds = r["kinds"]
         view = {k: dict(e, p_down=e["p_negative"]) for k, e in kinds.items()}
-        ok, positive, lead = validate.decide(view)
+        ok, positive, lead = validate.decide(view, noise)
         total = kinds["total"]
         best = kinds[lead] if lead else total
         entry = {"role": role, "score": round(float(scores[role][lh]), 4),
@@ -232,6 +236,7 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
                  "random_effect": total["null_mean"],
                  "metric": f"{r['metric']} ({validate.KINDS[r['kind']]})",
                  "kinds": {k: {key: e[key] for key in e if key not in ("p_up", "p_down")} | {"significant": view[k]["significant"]}
+                           | ({"within_noise_floor": True} if view[k].get("within_noise_floor") else {})
                            for k, e in kinds.items()}}
         if "norm_change" in total:
             entry["norm_change"] = total["norm_change"]
@@ -301,7 +306,7 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
     if "syntax_baselines" in inputs:
         thresholds["syntax_baselines"] = inputs["syntax_baselines"]
     return {
-        "model": loaded.name, "architecture": loaded.architecture,
+        "model": loaded.name, "architecture": loaded.architecture, **loaded.placement,
         "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "seed": settings.seed,
         "thresholds": thresholds, "max_per_role": settings.max_per_role,
         "validation": "mean ablation (first_token: attention to position 0 removed and renormalized; "
@@ -315,6 +320,10 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
                                  "(t = (x − m)/(s√(1+1/n)), Student's t with n − 1 df), and the 95% interval "
                                  f"of the effect ({validate.BOOTSTRAP} bootstrap resamples of the examples) "
                                  "above max(0, null mean)",
+                         "noise_floor": validate.noise_floor(loaded.dtype, inputs["logit_rms"]),
+                         "noise_floor_rule": f"effects at or below max({validate.FLOOR}, machine epsilon of "
+                                             f"{loaded.dtype} × the RMS of the probe batch's logits) are never "
+                                             "significant",
                          "null_heads": validate.NULL_HEADS, "null_sets": validate.NULL_SETS,
                          "null_tokens": validate.NULL_TOKENS},
         "skipped": skipped,

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from glassbox.run import options
+
 heads_app = typer.Typer(help="Look at single attention heads.", no_args_is_help=True)
 
 
@@ -33,6 +35,9 @@ def atlas(
     max_per_role: int = typer.Option(4, "--max-per-role", min=0, help="Heads per role checked by ablation."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Scores only; no ablation checks."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt with torch.load(weights_only=True)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Score every head on every probe, check the roles causally, and draw the heatmap."""
     from glassbox.heads.atlas import Settings, build_atlas
@@ -97,6 +102,9 @@ def show(
                                            "of running the probes."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt with torch.load(weights_only=True)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """One head: its probe scores, where it attends on a text, and what ablating it does to the predictions."""
     from glassbox.heads.show import describe_head, render_head
@@ -109,7 +117,7 @@ def show(
         raise BadInput("no such atlas file", atlas_path)
     loaded = load_model(model, allow_pickle=allow_pickle)
     layer, head = _parse_head(head_spec, loaded.n_layers, loaded.n_heads)
-    doc = describe_head(loaded, layer, head, text, atlas_path)
+    doc = {**describe_head(loaded, layer, head, text, atlas_path), **loaded.placement}
     if as_json:
         print(json.dumps(doc))
         return

@@ -53,13 +53,39 @@ def pad(rows: list[Any], pad_id: int = 0) -> tuple[Any, Any]:
     return tokens, mask
 
 
+def _role_masks(loaded: Loaded, rep: probe_inputs.Repeats) -> dict[str, Any]:
+    roles = masks.ENCODER_ROLES if loaded.is_encoder else masks.CAUSAL_ROLES
+    return masks.masks(rep.tokens, roles, causal=not loaded.is_encoder)
+
+
+def pattern_reducer(loaded: Loaded, rep: probe_inputs.Repeats) -> Any:
+    """`reduce` for hooks.run_with_cache over the repeated sequences: each layer's pattern becomes, as it is
+    recorded, its role scores per head and, per second-half query, the key each head attends most (what
+    copying_activation reads), so the patterns of all layers are never held at once."""
+    import torch
+
+    role_masks = _role_masks(loaded, rep)
+    q = torch.arange(rep.half + 1, 1 + 2 * rep.half)
+
+    def reduce(name: str, pattern: Any) -> dict[str, Any]:
+        p = pattern.detach().float().cpu()
+        return {"scores": {r: masks.head_scores(p, m) for r, m in role_masks.items()},
+                "attended": p[:, :, q].argmax(-1)}
+
+    return reduce
+
+
 def pattern_scores(loaded: Loaded, rep: probe_inputs.Repeats, cache: Any) -> dict[str, Any]:
-    """The attention probes from one cached forward over the repeated sequences → name → [layer, head].
+    """The attention probes from one cached forward over the repeated sequences → name → [layer, head]; the
+    cache holds the patterns, or their reductions by `pattern_reducer`.
 
     Masks and scores are glassbox.heads.masks, the same definition the training timeline uses."""
-    roles = masks.ENCODER_ROLES if loaded.is_encoder else masks.CAUSAL_ROLES
-    patterns = [cache[f"blocks.{layer}.attn.pattern"] for layer in range(loaded.n_layers)]
-    return masks.pattern_scores(patterns, masks.masks(rep.tokens, roles, causal=not loaded.is_encoder))
+    import torch
+
+    records = [cache[f"blocks.{layer}.attn.pattern"] for layer in range(loaded.n_layers)]
+    if records and isinstance(records[0], dict):
+        return {role: torch.stack([r["scores"][role] for r in records]) for role in records[0]["scores"]}
+    return masks.pattern_scores(records, _role_masks(loaded, rep))
 
 
 def _gain(norm: Any, width: int) -> Any:
@@ -69,9 +95,9 @@ def _gain(norm: Any, width: int) -> Any:
     if norm is None:
         return torch.ones(width)
     if isinstance(norm, torch.nn.LayerNorm):
-        return norm.weight.detach() if norm.weight is not None else torch.ones(width)
+        return norm.weight.detach().float() if norm.weight is not None else torch.ones(width)
     with torch.inference_mode():
-        return norm(torch.ones(1, 1, width)).reshape(width).detach()
+        return norm(torch.ones(1, 1, width)).reshape(width).detach().float()
 
 
 def input_norm(loaded: Loaded, layer: int) -> Any | None:
@@ -88,7 +114,7 @@ def value_weight(loaded: Loaded, layer: int) -> Any:
 def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
     """(W_U with the final norm's gain folded in [vocab, d_model], the final norm module or None)."""
     norm = final_norm(loaded.model, loaded.architecture)
-    w_u = loaded.model.get_output_embeddings().weight.detach()
+    w_u = loaded.model.get_output_embeddings().weight.detach().float()  # float32: the analyses' type
     return w_u * _gain(norm, w_u.shape[1]), norm
 
 
@@ -97,7 +123,7 @@ def copying_scores(loaded: Loaded) -> Any:
     import torch
 
     w_u, _ = ov_readout(loaded)
-    w_e = loaded.model.get_input_embeddings().weight.detach()
+    w_e = loaded.model.get_input_embeddings().weight.detach().float()
     with torch.inference_mode():
         eu = w_e.t() @ w_u  # [d_model, d_model]: E^T U, shared by every head
         out = torch.zeros(loaded.n_layers, loaded.n_heads)
@@ -125,8 +151,9 @@ def copying_activation(loaded: Loaded, rep: probe_inputs.Repeats, cache: Any, se
     out = torch.zeros(loaded.n_layers, loaded.n_heads)
     with torch.inference_mode():
         for layer in range(loaded.n_layers):
-            p = cache[f"blocks.{layer}.attn.pattern"][:, :, q]  # [b, h, q, k]
-            attended = rep.tokens.gather(1, p.argmax(-1).flatten(1)).reshape(p.shape[:3])  # [b, h, q]
+            record = cache[f"blocks.{layer}.attn.pattern"]
+            top = record["attended"] if isinstance(record, dict) else record[:, :, q].argmax(-1)  # [b, h, q]
+            attended = rep.tokens.gather(1, top.flatten(1)).reshape(top.shape)  # [b, h, q]
             ho = cache[f"blocks.{layer}.attn.head_out"][:, q]  # [b, q, h, m]
             target = torch.einsum("bqhm,bhqm->bhq", ho, w_u[attended])
             rand = torch.einsum("bqhm,rm->bhqr", ho, w_u[others])
@@ -255,5 +282,6 @@ def text_cache(loaded: Loaded, sentences: list[probe_inputs.Parsed]) -> tuple[An
     return tokens, mask, cache
 
 
-__all__ = ["LAYOUTS", "copying_activation", "copying_scores", "coreference_scores", "pad", "pattern_scores",
+__all__ = ["LAYOUTS", "copying_activation", "copying_scores", "coreference_scores", "pad", "pattern_reducer",
+           "pattern_scores",
            "successor_scores", "syntax_scores", "text_cache", "value_weight"]

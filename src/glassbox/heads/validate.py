@@ -56,7 +56,7 @@ from typing import Any
 
 from glassbox.heads.probes import _gain
 from glassbox.logprob import kl_logp
-from glassbox.run import hooks
+from glassbox.run import hooks, memory
 from glassbox.run.layout import final_norm, o_weight
 from glassbox.run.load import Loaded
 
@@ -200,7 +200,7 @@ class Validator:
         todo = list(dict.fromkeys(s for s in specs if (kind, s) not in task.memo))
         n, seq = task.tokens.shape
         width = len(task.at) * int(self.loaded.config.vocab_size) if not self.loaded.is_encoder else seq
-        per = max(1, LOGIT_BUDGET // max(n * width, 1))
+        per = max(1, min(LOGIT_BUDGET // max(n * width, 1), memory.batch_rows(self.loaded, seq, 10**6) // n))
         for start in range(0, len(todo), per):
             chunk = todo[start: start + per]
             tokens = task.tokens.repeat(len(chunk), 1)
@@ -395,18 +395,33 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def decide(kinds: dict[str, dict[str, Any]]) -> tuple[bool, list[str], str | None]:
+def noise_floor(dtype: str, logit_rms: float) -> float:
+    """The smallest effect (nats) a model in `dtype` can resolve: one rounding step of its logits (machine
+    epsilon × their RMS), never below FLOOR. float32: ~1e-6 for SmolLM2, so FLOOR decides as it always did;
+    bfloat16: ~0.06 nats there. An effect at or below it is never called significant."""
+    from glassbox.run.placement import eps
+
+    return max(FLOOR, eps(dtype) * logit_rms)
+
+
+def decide(kinds: dict[str, dict[str, Any]], noise: float = FLOOR) -> tuple[bool, list[str], str | None]:
     """(validated, significant kinds, the kind whose figures lead the entry) from corrected kinds.
 
     Each kind needs `effect`, `ci`, `p` (corrected upper tail) and `p_down` (corrected lower tail); a group
-    kind also `group_effect` (the verdict is the one the atlas gave before the member's drop took `effect`)."""
+    kind also `group_effect` (the verdict is the one the atlas gave before the member's drop took `effect`).
+    `noise`: the dtype's noise floor (`noise_floor`); a kind that passes its test with an effect inside it is
+    marked `within_noise_floor` instead of significant (half precision changed the verdict)."""
     def floor(e: dict[str, Any]) -> float:
         m = e.get("null_mean")
         return 0.0 if m is None or math.isnan(m) else m
 
     # a group entry: p and the null are the group's (its effect under group_effect), ci is the member's drop
-    positive = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
-                and e.get("group_effect", e["effect"]) > FLOOR and e.get("credited", True)]
+    passed = [k for k, e in kinds.items() if e["p"] < ALPHA and e["ci"][0] > max(0.0, floor(e))
+              and e.get("group_effect", e["effect"]) > FLOOR and e.get("credited", True)]
+    positive = [k for k in passed if kinds[k].get("group_effect", kinds[k]["effect"]) > noise]
+    for k in passed:
+        if k not in positive:
+            kinds[k]["within_noise_floor"] = True
     negative = [k for k, e in kinds.items() if e["p_down"] < ALPHA and e["ci"][1] < min(0.0, floor(e))]
     for k, e in kinds.items():
         e["significant"] = "positive" if k in positive else "negative" if k in negative else "no"

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from glassbox.errors import BadInput
+from glassbox.run import options
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +49,9 @@ def lens(
     steps: int = typer.Option(40, "--steps", help="`lens train`: KL optimizer steps after the closed-form fit."),
     seq_len: int = typer.Option(128, "--seq-len", help="`lens train`: tokens per training sequence."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Logit lens (or tuned lens) per layer and position; `glassbox lens train MODEL --corpus F --out F`."""
     if model == "train" and train_model is None and text is None:
@@ -76,7 +80,7 @@ def lens(
     if png is not None:
         _lens_png(png, loaded, result, tuned is not None)
     if as_json:
-        print(json.dumps(logit.to_json(loaded, result)))
+        print(json.dumps({**logit.to_json(loaded, result), **loaded.placement}))
         return
     _lens_table(loaded, result, top_k, target, "tuned lens" if tuned else "logit lens", png)
 
@@ -146,7 +150,8 @@ def _lens_train(model: str, corpus: str | None, out: Path | None, tokens: int, s
     lens_ = tuned.train(loaded, ids, steps=steps, seq_len=seq_len, progress=track)
     tuned.save(lens_, out, loaded, {"corpus": str(corpus), "tokens": str(len(ids)), "steps": str(steps)})
     report = {"out": str(out), "layers": lens_.n_layers, "tokens": len(ids), "steps": steps,
-              "train_kl": {"logit": lens_.history.get("logit_kl", []), "tuned": lens_.history.get("tuned_kl", [])}}
+              "train_kl": {"logit": lens_.history.get("logit_kl", []), "tuned": lens_.history.get("tuned_kl", [])},
+              **loaded.placement}
     if as_json:
         print(json.dumps(report))
         return
@@ -171,6 +176,9 @@ def patch(
     png: Path | None = typer.Option(None, "--png", help="Write the heatmap here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
     path: list[str] | None = typer.Option(None, "--path", help="Path patching: SENDER[,SENDER]:RECEIVER.KIND, "
                                           "e.g. 16.0:18.6.k (repeatable; see glassbox.circuits.path)."),
     n_random: int = typer.Option(10, "--random", help="--path: random sender sets of the same size to compare."),
@@ -211,7 +219,7 @@ def patch(
                 f"{direction} patching over {over}, {metric} (1 = full effect)",
                 "head" if over == "heads" else "position", "layer", diverging=True)
     if as_json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps({**result.to_json(), **loaded.placement}))
         return
     console = _console()
     console.print(f"{metric}: clean {result.clean:.3f}, corrupt {result.corrupt:.3f} "
@@ -242,6 +250,9 @@ def cluster(
     seed: int = typer.Option(0, "--seed", help="k-means seed."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow a pickle checkpoint (weights only)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Cluster heads by their attention patterns over texts; compare the clusters with the atlas roles."""
     from glassbox.heads.annotate import load_atlas
@@ -264,7 +275,8 @@ def cluster(
         roles, source = clustering.roles_from_probes(loaded, seed), "atlas attention probes (no ablation check)"
     report = clustering.analyze(feats, roles, loaded.n_heads, k, seed, source)
     report = {"model": loaded.name, "n_layers": loaded.n_layers, "n_heads": loaded.n_heads,
-              "texts": {"file": str(texts), "windows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}, **report}
+              "texts": {"file": str(texts), "windows": int(rows.shape[0]), "seq_len": int(rows.shape[1])}, **report,
+              **loaded.placement}
     if png is not None:
         from glassbox.lens.plots import heatmap
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.logprob import kl
-from glassbox.run import hooks
+from glassbox.run import hooks, memory
 from glassbox.run.layout import final_norm
 from glassbox.run.load import Loaded
 from glassbox.run.text import encode, token_str  # noqa: F401  (the lens text API: logit.encode)
@@ -33,8 +33,9 @@ def readout(loaded: Loaded, resid: Any) -> Any:
 
     model = loaded.model
     norm = final_norm(model, loaded.architecture)
+    resid = resid.to(model.get_output_embeddings().weight.dtype)  # the model's own float type (cache: float32)
     x = norm(resid) if norm is not None else resid
-    logits = model.get_output_embeddings()(x)
+    logits = model.get_output_embeddings()(x).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma squashes its final logits; read every layer the same way
         logits = torch.tanh(logits / cap) * cap
@@ -73,17 +74,26 @@ def apply(loaded: Loaded, tokens: list[int], translators: Any = None) -> LensRes
     import torch
 
     check_lm(loaded)
+    n, seq, vocab = loaded.n_layers + 1, len(tokens), int(loaded.config.vocab_size)
+    need = n * seq * vocab * 4  # the result's log-probabilities, float32
+    have = memory.budget(torch.device(loaded.device))
+    if need > have // 2:
+        raise BadInput(f"the lens over {seq} tokens holds {memory.gb(need)} of log-probabilities "
+                       f"({n} layers × {vocab} tokens each), more than half of {memory.gb(have)} "
+                       f"(--max-memory, default what is free); give a shorter --text")
     resid, final = residuals(loaded, torch.tensor([tokens]))
     with torch.inference_mode():
-        layers = []
-        for layer, h in enumerate(resid):
-            if translators is not None:
-                h = translators.translate(layer, h)
-            layers.append(readout(loaded, h)[0])
-        layers.append(final[0])
-        logits = torch.stack(layers).float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        divergence = kl(final[0].expand_as(logits), logits).clamp_min(0.0)  # what the lens misses of the output
+        # one layer at a time into the result: the memory is the result plus one layer's logits
+        logprobs = torch.empty(n, seq, final.shape[-1])
+        divergence = torch.empty(n, seq)
+        for layer in range(n):
+            if layer < n - 1:
+                h = resid[layer] if translators is None else translators.translate(layer, resid[layer])
+                logits = readout(loaded, h)[0].float()
+            else:
+                logits = final[0].float()
+            logprobs[layer] = torch.log_softmax(logits, dim=-1)
+            divergence[layer] = kl(final[0], logits).clamp_min(0.0)  # what the lens misses of the output
     return LensResult(tokens=list(tokens), logprobs=logprobs, kl_to_final=divergence)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from glassbox.errors import BadInput
 from glassbox.logprob import kl_logp
-from glassbox.run import hooks
+from glassbox.run import hooks, memory
 from glassbox.run.load import Loaded
 
 SITES = ("heads", "resid", "mlp")
@@ -180,6 +180,7 @@ def patch(loaded: Loaded, clean: Sequence[int], corrupt: Sequence[int], metric: 
     target, source = (corrupt_t, clean_cache) if direction == "denoise" else (clean_t, corrupt_cache)
 
     cells = _cells(loaded, site, len(clean))
+    batch_size = memory.batch_rows(loaded, len(clean), batch_size)  # --max-memory (default: what is free)
     values = torch.zeros(len(cells))
     chunks = run_cells(loaded, target, source, site, cells, batch_size)
     if progress is not None:

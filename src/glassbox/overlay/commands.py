@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from glassbox.errors import BadInput
+from glassbox.run import options, placement
 
 overlay = typer.Typer(help="A generator whose every token comes from readable link weights, with a full trace.",
                       no_args_is_help=True)
@@ -142,6 +143,9 @@ def generate(
                                               "candidates' distribution is flat, warmer when sharp."),
     store: str | None = STORE,
     as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Generate; every step is traced in the store (its id is printed)."""
     from glassbox.overlay.accumulator import AccumulatorConfig
@@ -161,7 +165,7 @@ def generate(
     st = Store(store)
     trace = run(index, prompt, cfg, None if no_lm else model, st)
     if as_json:
-        _emit(trace)
+        _emit({**trace, **placement.last})  # "dtype", "device" of the selector LM when one ran
     else:
         print(trace["prompt"] + trace["output"])
         print(f"[trace {trace['id']}: {len(trace['steps'])} steps, stopped on {trace['stop_reason']}, "
@@ -310,6 +314,9 @@ def eval_(
     as_json: bool = typer.Option(False, "--json"),
     details: bool = typer.Option(False, "--details", help="With --json: also the breakdown (gates, static-only, "
                                  "session-only, gain by match length and distance, sizes) under 'details'."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
@@ -320,6 +327,7 @@ def eval_(
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
                        session=not no_session, window=lm_window, stride=lm_window // 2)
     res = evaluate(index, model, heldout, opts)
+    res["extra"].update(placement.last)  # the contract's keys stay exact; "dtype", "device" go with --details
     if res["extra"]["long_match_share"] > 0.5:  # a held-out text inside the index: its "gain" is recall
         print(f"warning: {res['extra']['long_match_share']:.0%} of the scored tokens continue a match of 8+ tokens "
               f"in the index; is {heldout} part of the index's corpus ({res['extra']['index']})?", file=sys.stderr)

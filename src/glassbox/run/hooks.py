@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,15 +107,19 @@ class Cache(Mapping):
         self.store: dict[str, Any] = {}
 
     def __getitem__(self, name: str) -> Any:
+        # read in float32 on the CPU whatever the model's dtype and device: the analyses mix activations with
+        # float32 weights (glassbox.weights) and CPU masks; a float32 CPU model's tensors come back as they are
         if name in self.store:
-            return self.store[name]
+            value = self.store[name]
+            return value.float().cpu() if hasattr(value, "float") else value  # (a `reduce`d record: as it is)
         if name.endswith(".attn.head_out") and name in self._wanted:
+            # computed on each read and not kept: d_model per head per position is the largest record there
+            # is, and a reader walking the layers then holds one layer's at a time
             layer = int(name.split(".")[1])
-            z = self.store[f"blocks.{layer}.attn.z"]
-            w = o_weight(self._loaded.model, self._loaded.architecture, layer)
+            z = self.store[f"blocks.{layer}.attn.z"].float().cpu()
+            w = o_weight(self._loaded.model, self._loaded.architecture, layer).cpu()
             w = w.reshape(w.shape[0], z.shape[2], z.shape[3])  # [d_model, head, d_head]
-            self.store[name] = out = _einsum("bshd,mhd->bshm", z, w)
-            return out
+            return _einsum("bshd,mhd->bshm", z, w)
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
@@ -174,7 +178,7 @@ def _edit_z(z: Any, n_heads: int, edits: list[HeadEdit]) -> Any:
         if e.value is None:
             z4[rows, pos, e.head] = 0.0
         else:
-            z4[rows, pos, e.head] = e.value.to(z4.dtype)
+            z4[rows, pos, e.head] = e.value.to(z4)
     return z
 
 
@@ -182,7 +186,7 @@ def _edit_resid(x: Any, edits: list[ResidEdit] | list[MlpEdit]) -> Any:
     x = x.clone()
     for e in edits:
         rows, pos = _rows_positions(e)
-        x[rows, pos] = e.value.to(x.dtype)
+        x[rows, pos] = e.value.to(x)
     return x
 
 
@@ -280,8 +284,10 @@ def _pattern_edits(attn_modules: list[Any], edits: list[PatternEdit]) -> Iterato
 
 @contextlib.contextmanager
 def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
-           edits: Sequence[Edit] = ()) -> Iterator[Cache]:
-    """Install hooks that record `names` (all when None; [] for none) and apply `edits` while inside."""
+           edits: Sequence[Edit] = (), reduce: Callable[[str, Any], Any] | None = None) -> Iterator[Cache]:
+    """Install hooks that record `names` (all when None; [] for none) and apply `edits` while inside.
+    `reduce(name, tensor)`: what to keep of each attention pattern as it is recorded (its statistics), so the
+    patterns of every layer are never held at once."""
     model, arch = loaded.model, loaded.architecture
     lay = LAYOUTS[arch]
     blocks = layers(model, arch)
@@ -335,7 +341,8 @@ def hooked(loaded: Loaded, names: Iterable[str] | str | None = None,
             def on_attn(mod, args, output, layer=layer):
                 if output[1] is None:
                     raise RuntimeError("attention weights are None: load the model with attn_implementation='eager'")
-                store[f"blocks.{layer}.attn.pattern"] = output[1]
+                name = f"blocks.{layer}.attn.pattern"
+                store[name] = output[1] if reduce is None else reduce(name, output[1])
             handles.append(submodule(block, lay.attn).register_forward_hook(on_attn))
 
         o_proj = submodule(block, lay.o_proj)
@@ -409,18 +416,20 @@ stats = {"forwards": 0, "tokens": 0}
 def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at: Any = None) -> Any:
     import torch
 
-    tokens = _tokens(tokens)
+    device = next(loaded.model.parameters()).device
+    tokens = _tokens(tokens).to(device)  # inputs are built on the CPU; the model may live on a GPU
     stats["forwards"] += 1
     stats["tokens"] += int(tokens.numel())
-    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+    kwargs: dict[str, Any] = {"attention_mask": None if attention_mask is None else attention_mask.to(device)}
     if not loaded.is_encoder:
         kwargs["use_cache"] = False
         if logits_at is not None:  # the unembedding is ~20% of a small LM's forward: skip unused positions
-            kwargs["logits_to_keep"] = torch.as_tensor(logits_at, dtype=torch.long)
+            kwargs["logits_to_keep"] = torch.as_tensor(logits_at, dtype=torch.long).to(device)
     with torch.inference_mode():
         out = loaded.model(input_ids=tokens, **kwargs)
     logits = getattr(out, "logits", None)
-    return logits if logits is not None else out.last_hidden_state
+    logits = logits if logits is not None else out.last_hidden_state
+    return logits.float().cpu()  # read in float32 on the CPU (a float32 CPU model's: the same tensor)
 
 
 def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),
@@ -434,9 +443,9 @@ def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),
 
 def run_with_cache(loaded: Loaded, tokens: Any, names: Iterable[str] | str | None = None,
                    edits: Sequence[Edit] = (), attention_mask: Any = None,
-                   logits_at: Any = None) -> tuple[Any, Cache]:
-    """Forward recording `names` (all when None) → (logits, Cache)."""
-    with hooked(loaded, names=names, edits=edits) as cache:
+                   logits_at: Any = None, reduce: Callable[[str, Any], Any] | None = None) -> tuple[Any, Cache]:
+    """Forward recording `names` (all when None) → (logits, Cache); `reduce`: see `hooked`."""
+    with hooked(loaded, names=names, edits=edits, reduce=reduce) as cache:
         logits = _forward(loaded, tokens, attention_mask, logits_at)
     return logits, cache
 

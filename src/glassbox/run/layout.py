@@ -28,9 +28,10 @@ def layers(model: Any, architecture: str) -> list[Any]:
 
 
 def o_weight(model: Any, architecture: str, layer: int) -> Any:
-    """W_O as [d_model, heads·head_dim] (the nn.Linear layout), whatever the storage."""
+    """W_O as [d_model, heads·head_dim] (the nn.Linear layout), whatever the storage, in float32 (a float32
+    model's own parameter, so an in-place edit reaches the model)."""
     lay = LAYOUTS[architecture]
-    w = submodule(layers(model, architecture)[layer], lay.o_proj).weight
+    w = submodule(layers(model, architecture)[layer], lay.o_proj).weight.float()
     return w.t() if lay.conv1d else w
 
 

@@ -4,54 +4,57 @@ Accepted specs: a bundled short name, a folder with config.json + safetensors (s
 .safetensors file whose config.json sits in its folder or the folder above (training runs keep
 `DIR/config.json` beside `DIR/checkpoints/`), a .gguf file, or (only with allow_pickle) a .bin/.pt file.
 
-Safetensors load fast: the model is built with its parameters on the meta device (no memory, no random
-init) and the file's tensors, memory-mapped copy-on-write, are assigned to it: a float32 file is never
-copied or read up front, and tied weights are tied by transformers' own `tie_weights`. Only names that
-need more than transformers' pure renames (or a pickle) go through `from_pretrained`.
+`load_model(spec, dtype=, device=)`: before any weight is read, the options are checked (run/placement.py: the
+device is here, it can run the dtype), the checkpoint's header is counted, `auto` is resolved, and a model that
+would not fit the memory budget is refused with the figures (run/memory.py).
 
-GGUF files are dequantized by `transformers` once (~20 s for SmolLM2) and then cached as a plain
-safetensors folder in `bundled.cache_dir()/gguf/<key>`; the key is the sha256 of the file's bytes, so a
-reinstalled package finds its cache and a changed file misses it. The hash (and the strict reader) run
-once per version of a file: a note keyed by path, size, mtime, ctime and inode remembers the key. The
-cache folder is built in a temp folder and renamed into place, so an interrupted run never leaves a
-half-written cache.
-
-Threads: torch's own default (one per physical core) unless GLASSBOX_THREADS says otherwise; on this
-project's 2-core machines two threads ran a GPT-2-small forward 1.9× faster than one (issue 9), and every
-benchmark prints the count it used and the one-thread ratio. Models under SMALL_MODEL parameters (the
-training presets, the tests' tiny models) get one thread: their ops are too small to split.
+Safetensors load fast and straight into the target dtype and device: the model is built with its parameters on
+the meta device (no memory, no random init) and the file's tensors, memory-mapped copy-on-write, are assigned to
+it, each converted once when its dtype or device differs (a float32 file run in float32 on the CPU is never
+copied or read up front); tied weights are tied by transformers' own `tie_weights`. Only names that need more
+than transformers' pure renames (or a pickle) go through `from_pretrained`. GGUF files go through their
+dequantized cache (run/gguf_cache.py); the thread policy is run/threads.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glassbox import bundled, registry
+from glassbox import bundled, progress, registry
 from glassbox.checkpoint import PICKLE_SUFFIXES, open_checkpoint, pick_in_directory
 from glassbox.errors import BadInput
+from glassbox.run import memory, placement
+from glassbox.run.build import ENCODERS, build, model_class, quiet_transformers
+from glassbox.run.gguf_cache import cached_count, gguf_cache, gguf_key, source_key
+from glassbox.run.threads import SMALL_MODEL, set_threads
 
 # model_type → family (glassbox.registry; its layout is what the hooks know). Qwen2/Mistral are llama-shaped.
 ARCHITECTURES: dict[str, str] = registry.MODEL_TYPES
-# encoder families and their model_types (both get asked)
-ENCODERS = {n for f in registry.FAMILIES.values() if not f.causal for n in (f.name, *f.model_types)}
-_HASH_SPAN = 4 << 20
-_DEFAULT_THREADS: int | None = None  # torch's count when first asked (its default, or the host program's choice)
-SMALL_MODEL = 10_000_000  # parameters; below this one thread (see set_threads)
+_quiet_transformers = quiet_transformers  # the names benchmarks and tests knew before the split
+__all__ = ["ARCHITECTURES", "ENCODERS", "SMALL_MODEL", "Loaded", "build", "gguf_cache", "gguf_key", "load_model",
+           "set_threads"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_DEFAULT_THREADS":  # lives in run/threads.py since the split; read through for old callers
+        from glassbox.run import threads
+
+        return threads.default_threads()
+    raise AttributeError(name)
 
 
 @dataclass
 class Loaded:
-    """A model ready to run: the HF module (eval, float32, eager attention) and what the probes need."""
+    """A model ready to run: the HF module (eval, eager attention) and what the probes need."""
 
     model: Any
     tokenizer: Any | None
@@ -77,6 +80,21 @@ class Loaded:
         return int(self.config.num_attention_heads)
 
     @property
+    def dtype(self) -> str:
+        """The parameters' float type: "float32", "bfloat16" or "float16"."""
+        return placement.name_of(next(self.model.parameters()).dtype)
+
+    @property
+    def device(self) -> str:
+        """Where the parameters are: "cpu", "cuda:0", "mps"."""
+        return str(next(self.model.parameters()).device)
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """{"dtype", "device"}: the keys every JSON document of a command that ran this model carries."""
+        return {"dtype": self.dtype, "device": self.device}
+
+    @property
     def bos_id(self) -> int | None:
         tok = self.tokenizer
         if tok is not None and tok.bos_token_id is not None:
@@ -87,73 +105,88 @@ class Loaded:
         return int(bos) if isinstance(bos, int) and 0 <= bos < int(self.config.vocab_size) else None
 
 
-def _quiet_transformers() -> None:
-    """Our progress bars are ours to draw; transformers' tqdm bars and warnings would clutter stderr."""
-    from transformers.utils import logging as hf_logging
+@dataclass
+class _Target:
+    """What the loader converts every tensor to, once."""
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    dtype: Any  # torch dtype
+    device: Any  # torch device
 
 
-def set_threads(model: Any = None) -> int:
-    """The torch thread count: GLASSBOX_THREADS when set (a positive integer); else one thread for a model of
-    fewer than SMALL_MODEL parameters (its ops are too small to split: measured 15× faster on one thread for
-    the induction-2l training preset on a loaded 2-core machine), else torch's own default. Returns it."""
+def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str | None = None,
+               device: str | None = None) -> Loaded:
+    """A bundled name, a folder or a file → Loaded, in `dtype` on `device` (auto|float32|bfloat16|float16 and
+    auto|cpu|cuda|cuda:N|mps; None: what --dtype/--device chose, else auto; see run/placement.py: auto keeps
+    float32 for every model whose float32 weights take at most half the device's memory).
+    Bad input raises BadInput (exit 2) before any weight is read."""
     import torch
 
-    global _DEFAULT_THREADS
-    if _DEFAULT_THREADS is None:
-        _DEFAULT_THREADS = torch.get_num_threads()
-    raw = os.environ.get("GLASSBOX_THREADS", "").strip()
-    if raw and (not raw.isdigit() or int(raw) < 1):
-        raise BadInput(f"GLASSBOX_THREADS={raw!r}: expected a positive integer (the torch thread count)")
-    if raw:
-        n = int(raw)
-    elif model is not None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
-        n = 1
-    else:
-        n = _DEFAULT_THREADS
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
-def load_model(spec: str | os.PathLike, allow_pickle: bool = False) -> Loaded:
-    """A bundled name, a folder or a file → Loaded. Bad input raises BadInput (exit 2)."""
+    asked_dtype, asked_device = placement.chosen()
+    dtype, device = dtype or asked_dtype, device or asked_device
+    placement.check_names(dtype, device)
+    where = placement.resolve_device(device)
+    if dtype != "auto":
+        placement.check_dtype(where, dtype)
     set_threads()
-    _quiet_transformers()
+    quiet_transformers()
     name = str(spec)
     path = bundled.resolve(spec)
     needs_bos = bundled.BUNDLED[name].needs_bos if bundled.is_bundled_name(name) else False
     if path.is_dir():
         path = pick_in_directory(path)
     suffix = path.name.lower()
-    if suffix.endswith((".safetensors", ".safetensors.index.json", *PICKLE_SUFFIXES)):
-        _validate(path, allow_pickle)
     if suffix.endswith(".gguf"):
-        folder = gguf_cache(path)  # validates the file unless this very file passed before (see gguf_cache)
-        model, tok = _from_folder(folder, path), _tokenizer(folder)
-    elif suffix.endswith(".safetensors") or suffix.endswith(".safetensors.index.json"):
-        model, tok = _from_weights(path)
-    elif suffix.endswith(PICKLE_SUFFIXES):
-        if not allow_pickle:
+        key, count = source_key(path)  # validates the file unless this very file passed before
+        count = count if count is not None else cached_count(key)
+        if count is None:
+            count = _count(path, allow_pickle=False)
+        chosen = _choose(dtype, where, count, None)
+        folder = gguf_cache(path, chosen, key)
+        model, tok = _from_folder(folder, path, _Target(getattr(torch, chosen), where)), _tokenizer(folder)
+    elif suffix.endswith((".safetensors", ".safetensors.index.json", *PICKLE_SUFFIXES)):
+        count, stored = _header(path, allow_pickle)  # the strict reader, so a malformed file gets its rule named
+        if suffix.endswith(PICKLE_SUFFIXES) and not allow_pickle:
             raise BadInput("pickle checkpoints can run code when loaded; refusing (pass --allow-pickle to "
                            "load it with torch.load(weights_only=True))", path)
-        model, tok = _from_weights(path)
+        chosen = _choose(dtype, where, count, stored)
+        model, tok = _from_weights(path, _Target(getattr(torch, chosen), where))
     else:
         raise BadInput("not a checkpoint this tool can run (.safetensors, .gguf, a folder with config.json)", path)
     set_threads(model)  # by the model's size (see set_threads)
     arch = ARCHITECTURES[model.config.model_type]
     needs_bos = needs_bos or registry.get(arch).needs_bos
     label = name if bundled.is_bundled_name(name) else Path(name).resolve().name  # the folder's name for a folder
-    return Loaded(model, tok, arch, label, needs_bos, path)
+    loaded = Loaded(model, tok, arch, label, needs_bos, path)
+    placement.last.update(loaded.placement)
+    if progress.enabled():  # said on a terminal; recorded in every JSON document ("dtype", "device")
+        print(f"{label}: {loaded.dtype} on {loaded.device}", file=sys.stderr)
+    return loaded
 
 
-def _validate(path: Path, allow_pickle: bool) -> None:
-    """Run the strict reader over the file's index first, so a malformed file gets its rule named (and a
-    pickle's opcodes are checked against the allowlist before torch.load ever sees it)."""
-    with contextlib.closing(open_checkpoint(path, allow_pickle=allow_pickle)):
-        pass
+def _choose(requested: str, device: Any, count: int, stored: str | None) -> str:
+    """auto resolved, then the budget checked: BadInput with the figures when the model would not fit."""
+    chosen = placement.choose_dtype(requested, device, count, stored, memory.total(device))
+    memory.check_fits(count, chosen, device, placement.half_for(device))
+    return chosen
+
+
+def _header(path: Path, allow_pickle: bool) -> tuple[int, str | None]:
+    """(float element count, the stored float type holding most of them) from the checkpoint's index alone.
+    Runs the strict reader, so a malformed file gets its rule named (and a pickle's opcodes are checked
+    against the allowlist before torch.load ever sees it)."""
+    with contextlib.closing(open_checkpoint(path, allow_pickle=allow_pickle)) as ck:
+        by_type: dict[str, int] = {}
+        for e in ck.tensors.values():
+            t = placement.torch_dtype(e.dtype)
+            if t is not None and t.is_floating_point:
+                by_type[placement.name_of(t)] = by_type.get(placement.name_of(t), 0) + math.prod(e.shape)
+    count = sum(by_type.values())
+    return count, (max(by_type, key=by_type.__getitem__) if by_type else None)
+
+
+def _count(path: Path, allow_pickle: bool) -> int:
+    with contextlib.closing(open_checkpoint(path, allow_pickle=allow_pickle)) as ck:
+        return sum(math.prod(e.shape) for e in ck.tensors.values())
 
 
 def _config_folder(path: Path) -> Path:
@@ -181,18 +214,6 @@ def _config(folder: Path) -> Any:
         raise BadInput(f"config.json rejected by transformers: {exc}", folder / "config.json") from None
 
 
-def _build(config: Any) -> Any:
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    config._attn_implementation = "eager"  # attention patterns need the eager kernel
-    cls = AutoModel if config.model_type in ENCODERS else AutoModelForCausalLM
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = cls.from_config(config, dtype=torch.float32, attn_implementation="eager")
-    return model.eval()
-
-
 def _tokenizer(folder: Path) -> Any | None:
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
     if not any((folder / n).exists() for n in names):
@@ -205,13 +226,13 @@ def _tokenizer(folder: Path) -> Any | None:
         return None
 
 
-def _from_weights(path: Path) -> tuple[Any, Any | None]:
+def _from_weights(path: Path, target: _Target) -> tuple[Any, Any | None]:
     """Any weights file with its config. Safetensors: the fast path (`_assign`). Otherwise (a pickle, or keys
     only transformers knows how to rename): link both into a temp folder under the names `from_pretrained`
     expects, so transformers applies its own key renames (e.g. NeoX `embed_out` → `lm_head`) and ties."""
     folder = _config_folder(path)
     config = _config(folder)  # a clear error for an architecture we cannot run, before transformers tries
-    model = _assign(config, _safetensors_files(path), path)
+    model = _assign(config, _safetensors_files(path), path, target)
     if model is None:
         with tempfile.TemporaryDirectory(prefix="glassbox-load-") as tmp:
             staged = Path(tmp)
@@ -226,7 +247,7 @@ def _from_weights(path: Path) -> tuple[Any, Any | None]:
             else:
                 os.symlink(path, staged / ("model.safetensors" if lower.endswith(".safetensors")
                                            else "pytorch_model.bin"))
-            model = _from_pretrained(staged, path, config)
+            model = _from_pretrained(staged, path, config, target)
     return model, _tokenizer(folder)
 
 
@@ -299,7 +320,7 @@ def _mapped(files: list[Path]) -> dict[str, Any]:
         with open(file, "rb") as f:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if entries else None
         for e in entries:
-            dtype = _torch_dtype(e.dtype)
+            dtype = placement.torch_dtype(e.dtype)
             if dtype is None:
                 raise BadInput(f"tensor {e.name!r}: dtype {e.dtype} cannot be loaded as values", file)
             count = math.prod(e.shape)
@@ -312,26 +333,17 @@ def _mapped(files: list[Path]) -> dict[str, Any]:
     return out
 
 
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-            "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}.get(name)
-
-
-def _assign(config: Any, files: list[Path], source: Path) -> Any | None:
+def _assign(config: Any, files: list[Path], source: Path, target: _Target) -> Any | None:
     """The warm-load fast path: build the model with its parameters on the meta device and assign the
-    memory-mapped safetensors tensors to them (float32 files: no copy at all). None when the file's names
+    memory-mapped safetensors tensors to them, each converted once to the target's dtype and device (a float32
+    file run in float32 on the CPU: no copy at all). None when the file's names
     do not map onto the model's one to one (then `from_pretrained`, which knows every legacy rename)."""
     if not files:
         return None
-    import torch
-
-    cls = _model_class(config)
+    cls = model_class(config)
     with warnings.catch_warnings(), _parameters_on_meta(), _no_init():
         warnings.simplefilter("ignore")
-        model = cls.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        model = cls.from_config(config, dtype=target.dtype, attn_implementation="eager")
     expected = model.state_dict()
     tensors = _mapped(files)
     rename = _renamer(model, expected)
@@ -348,7 +360,7 @@ def _assign(config: Any, files: list[Path], source: Path) -> Any | None:
         if tuple(value.shape) != tuple(want.shape):
             mismatched.append(key)
             continue
-        state[key] = value if value.dtype == want.dtype else value.to(want.dtype)
+        state[key] = value.to(device=target.device, dtype=want.dtype)  # the same tensor when nothing changes
     if mismatched:
         raise BadInput(f"{len(mismatched)} tensors have shapes the config does not allow, e.g. {mismatched[0]}",
                        source)
@@ -359,7 +371,7 @@ def _assign(config: Any, files: list[Path], source: Path) -> Any | None:
         model.tie_weights()
     if any(p.is_meta for p in model.parameters()):
         return None
-    return model.eval()
+    return model.to(target.device).eval()  # the buffers (RoPE frequencies); parameters are there already
 
 
 def _renamer(model: Any, expected: dict[str, Any]) -> Any:
@@ -395,28 +407,20 @@ def _tied_targets(model: Any) -> list[str]:
     return list(keys)
 
 
-def _model_class(config: Any) -> Any:
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    return AutoModel if config.model_type in ENCODERS else AutoModelForCausalLM
-
-
-def _from_folder(folder: Path, source: Path) -> Any:
+def _from_folder(folder: Path, source: Path, target: _Target) -> Any:
     config = _config(folder)
     index, single = folder / "model.safetensors.index.json", folder / "model.safetensors"
     files = _safetensors_files(index) if index.is_file() else ([single] if single.is_file() else [])
-    model = _assign(config, files, source)
-    return model if model is not None else _from_pretrained(folder, source, config)
+    model = _assign(config, files, source, target)
+    return model if model is not None else _from_pretrained(folder, source, config, target)
 
 
-def _from_pretrained(folder: Path, source: Path, config: Any) -> Any:
-    import torch
-
-    cls = _model_class(config)
+def _from_pretrained(folder: Path, source: Path, config: Any, target: _Target) -> Any:
+    cls = model_class(config)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, info = cls.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager",
+            model, info = cls.from_pretrained(folder, dtype=target.dtype, attn_implementation="eager",
                                               output_loading_info=True)
     except BadInput:
         raise
@@ -430,108 +434,4 @@ def _from_pretrained(folder: Path, source: Path, config: Any) -> Any:
     if mismatched:
         raise BadInput(f"{len(mismatched)} tensors have shapes the config does not allow, e.g. {mismatched[0]}",
                        source)
-    return model.eval()
-
-
-def gguf_key(path: Path) -> str:
-    """Cache key of a GGUF file: the sha256 of its bytes, so a reinstall of the same package (new mtime, new
-    inode) finds the same cache, and any changed byte misses it. Hashing costs ~0.2 s per 100 MB, paid once
-    per file version: `_seen_note` remembers the key for an unchanged file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_SPAN):
-            h.update(chunk)
-    return h.hexdigest()[:32]
-
-
-def _seen_note(path: Path) -> Path:
-    """Where the content key of this very file (same path, size, mtime, ctime, inode) is remembered. Any
-    write changes ctime, which no user can set back, so a note never vouches for changed bytes."""
-    st = path.stat()
-    ident = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
-    return bundled.cache_dir() / "gguf" / "seen" / hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def _gguf_bar():
-    """transformers draws its dequantization bar with plain tqdm; our contract allows bars only on a terminal."""
-    from glassbox import progress
-
-    if progress.enabled():
-        yield
-        return
-    import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
-    original = gguf_utils.tqdm
-    gguf_utils.tqdm = lambda items, **_: items
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = original
-
-
-def gguf_cache(path: Path) -> Path:
-    """The plain safetensors folder for a GGUF file, building it (dequantize once) when missing.
-
-    A file seen before and unchanged since (its `_seen_note`) skips both the strict reader (it passed) and
-    the content hash; otherwise the file is validated and hashed, and the note written."""
-    note = _seen_note(path)
-    try:
-        key = note.read_text().strip()
-    except OSError:
-        key = ""
-    if not (len(key) == 32 and all(c in "0123456789abcdef" for c in key)):
-        _validate(path, allow_pickle=False)
-        key = gguf_key(path)
-    target = bundled.cache_dir() / "gguf" / key
-    if not (target / "config.json").is_file():
-        _build_gguf_cache(path, target)
-    if not note.is_file():
-        from glassbox.fileio import atomic_write
-
-        with atomic_write(note, "w") as f:
-            f.write(key)
-    return target
-
-
-def _build_gguf_cache(path: Path, target: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        with warnings.catch_warnings(), _gguf_bar():
-            warnings.simplefilter("ignore")
-            quantized = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager")
-    except Exception as exc:
-        raise BadInput(f"transformers cannot load this GGUF file: {type(exc).__name__}: {exc}", path) from None
-    if quantized.config.model_type not in ARCHITECTURES:
-        raise BadInput(f"architecture {quantized.config.model_type!r} cannot be run", path)
-    with contextlib.closing(open_checkpoint(path)) as ours:  # the registry's reading of the metadata
-        kinds = (ours.config or {}).get("layer_types")
-    if kinds and len(kinds) == quantized.config.num_hidden_layers:
-        # transformers' GGUF loader ignores a file's per-layer kinds (Gemma 3's sliding_window_pattern flags)
-        quantized.config.layer_types = kinds
-    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config and move the weights.
-    plain = _build(quantized.config)
-    plain.load_state_dict(quantized.state_dict())
-    del quantized
-    try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except Exception:
-        tok = None
-    from glassbox import fileio
-
-    tmp = fileio.temp_dir_beside(target)  # `.<key>.<pid>.*`; a killed build's folder is swept by the next
-    try:
-        plain.save_pretrained(tmp)
-        if tok is not None:
-            tok.save_pretrained(tmp)
-        (tmp / "glassbox-source.json").write_text(json.dumps({"gguf": str(path), "key": target.name}))
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():  # not a lost race with another process
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return model.to(target.device).eval()
