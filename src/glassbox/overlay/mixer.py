@@ -163,13 +163,13 @@ def _stack(phi: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarr
 
 def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(m, π_T, π_S) under θ = [w_T, b_T, w_S, b_S] (the fitted parts only)."""
+    """(p of the true token under the mixture, π_T, π_S) at every position under θ = [w_T, b_T, w_S, b_S] (the
+    fitted parts only): the weights of `Mixer.weights`, vectorized, through `mix`."""
     i, n = 0, len(data["p_lm"])
-    denom, num = np.ones(n), data["p_lm"].copy()
-    pis = []
+    es = []  # exp(z) per part (0 where the part saw nothing); the LM's logit is 0
     for part, key in zip(spec, ("t", "s"), strict=True):
         if part is None:
-            pis.append(None)
+            es.append(None)
             continue
         if part.startswith("fixed:"):
             z = np.full(n, _logit(float(part[6:])))
@@ -178,11 +178,11 @@ def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
             d = x.shape[1]
             z = theta[i + d] + x @ theta[i:i + d]
             i += d + 1
-        e = np.where(data["m" + key], np.exp(np.clip(z, -60, 60)), 0.0)
-        denom += e
-        num += e * data["p" + key]
-        pis.append(e)
-    return num / denom, *(None if e is None else e / denom for e in pis)  # type: ignore[return-value]
+        es.append(np.where(data["m" + key], np.exp(np.clip(z, -60, 60)), 0.0))
+    denom = 1.0 + sum(e for e in es if e is not None)
+    pis = [None if e is None else e / denom for e in es]
+    w = np.stack([1.0 / denom] + [np.zeros(n) if pi is None else pi for pi in pis], axis=1)
+    return mix(w, data["p_lm"], data["pt"], data["ps"]), pis[0], pis[1]
 
 
 def _fit(data: dict, spec: tuple[str | None, str | None], ridge: float) -> np.ndarray:
