@@ -125,7 +125,8 @@ class Record:
         self.phi_t: list[dict | None] = [None] * n
         self.phi_s: list[dict | None] = [None] * n
         self.tops: list[tuple[np.ndarray, ...]] = [()] * n  # (ids, p_LM, P_T, P_S, p_votes) over the top-k union
-        self.sel: list[tuple[np.ndarray, ...]] = [()] * n  # (candidates, LM log-probs, p_votes, POS keep mask)
+        # (candidates, their LM log-probs and p_votes, the POS keep mask or None, whether the table offered any)
+        self.sel: list[tuple[np.ndarray | None, ...]] = [()] * n
 
     def fill(self, p: int, lp: np.ndarray, start: int, acc: Accumulator, sd: sessions.SessionDist,
              n_cands: int, mu: float, pos: PosTable | None) -> None:
