@@ -119,6 +119,7 @@ class Record:
         self.true = np.asarray(seq[1:], np.int64)
         z = np.zeros
         self.lm_lp, self.lm_hit, self.p_lm, self.p_t, self.t_hit, self.p_s, self.s_hit = (z(n) for _ in range(7))
+        # lm_lp (log p_LM of the true token) is set from p_lm after the pass, with the mixer's own np.log
         self.p_votes, self.recall, self.lm_top_in, self.recall_mix = (z(n) for _ in range(4))
         self.match, self.s_match, self.ctx_start = (z(n, np.int64) for _ in range(3))
         self.s_prev = np.full(n, -1, np.int64)
@@ -133,7 +134,6 @@ class Record:
         index, true = acc.index, self.seq[p + 1]
         plm = np.exp(lp)
         self.p_lm[p], self.lm_hit[p], self.ctx_start[p] = plm[true], np.argmax(lp) == true, start
-        self.lm_lp[p] = math.log(plm[true])  # as the mixer computes it, so a mixer that is off gains exactly 0
         pt = acc.table().dense() if index.ngram is not None else index.p0  # P_T, a distribution over V
         self.p_t[p], self.t_hit[p] = pt[true], int(np.argmax(pt)) == true
         self.phi_t[p] = gates.features(acc.levels, float(plm.max()), index)
@@ -232,6 +232,7 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         at, sd = next(stream)
         assert at == p  # the LM's rows come in order, one per target
         rec.fill(p, lp, start, acc, sd, opts.n_candidates, opts.mu, pos)
+    rec.lm_lp = np.log(rec.p_lm)  # as `mixed` computes it, so a mixer that is off gains exactly 0
     n_dev = max(1, int(rec.n * opts.dev_fraction))
     dev, test = slice(0, n_dev), slice(n_dev, rec.n)
     names = gates.names(index)
