@@ -99,7 +99,8 @@ def row(kind: str, spec: str, held: str, res: dict, seconds: float) -> dict:
         "fixed_lam_ratio": x["fixed_lam"]["ppl"] / c["lm"]["ppl"], "fixed_lam": x["fixed_lam"]["lam"],
         "per_token": x["per_token"], "oracle_per_token": o["per_token"],
         "top1": {"lm": c["lm"]["top1"], "overlay": c["overlay"]["top1"]},
-        "gate_report": x["gate"].get("report", {}), "seconds": seconds,
+        "gate_report": x["gate"].get("report", {}), "gate_parts": {k: x["gate"].get(k) for k in ("table", "session")},
+        "seconds": seconds,
     }
 
 
