@@ -115,7 +115,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['kind']} | {r['index']} ({r['index_tokens']:,}) → {r['heldout']} | {r['lm_ppl']:.2f} | "
             f"**{r['overlay_ratio']:.4f}** [{r['overlay_ci95'][0]:.4f}, {r['overlay_ci95'][1]:.4f}] | {r['shipped']} | "
-            f"{r['oracle_ratio']:.4f} | {'–' if share is None else f'{share + 0.0:.0%}'} | "
+            f"{r['oracle_ratio']:.4f} | {'–' if share is None else f'{share if abs(share) >= 0.005 else 0.0:.0%}'} | "
             f"{pt['better_share']:.1%} / {pt['worse_share']:.1%} | "
             f"{pt['best_decile_nats_per_token']:+.3f} / {pt['worst_decile_nats_per_token']:+.3f} |")
     return "\n".join(lines)
