@@ -33,21 +33,25 @@ import numpy as np
 import torch
 
 from glassbox import bundled
-from glassbox.overlay import corpus, evaluate, lm
+from glassbox.overlay import corpus, evaluate, lm, timing
 from glassbox.overlay import index as ix
-from glassbox.overlay.accumulator import AccumulatorConfig
+from glassbox.overlay.accumulator import Accumulator, AccumulatorConfig
 
 
 def ensure_index(path: Path, spec: str, pos: bool = False) -> Path:
+    """The index of `spec` at `path`, built if missing; SPEC1+SPEC2+... is one index of several corpora, each
+    document's source kept (meta "sources", which the gate reads)."""
     if (path / "meta.json").exists() and json.loads((path / "meta.json").read_text()).get("format") == ix.FORMAT:
         if pos and not (path / "pos.npz").exists():  # the syntactic filter's table, added to an existing index
             from glassbox.overlay.pos import build_table
 
-            build_table(path, corpus.load_documents([spec]), lm.load_tokenizer(path / "tokenizer"))
+            build_table(path, corpus.load_documents(spec.split("+")), lm.load_tokenizer(path / "tokenizer"))
         return path
     t0 = time.perf_counter()
-    ix.build(corpus.load_documents([spec]), lm.load_tokenizer("smollm2-135m"), path,
-             ix.BuildOptions(), source=spec, tokenizer_spec="smollm2-135m")
+    sources = corpus.load_sources(spec.split("+"))
+    ix.build([d for _, docs in sources for d in docs], lm.load_tokenizer("smollm2-135m"), path, ix.BuildOptions(),
+             source=",".join(spec.split("+")), tokenizer_spec="smollm2-135m",
+             parts=[(s, len(docs)) for s, docs in sources])
     print(f"built {path} from {spec} in {time.perf_counter() - t0:.1f} s")
     for name, v in ix.Index(path).sizes().items():
         print(f"  {name:22} {v['bytes']:12,d} B  {v['bytes_per_token']:6.2f} B/token")
@@ -64,11 +68,18 @@ def fatigue_ablation(index: ix.Index, seq: list[int], n: int) -> list[dict]:
     }
     out = []
     for name, cfg in variants.items():
-        rows = evaluate.table_pass(index, seq, n, cfg)
-        top1 = np.mean([len(r["vals"]) > 0 and r["ids"][np.argmax(r["vals"])] == seq[p + 1] for p, r in enumerate(rows)])
-        recall = np.mean([seq[p + 1] in set(r["cands"].tolist()) for p, r in enumerate(rows)])
-        out.append({"rule": name, "table_top1": float(top1), "recall_at_n": float(recall)})
+        acc, top1, recall = Accumulator(index, cfg), [], []
+        for p in range(len(seq) - 1):
+            acc.observe(seq[max(0, p - 1) : p + 1])
+            total = acc.total()
+            top1.append(total.max() > 0 and int(np.argmax(total)) == seq[p + 1])
+            recall.append(seq[p + 1] in set(acc.candidates(n, total).tolist()))
+        out.append({"rule": name, "table_top1": float(np.mean(top1)), "recall_at_n": float(np.mean(recall))})
     return out
+
+
+def lookups(index: ix.Index, seq: list[int], opts: evaluate.EvalOptions) -> dict:
+    return timing.lookup_scaling(index, seq, opts.scale_base, opts.lookup_steps, opts.lookup_rounds, opts.n_candidates)
 
 
 @contextlib.contextmanager
@@ -160,16 +171,16 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     for pair in args.pairs:
         spec, held = pair.split("=", 1)
-        path = ensure_index(args.root / spec.replace(":", "_"), spec, args.pos_filter)
+        path = ensure_index(args.root / spec.replace(":", "_").replace("+", "__").replace("%", "pct"), spec, args.pos_filter)
         index = ix.Index(path)
         if args.lookup_only:
             tok = lm.load_tokenizer("smollm2-135m")
             seq = evaluate.heldout_tokens(held, tok, index.sep, opts.lookup_steps + 2)
-            run = {"index": spec, "heldout": held, "lookup": evaluate.lookup_scaling(index, seq, opts)}
+            run = {"index": spec, "heldout": held, "lookup": lookups(index, seq, opts)}
             print(lookup_report(f"index {spec}, held-out {held}, as is", run["lookup"]))
             if args.load:
                 with busy(args.load):
-                    run["lookup_loaded"] = evaluate.lookup_scaling(index, seq, opts)
+                    run["lookup_loaded"] = lookups(index, seq, opts)
                 print(lookup_report(f"same with {args.load} extra busy processes", run["lookup_loaded"]))
             results["runs"].append(run)
             if args.out:
@@ -205,7 +216,7 @@ def main() -> None:
             tok = lm.load_lm("smollm2-135m")[1]
             seq = evaluate.heldout_tokens(held, tok, index.sep, opts.lookup_steps + 2)
             with busy(args.load):
-                loaded = evaluate.lookup_scaling(index, seq, opts)
+                loaded = lookups(index, seq, opts)
             print(lookup_report(f"with {args.load} extra busy processes", loaded))
             run["lookup_loaded"] = {"busy_processes": args.load, **loaded}
         print(f"TARGET bytes/token: {c['bytes_per_token']:.2f} (target <= 12)")
@@ -219,7 +230,7 @@ def main() -> None:
         results["runs"].append(run)
         if args.out:  # after every pair, so a long run that is stopped keeps what it measured
             args.out.write_text(json.dumps(results, indent=1, default=float))
-    first = args.root / args.pairs[0].split("=", 1)[0].replace(":", "_")
+    first = args.root / args.pairs[0].split("=", 1)[0].replace(":", "_").replace("+", "__").replace("%", "pct")
     results["feedback"] = {} if args.no_feedback else feedback_check(first)
     for mode, r in results["feedback"].items():
         print(f"feedback ({mode}): preferred token chosen at step {r['step']}: {r['preferred_chosen']}; "

@@ -13,8 +13,9 @@ from glassbox.cli import main
 from glassbox.overlay import index as ix
 from glassbox.overlay import lm
 from glassbox.overlay.feedback import record
-from glassbox.overlay.gate import FEATURES, Gate
+from glassbox.overlay.gate import FEATURES
 from glassbox.overlay.generate import GenerateConfig
+from glassbox.overlay.mixer import Mixer, Part
 from glassbox.overlay.store import Store
 from glassbox.overlay.trace import replay, run
 
@@ -59,14 +60,14 @@ def store(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("gated", [False, True], ids=["fixed-lam", "gate"])
 def test_mixture_trace_terms_and_replay(built, store, smol, gated):
-    gate = Gate(w=[1.0, 0.5, 1.0, 0.5, -2.0], b=-2.0, shipped=True) if gated else None
+    gate = Mixer(table=Part([1.0, 0.5, 1.0, 0.5, -2.0], -2.0, FEATURES), shipped=True) if gated else None
     cfg = GenerateConfig(mode="mixture", max_tokens=6, lam=0.2, gate=gate.to_json() if gate else None)
     trace = run(built, "And Moses said unto the LORD", cfg, MODEL, store)
     assert len(trace["steps"]) >= 1
     for s in trace["steps"]:
         mix_info = s["mix"]  # the mixing weight and the features that set it are in the trace
         phi = mix_info["features"]
-        lam = (gate.lam(phi) if gate else (cfg.lam if phi else 0.0))
+        lam = (gate.weights(phi, mix_info["session_features"])[1] if gate else (cfg.lam if phi else 0.0))
         assert mix_info["lam"] == pytest.approx(lam) and (phi is None or set(phi) == set(FEATURES))
         assert phi is None or phi["lm_maxp"] == pytest.approx(math.exp(max(c["lm_logprob"] for c in s["candidates"])),
                                                                rel=1e-5)
@@ -123,8 +124,11 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
     assert "warning" not in out.err  # Matthew is not in the Exodus index
     doc = json.loads(out.out)
     assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
-                        "bytes_per_token", "lookup_p99_ms"}
+                        "bytes_per_token", "lookup_p99_ms", "lm_context"}
     assert set(doc["lookup_p99_ms"]) == {"1x", "10x", "100x"}
+    # the LM at its full context by default: SmolLM2 reads 8,192 tokens, so all 200 are one window
+    assert doc["lm_context"] == {"mode": "full", "window": 8192, "stride": 4096, "model_context": 8192,
+                                 "longest_context_tokens": 200}
     for key in ("lm", "table", "overlay"):
         assert set(doc[key]) == {"top1", "ppl"} and 0 <= doc[key]["top1"] <= 1 and doc[key]["ppl"] >= 1
     # 200 held-out targets: half fit the gate (dev), half are scored (test)
@@ -133,6 +137,12 @@ def test_eval_json_contract(built, tmp_path, capsys, smol):
     assert doc["overlay"]["ppl"] < doc["table"]["ppl"]
     # never worse than the LM: the gate ships only with an out-of-fold gain on dev, else λ ≡ 0
     assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+    # --lm-window 8192 (SmolLM2's context) is the same LM: same perplexity, recorded as a window
+    with pytest.raises(SystemExit) as exc:
+        main(["overlay", "eval", str(built), "--model", MODEL, "--heldout", str(held), "--max-tokens", "200",
+              "--scale-base", "2000", "--gen-tokens", "2", "--lm-window", "8192", "--json"])
+    win = json.loads(capsys.readouterr().out)
+    assert win["lm"] == doc["lm"] and win["lm_context"]["mode"] == "window" and win["lm_context"]["window"] == 8192
 
 
 def test_eval_warns_when_the_heldout_text_is_in_the_index(built, capsys, smol):
@@ -179,7 +189,7 @@ def test_brown_news_index_on_fiction_through_the_cli(tmp_path, capsys, smol):
     doc = json.loads(got.out)
     x = doc.pop("details")
     assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
-                        "bytes_per_token", "lookup_p99_ms"}
+                        "bytes_per_token", "lookup_p99_ms", "lm_context"}
     assert x["heldout"] == "brown:n" and x["index_tokens"] > 50_000 and doc["bytes_per_token"] <= 12
     assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
     for part in ("static_only", "session_only"):  # each part alone is guarded the same way
@@ -189,3 +199,8 @@ def test_brown_news_index_on_fiction_through_the_cli(tmp_path, capsys, smol):
     assert g["ppl_ratio"] == pytest.approx(doc["overlay"]["ppl"] / doc["lm"]["ppl"], rel=1e-9)
     assert g["ci95"][0] <= g["nats_per_token"] <= g["ci95"][1]
     assert g["ppl_ratio_ci95"][0] <= g["ppl_ratio"] <= g["ppl_ratio_ci95"][1]
+    # the per-token view: shares of a partition, deciles bracketing the mean; the oracle never below the LM
+    v = x["per_token"]
+    assert 0 <= v["better_share"] + v["worse_share"] <= 1
+    assert v["worst_decile_nats_per_token"] <= g["nats_per_token"] <= v["best_decile_nats_per_token"]
+    assert x["oracle"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9) and x["oracle"]["ppl_ratio"] <= 1 + 1e-9

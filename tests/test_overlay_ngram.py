@@ -1,6 +1,7 @@
 """The overlay's table side against brute force: suffix intervals carried from step to step, continuation
 counts (light, heavy and heavy-long contexts), the smoothed distribution, the packed suffix array, the local
-arrays and sizes, shard-order builds, and the mixing gate's fit and its never-worse guard."""
+arrays and sizes, shard-order builds, source ranges and source features, and the mixer's static fit and its
+never-worse guard."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from glassbox.overlay import index as ix
 from glassbox.overlay import lm
 from glassbox.overlay.accumulator import Accumulator
-from glassbox.overlay.gate import FEATURES, Gate, fit
+from glassbox.overlay.gate import FEATURES, features, names
+from glassbox.overlay.mixer import Mixer, fit
 from glassbox.overlay.ngram import SHORT, Chain, Packed
 
 
@@ -177,19 +179,61 @@ def _synthetic(n: int, informative: bool, seed: int) -> tuple[np.ndarray, np.nda
     return p_lm, p_t, phi
 
 
+def _static(p_lm: np.ndarray, p_t: np.ndarray, phi: list) -> Mixer:
+    """The mixer fitted with the static table alone (no session part)."""
+    n = len(p_lm)
+    return fit(p_lm, p_t, np.zeros(n), phi, [None] * n, session=False)["overlay"]
+
+
 def test_gate_trusts_the_table_where_it_knows_and_ships_only_a_gain():
     p_lm, p_t, phi = _synthetic(2000, True, 0)
-    gate = fit(p_lm, p_t, phi)
+    gate = _static(p_lm, p_t, phi)
     assert gate.shipped and gate.report["oof_gain_ci95"][0] > 0
     as_dict = [dict(zip(FEATURES, f.tolist(), strict=True)) for f in phi]
-    lam = np.array([gate.lam(f) for f in as_dict])
+    lam = np.array([gate.weights(f, None)[1] for f in as_dict])
     long = np.array([f[0] * 4 >= 6 for f in phi])
     assert lam[long].mean() > 0.5 > 0.1 > lam[~long].mean()
     mixed = np.log((1 - lam) * p_lm + lam * p_t).mean()
     assert mixed > np.log(p_lm).mean()
-    assert gate.lam(None) == 0.0  # the tables saw nothing: the LM alone
+    assert gate.weights(None, None) == (1.0, 0.0, 0.0)  # the tables saw nothing: the LM alone
     # a table that is never right: not shipped, λ ≡ 0, so the mixture is exactly the LM
     p_lm, p_t, phi = _synthetic(2000, False, 1)
-    off = fit(p_lm, p_t, phi)
-    assert not off.shipped and all(off.lam(dict(zip(FEATURES, f.tolist(), strict=True))) == 0.0 for f in phi)
-    assert Gate.from_json(gate.to_json()).lam(as_dict[0]) == gate.lam(as_dict[0])
+    off = _static(p_lm, p_t, phi)
+    assert not off.shipped
+    assert all(off.weights(dict(zip(FEATURES, f.tolist(), strict=True)), None) == (1.0, 0.0, 0.0) for f in phi)
+    assert Mixer.from_json(gate.to_json()).weights(as_dict[0], None) == gate.weights(as_dict[0], None)
+
+
+def test_sources_are_token_ranges_and_the_gate_reads_their_shares(tmp_path, tok):
+    """An index of two corpora records each one's token range; the source features of a step are the shares
+    of the longest match's occurrences in each range, counted by brute force over the corpus."""
+    from glassbox.overlay.corpus import load_sources
+
+    sources = load_sources(["kjv:1-1", "kjv:2-2"])
+    docs = [d[:600] for _, part in sources for d in part[:6]]
+    parts = [(spec, 6) for spec, _ in sources]
+    path = ix.build(docs, tok, tmp_path / "two", ix.BuildOptions(k=8, window=4, cap=8), parts=parts)
+    index = ix.Index(path)
+    ranges = index.meta["sources"]
+    assert [r["spec"] for r in ranges] == ["kjv:1-1", "kjv:2-2"] and ranges[0]["start"] == 0
+    assert ranges[0]["end"] == ranges[1]["start"] and ranges[1]["end"] == index.n_tokens
+    seps = np.flatnonzero(np.asarray(index.tokens) == index.sep)
+    assert ranges[0]["end"] == seps[5] + 1  # the first source ends after its sixth document's separator
+    assert names(index) == FEATURES + ("source:kjv:1-1", "source:kjv:2-2")
+    toks = np.asarray(index.tokens, np.int64)
+    acc = Accumulator(index)
+    seen = 0
+    for p in range(200):
+        acc.observe(toks[max(0, p - 1) : p + 1].tolist())
+        phi = features(acc.levels, 0.5, index)
+        if phi is None:
+            continue
+        top = acc.levels[-1]
+        if top.count > 64:
+            continue  # sampled rows; the brute force below counts every occurrence
+        ctx = toks[p + 1 - top.length : p + 1]
+        starts = [i for i in range(len(toks) - top.length + 1) if np.array_equal(toks[i : i + top.length], ctx)]
+        in_first = np.mean([i < ranges[0]["end"] for i in starts])
+        assert phi["source:kjv:1-1"] == pytest.approx(in_first) and phi["source:kjv:2-2"] == pytest.approx(1 - in_first)
+        seen += 1
+    assert seen > 50

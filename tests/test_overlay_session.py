@@ -1,6 +1,7 @@
 """The session memory (overlay/session.py) against brute force: its counts at every step, no peeking at the
-scored token or later, P_S and the 3-way mixture summing to 1, the gate shipping the session only on a
-text that repeats itself, old gate.json files loading; one slow test with SmolLM2 on a cross-genre pair."""
+scored token or later, P_S and the 3-way mixture summing to 1, the mixer (overlay/mixer.py) shipping the
+session only on a text that repeats itself, a fixed λ as a mixer, the oracle against a grid, old gate.json
+files loading; one slow test with SmolLM2 on a cross-genre pair."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 
 from glassbox.errors import BadInput
-from glassbox.overlay.gate import FEATURES, Gate
-from glassbox.overlay.gate import fit as gate_fit
-from glassbox.overlay.session import ORDER, Mixer, Part, Session, fit, mixture, online
+from glassbox.overlay.gate import FEATURES
+from glassbox.overlay.mixer import Mixer, Part, fit, mix, oracle
+from glassbox.overlay.session import ORDER, Session, online
 
 V = 40
 
@@ -150,7 +151,7 @@ def test_three_way_mixture_sums_to_one():
         phi_t = None if p % 7 == 0 else dict(zip(FEATURES, rng.uniform(0, 1, 5).tolist(), strict=True))
         w = mixer.weights(phi_t, d.features(float(p_lm.max())))
         assert sum(w) == pytest.approx(1.0) and min(w) >= 0 and (phi_t is not None or w[1] == 0.0)
-        assert mixture(p_lm, p_t, d.dense(), w).sum() == pytest.approx(1.0, abs=1e-12)
+        assert mix(w, p_lm, p_t, d.dense()).sum() == pytest.approx(1.0, abs=1e-12)
 
 
 def _dev_arrays(seq: list[int], seed: int) -> tuple:
@@ -190,33 +191,59 @@ def test_gate_ships_the_session_only_where_the_text_repeats_itself():
         assert fits["session"].weights(da, db) == (1.0, 0.0, 0.0)
 
 
-def test_static_part_alone_is_the_old_gate():
-    """With the session off, the fitter's static candidates are today's gate.fit, to the optimizer's precision."""
-    p_lm, p_t, _, phi_t, _ = _dev_arrays(list(range(800)), 5)
-    old = gate_fit(p_lm, p_t, phi_t)
-    new = fit(p_lm, p_t, np.full(len(p_lm), 1e-6), phi_t, [None] * len(p_lm), session=False)
-    by_kind = new["static"].report["candidates"]
-    assert by_kind["table-constant"]["oof_gain_nats_per_token"] == pytest.approx(
-        old.report["oof_gain_by_kind"]["constant"], abs=1e-6)
-    assert by_kind["table-gate"]["oof_gain_nats_per_token"] == pytest.approx(old.report["oof_gain_by_kind"]["gate"],
-                                                                              abs=1e-6)
-    assert new["static"].shipped == old.shipped and new["overlay"].session is None
+def _sigmoid_lam(w: list[float], b: float, phi: dict[str, float]) -> float:
+    """The version-1 gate's λ, written out: σ(b + w·φ)."""
+    return 1.0 / (1.0 + math.exp(-(b + sum(wi * phi[f] for wi, f in zip(w, FEATURES, strict=True)))))
+
+
+def test_a_fixed_lambda_is_a_mixer():
+    """One fixed table weight is the mixer with constant logits: (1 − λ, λ, 0) where the tables saw something,
+    the LM alone where they did not, and λ = 0 is the LM everywhere."""
+    phi = dict.fromkeys(FEATURES, 0.7)
+    for lam in (0.01, 0.1, 0.5, 0.9):
+        assert Mixer.fixed(lam).weights(phi, phi) == pytest.approx((1 - lam, lam, 0.0), rel=1e-12)
+        assert Mixer.fixed(lam).weights(None, phi) == (1.0, 0.0, 0.0)
+    assert Mixer.fixed(0.0).weights(phi, phi) == (1.0, 0.0, 0.0)
+    p_lm, p_t = np.array([0.2, 0.5, 0.3]), np.array([0.6, 0.3, 0.1])
+    assert mix(Mixer.fixed(0.25).weights(phi, None), p_lm, p_t, None) == pytest.approx(0.75 * p_lm + 0.25 * p_t)
+
+
+def test_oracle_is_the_best_constant_weights_and_never_below_the_lm():
+    """On the positions it is chosen on, the oracle's gain is at least that of every constant (π_T, π_S) on a
+    grid, and where no constant weights help (a table that is never right) it is the LM."""
+    p_lm, p_t, p_s, phi_t, phi_s = _dev_arrays(_text(1200, 2), 4)
+    mt = np.array([f is not None for f in phi_t])
+    ms = np.array([f is not None for f in phi_s])
+    best = oracle(p_lm, p_t, p_s, phi_t, phi_s)
+    assert best.shipped
+    gain = best.report["gain_nats_per_token"]
+    base = np.log(p_lm).mean()
+    for a in np.linspace(0.0, 0.9, 10):
+        for b in np.linspace(0.0, 0.9 - a, 6):
+            wt, ws = np.where(mt, a, 0.0), np.where(ms, b, 0.0)
+            grid = np.log((1 - wt - ws) * p_lm + wt * p_t + ws * p_s).mean() - base
+            assert gain >= grid - 1e-6
+    never = oracle(p_lm, np.full(len(p_lm), 1e-9), np.full(len(p_lm), 1e-9), phi_t, phi_s)
+    assert not never.shipped and never.weights(dict.fromkeys(FEATURES, 1.0), None) == (1.0, 0.0, 0.0)
 
 
 def test_old_gate_json_loads(tmp_path):
-    old = Gate(w=[1.0, 0.5, 1.0, 0.5, -2.0], b=-2.0, shipped=True, report={"kind": "gate"})
-    mixer = Mixer.from_json(json.loads(json.dumps(old.to_json())))
+    w_old, b_old = [1.0, 0.5, 1.0, 0.5, -2.0], -2.0
+    old = {"w": w_old, "b": b_old, "shipped": True, "features": list(FEATURES), "report": {"kind": "gate"}}
+    mixer = Mixer.from_json(json.loads(json.dumps(old)))
     rng = np.random.default_rng(0)
     for _ in range(20):
         phi = dict(zip(FEATURES, rng.uniform(0, 1, 5).tolist(), strict=True))
         w = mixer.weights(phi, {"match": 1.0, "log_count": 1.0, "concentration": 1.0, "sparse": 1.0, "lm_maxp": 0.1})
-        lam = old.lam(phi)
+        lam = _sigmoid_lam(w_old, b_old, phi)
         assert w[1] == pytest.approx(lam, rel=1e-12) and w[0] == pytest.approx(1 - lam) and w[2] == 0.0
-    assert Mixer.from_json(Gate().to_json()).weights({f: 1.0 for f in FEATURES}, None) == (1.0, 0.0, 0.0)
-    # and a version-2 file still gives the old reader its static gate
-    v2 = Mixer(table=Part(old.w, old.b, FEATURES), session=Part([0.0] * 5, 1.0, FEATURES), shipped=True).to_json()
-    assert Gate.from_json(v2).lam(phi) == pytest.approx(old.lam(phi))
-    assert Mixer.from_json(json.loads(json.dumps(v2))).weights(phi, None)[1] == pytest.approx(old.lam(phi))
+    unfitted = {"w": [0.0] * 5, "b": -30.0, "shipped": False, "features": list(FEATURES), "report": {}}
+    assert Mixer.from_json(unfitted).weights(dict.fromkeys(FEATURES, 1.0), None) == (1.0, 0.0, 0.0)
+    # and a version-2 file still gives an old reader its static gate under the version-1 keys
+    v2 = Mixer(table=Part(w_old, b_old, FEATURES), session=Part([0.0] * 5, 1.0, FEATURES), shipped=True).to_json()
+    assert v2["w"] == w_old and v2["b"] == b_old and v2["features"] == list(FEATURES)
+    assert Mixer.from_json(json.loads(json.dumps(v2))).weights(phi, None)[1] == pytest.approx(
+        _sigmoid_lam(w_old, b_old, phi))
     with pytest.raises(ValueError):
         Mixer.from_json({"version": 2, "shipped": True, "table": {"w": [1.0], "b": 0.0}})
 
@@ -230,10 +257,11 @@ def test_index_reads_old_and_new_gate_files(tmp_path):
     ix.build(load_documents(["kjv:1-1"])[:3], lm.load_tokenizer("smollm2-135m"), folder, ix.BuildOptions(k=4, window=4))
     idx = ix.Index(folder)
     assert idx.gate() is None
-    old = Gate(w=[1.0, 0.5, 1.0, 0.5, -2.0], b=-2.0, shipped=True).to_json()
+    w_old = [1.0, 0.5, 1.0, 0.5, -2.0]
+    old = {"w": w_old, "b": -2.0, "shipped": True, "features": list(FEATURES), "report": {}}
     ix.write_gate(folder, old | {"heldout": "x", "model": "m"})
-    assert Mixer.from_json(idx.gate()).weights({f: 0.5 for f in FEATURES}, None)[1] == pytest.approx(
-        Gate.from_json(old).lam({f: 0.5 for f in FEATURES}))
+    phi = dict.fromkeys(FEATURES, 0.5)
+    assert Mixer.from_json(idx.gate()).weights(phi, None)[1] == pytest.approx(_sigmoid_lam(w_old, -2.0, phi))
     (folder / "gate.json").write_text(json.dumps({"version": 2, "shipped": True, "table": {"b": 1}}))
     with pytest.raises(BadInput):
         idx.gate()

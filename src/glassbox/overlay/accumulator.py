@@ -58,8 +58,6 @@ class AccumulatorConfig:
     repeat_on: str = "emit"
     repeat_window: int = 4
     epsilon: float = 1e-3
-    max_match: int = 12  # unused since index format 2 (the ∞-gram chain has no cap); kept for old configs
-    cap: int = 256  # unused since index format 2 (the index's own cap bounds every read); kept likewise
     session: bool = True  # keep the session memory (overlay/session.py): counts of the text read so far
 
     def to_json(self) -> dict:
@@ -67,7 +65,8 @@ class AccumulatorConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> AccumulatorConfig:
-        return cls(**d)
+        # traces written before index format 2 carry max_match / cap, which nothing reads any more
+        return cls(**{k: v for k, v in d.items() if k not in ("max_match", "cap")})
 
 
 Feedback = dict[tuple[int, int], dict[int, float]]

@@ -61,17 +61,18 @@ def build(
     from glassbox.scale import seam
 
     backend = seam.backend(ray, workers)  # a bad --ray fails before the corpus is read
-    docs = corpora.load_documents(corpus)
+    sources = corpora.load_sources(corpus)
+    docs = [d for _, part in sources for d in part]
+    parts = [(spec, len(part)) for spec, part in sources]  # each document's source, for the gate
     tok = lm.load_tokenizer(model)
     opts = ix.BuildOptions(k=k, cooc_k=cooc_k, window=window, suffix_array=not no_suffix_array,
                            semantic_from=model if semantic and not no_semantic else None, cap=cap)
     if backend.kind == "local":
-        ix.build(docs, tok, out, opts,
-                 source=",".join(corpus), tokenizer_spec=model)
+        ix.build(docs, tok, out, opts, source=",".join(corpus), tokenizer_spec=model, parts=parts)
     else:  # shards tokenized where the seam says, merged in order: the same index
         from glassbox.overlay.shards import build_sharded
 
-        build_sharded(docs, tok, out, opts, backend, source=",".join(corpus), tokenizer_spec=model)
+        build_sharded(docs, tok, out, opts, backend, source=",".join(corpus), tokenizer_spec=model, sources=parts)
     if pos:
         from glassbox.overlay.pos import build_table
 
@@ -309,8 +310,10 @@ def eval_(
                                    "index (gate.json); `generate` then uses it."),
     no_session: bool = typer.Option(False, "--no-session", help="No session memory (the text read so far as a "
                                     "second table): the overlay is the static index's gate alone."),
-    lm_window: int = typer.Option(512, "--lm-window", help="Tokens the LM sees per forward (stride: half of "
-                                  "it), so each scored token has window/2..window-1 tokens of context."),
+    lm_window: int | None = typer.Option(None, "--lm-window", help="Score the LM in windows of N tokens (stride "
+                                         "N/2: each token gets N/2..N-1 tokens of context), for comparisons. "
+                                         "Default: its full context, everything before the token up to the "
+                                         "model's context length, as `generate` gives it."),
     as_json: bool = typer.Option(False, "--json"),
     details: bool = typer.Option(False, "--details", help="With --json: also the breakdown (gates, static-only, "
                                  "session-only, gain by match length and distance, sizes) under 'details'."),
@@ -321,11 +324,11 @@ def eval_(
     """Held-out benchmark: LM vs table vs overlay, recall@N, latency ratio, bytes/token, lookup p99."""
     from glassbox.overlay.evaluate import EvalOptions, evaluate, render
 
-    if not 16 <= lm_window <= 8192:
+    if lm_window is not None and not 16 <= lm_window <= 8192:
         raise BadInput("--lm-window must be between 16 and 8192 tokens")
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
-                       session=not no_session, window=lm_window, stride=lm_window // 2)
+                       session=not no_session, window=lm_window)
     res = evaluate(index, model, heldout, opts)
     res["extra"].update(placement.last)  # the contract's keys stay exact; "dtype", "device" go with --details
     if res["extra"]["long_match_share"] > 0.5:  # a held-out text inside the index: its "gain" is recall

@@ -7,9 +7,10 @@ Modes (the final score of candidate t; every term is written into the trace):
   mixture  the measured combination: candidates = table top-N ∪ the LM's top-k (tagged "lm");
            final = log((1 - λ) · p_LM(t) + λ · P_T(t))                   (a proper distribution over V)
            P_T is the ∞-gram table distribution (overlay/ngram.py, "p_inf" in the trace); λ comes from the
-           fitted gate (overlay/gate.py: a function of the match length, its count, its continuations and the
-           LM's confidence; written by `overlay eval --save-gate`, or given in the config), else the fixed
-           `lam`; λ = 0 wherever the tables saw nothing. Each step records λ and the features that set it.
+           fitted mixer (overlay/mixer.py; its features, overlay/gate.py: the match length, its count, its
+           continuations, the LM's confidence; written by `overlay eval --save-gate`, or given in the config),
+           else the fixed `lam` (the same mixer with constant weights); λ = 0 wherever the tables saw nothing.
+           Each step records λ and the features that set it.
            With a session part in the gate (overlay/session.py): final = log(π_LM p_LM + π_T P_T + π_S P_S),
            P_S the session memory (the prompt and the tokens emitted so far; "p_session" in the trace, its
            continuations join the candidates tagged "session"); the step records the three weights and the
@@ -46,9 +47,8 @@ from glassbox.overlay.accumulator import SOURCES, Accumulator, AccumulatorConfig
 from glassbox.overlay.answers import AnswerLinks
 from glassbox.overlay.gate import features
 from glassbox.overlay.index import Index
+from glassbox.overlay.mixer import Mixer, mix
 from glassbox.overlay.pos import PosTable
-from glassbox.overlay.session import Mixer
-from glassbox.overlay.session import mixture as session_mixture
 
 MODES = ("mixture", "select", "table")
 
@@ -71,7 +71,7 @@ class GenerateConfig:
     pos_filter: bool = False  # the syntactic filter (allowed_next[pos]); needs the index's pos.npz
     pos_min_share: float = 0.002  # a tag transition rarer than this share of the previous tag's is not allowed
     adaptive_temperature: bool = False  # sampling temperature from the distribution's flatness (see above)
-    gate: dict | None = None  # the mixing gate (overlay/gate.py Gate.to_json()); None: the fixed lam
+    gate: dict | None = None  # the fitted mixer (overlay/mixer.py Mixer.to_json()); None: the fixed lam
     accumulator: AccumulatorConfig = field(default_factory=AccumulatorConfig)
 
     def check(self) -> None:
@@ -116,17 +116,21 @@ class LMRunner:
     def _logp(self, logits: Any) -> np.ndarray:
         return self.torch.log_softmax(logits.float(), dim=-1).numpy()
 
-    def start(self, ids: list[int]) -> np.ndarray:
+    def feed(self, ids: list[int]) -> np.ndarray:
+        """Log-probs [len(ids), V] after each of `ids`, read on top of the cache (everything fed since
+        `start`), which they join: the LM sees its whole context, as in generation."""
         with self.torch.inference_mode():
-            out = self.model(self.torch.tensor([self.bos + ids]), use_cache=True)
+            kw = {self._cache_kw: self.cache} if self.cache is not None else {}
+            out = self.model(self.torch.tensor([ids]), use_cache=True, **kw)
         self.cache = out.get("cache", None) or out.get("past_key_values", None)
-        return self._logp(out.logits[0, -1])
+        return self._logp(out.logits[0])
+
+    def start(self, ids: list[int]) -> np.ndarray:
+        self.cache = None
+        return self.feed(self.bos + ids)[-1]
 
     def advance(self, token: int) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.model(self.torch.tensor([[token]]), use_cache=True, **{self._cache_kw: self.cache})
-        self.cache = out.get("cache", None) or out.get("past_key_values", None)
-        return self._logp(out.logits[0, -1])
+        return self.feed([token])[-1]
 
     def batch(self, contexts: list[list[int]]) -> np.ndarray:
         with self.torch.inference_mode():
@@ -141,7 +145,8 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
     ids = [int(t) for t in acc.candidates(cfg.n_candidates, total)]
     origin = {t: "table" for t in ids}
     mixing = cfg.mode == "mixture" and lm_logp is not None
-    mixer = Mixer.from_json(cfg.gate) if mixing and cfg.gate is not None else None
+    # the fitted gate, or one fixed λ for the static table: the same mixer either way
+    mixer = (Mixer.from_json(cfg.gate) if cfg.gate is not None else Mixer.fixed(cfg.lam)) if mixing else None
     sdist = acc.session.dist() if mixing and acc.session is not None else None
     if sdist is not None and mixer is not None and mixer.uses_session:
         for t in sdist.top(cfg.lm_top_k):  # what the session memory would continue with
@@ -167,7 +172,7 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
     arr = np.array(ids)
     p_tab = table_distribution(total, acc.index.unigram, cfg.mu)[arr]
     fbv = np.array([fb.get(t, 0.0) for t in ids])
-    mix = None
+    mixed = None
     if cfg.mode == "table" or lm_logp is None:
         final = np.log(p_tab)
     elif cfg.mode == "select":
@@ -175,21 +180,15 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
     else:
         p_inf = acc.table().prob(arr) if acc.index.ngram is not None else acc.index.p0[arr]
         maxp = float(np.exp(np.max(lm_logp)))
-        phi = features(acc.levels, maxp)
+        phi = features(acc.levels, maxp, acc.index)
         phi_s = sdist.features(maxp) if sdist is not None else None
         p_ses = sdist.prob(arr) if sdist is not None else None
-        if mixer is not None:
-            w = mixer.weights(phi, phi_s)
-        else:  # a fixed λ for the static table, no session part
-            lam = cfg.lam if phi else 0.0
-            w = (1.0 - lam, lam, 0.0)
-        mix = {"lam": w[1], "features": phi, "gate": "fitted" if cfg.gate is not None else "fixed",
+        assert mixer is not None
+        w = mixer.weights(phi, phi_s)
+        mixed = {"lam": w[1], "features": phi, "gate": "fitted" if cfg.gate is not None else "fixed",
                "weights": {"lm": w[0], "table": w[1], "session": w[2]}, "session_features": phi_s,
                "session_match": sdist.match if sdist is not None else None}
-        if w[2] > 0:
-            final = np.log(session_mixture(np.exp(lm_logp[arr].astype(np.float64)), p_inf, p_ses, w))
-        else:
-            final = mixture_final(lm_logp[arr], p_inf, w[1])
+        final = np.log(mix(w, np.exp(lm_logp[arr].astype(np.float64)), p_inf, p_ses))
     final = final + cfg.feedback_nats * fbv
     order = np.argsort(-final, kind="stable")
     terms = acc.terms(arr)
@@ -205,14 +204,14 @@ def score_step(acc: Accumulator, lm_logp: np.ndarray | None, context: list[int],
             "lm_logprob": None if lm_logp is None else float(lm_logp[t]), "feedback": float(fbv[i]),
             "final": float(final[i]),
         })
-        if mix is not None:
+        if mixed is not None:
             cands[-1]["p_inf"] = float(p_inf[i])
             if p_ses is not None:
                 cands[-1]["p_session"] = float(p_ses[i])
     step = {"candidates": cands, "lm_top": _argmax(lm_logp), "universe": acc.universe_size(),
             "match_length": acc.match_length}
-    if mix is not None:
-        step["mix"] = mix
+    if mixed is not None:
+        step["mix"] = mixed
     if pos is not None:
         pos_filter(step, context[-1], pos)
     return step
@@ -222,11 +221,6 @@ def select_final(lm_logp: np.ndarray, p_table: np.ndarray, beta: float) -> np.nd
     """Select mode's scores over the candidates: log p_LM renormalized over them + β · log p_table."""
     lc = np.asarray(lm_logp, np.float64)
     return lc - logsumexp(lc) + beta * np.log(p_table)
-
-
-def mixture_final(lm_logp: np.ndarray, p_inf: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
-    """Mixture mode's scores: log((1 − λ) p_LM + λ P_T)."""
-    return np.log((1 - lam) * np.exp(np.asarray(lm_logp, np.float64)) + lam * np.asarray(p_inf, np.float64))
 
 
 def pos_filter(step: dict, prev: int, pos: PosTable) -> None:

@@ -82,14 +82,29 @@ def corpus_tokens(shards: list[list[list[int]]], sep: int) -> np.ndarray:
 
 
 def build(docs: list[str], tokenizer: Any, out: str | Path, options: BuildOptions | None = None,
-          source: str = "", tokenizer_spec: str = "") -> Path:
+          source: str = "", tokenizer_spec: str = "", parts: list[tuple[str, int]] | None = None) -> Path:
     """Tokenize `docs` and write an index folder at `out` (built in a temp folder, renamed into place)."""
-    return build_from_shards([tokenize_documents(docs, tokenizer)], tokenizer, out, options, source, tokenizer_spec)
+    return build_from_shards([tokenize_documents(docs, tokenizer)], tokenizer, out, options, source, tokenizer_spec,
+                             parts)
+
+
+def source_ranges(shards: list[list[list[int]]], parts: list[tuple[str, int]]) -> list[dict]:
+    """Each source's corpus token range [start, end): `parts` = (spec, number of documents) in corpus order
+    (every document is followed by `sep`, see `corpus_tokens`)."""
+    ends = np.cumsum([len(d) + 1 for s in shards for d in s])
+    out, first = [], 0
+    for spec, n in parts:
+        start = int(ends[first - 1]) if first else 0
+        out.append({"spec": spec, "documents": n, "start": start, "end": int(ends[first + n - 1]) if n else start})
+        first += n
+    return out
 
 
 def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | Path,
-                      options: BuildOptions | None = None, source: str = "", tokenizer_spec: str = "") -> Path:
-    """Write an index folder at `out` from already tokenized document shards (see `corpus_tokens`)."""
+                      options: BuildOptions | None = None, source: str = "", tokenizer_spec: str = "",
+                      parts: list[tuple[str, int]] | None = None) -> Path:
+    """Write an index folder at `out` from already tokenized document shards (see `corpus_tokens`); `parts`:
+    (spec, documents) per source, in order, recorded as token ranges (meta "sources") for the gate."""
     options = options or BuildOptions()
     out = Path(out)
     fileio.restore_dir(out)  # a build killed mid-swap left the old index aside: back first, then the checks
@@ -111,6 +126,8 @@ def build_from_shards(shards: list[list[list[int]]], tokenizer: Any, out: str | 
             "suffix_array": options.suffix_array,
             "semantic_from": options.semantic_from, **extra,
         }
+        if parts and len(parts) > 1:
+            meta["sources"] = source_ranges(shards, parts)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         fileio.kill_point("overlay-build:swap")
         fileio.replace_dir(tmp, out)
@@ -347,17 +364,6 @@ class Index:
                 hi_len = mid - 1
         return best
 
-    def continuations(self, lo: int, hi: int, length: int, cap: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """(token ids, counts) that follow the matches sa[lo:hi] of a pattern of `length` tokens.
-        At most `cap` matches are read (evenly spaced, deterministic), so the cost has a ceiling."""
-        if hi <= lo:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        rows = np.arange(lo, hi) if hi - lo <= cap else np.linspace(lo, hi - 1, cap).astype(np.int64)
-        pos = np.asarray(self.sa[rows], dtype=np.int64) + length
-        pos = pos[pos < self.n_tokens]
-        ids, counts = np.unique(np.asarray(self.tokens[pos], dtype=np.int64), return_counts=True)
-        return ids, counts.astype(np.float32)
-
     # -- consolidated feedback ---------------------------------------------------------------------
     def _load_feedback(self) -> tuple[dict[tuple[int, int], dict[int, float]], int]:
         """feedback.npz holds the rows and the last feedback id they include, in one atomic file."""
@@ -402,10 +408,10 @@ class Index:
             raise BadInput(f"gate.json is not valid JSON: {exc}", f) from None
         if not isinstance(d, dict):
             raise BadInput("gate.json is not a JSON object", f)
-        # version 1: the static gate (overlay/gate.py); version 2 adds the session part (overlay/session.py)
+        # version 1: the static gate alone; version 2 adds the session part (overlay/mixer.py reads both)
         keys = ("w", "b", "shipped", "features", "report", "version", "kind", "table", "session")
         gate = {k: d[k] for k in keys if k in d}
-        from glassbox.overlay.session import Mixer
+        from glassbox.overlay.mixer import Mixer
 
         try:
             Mixer.from_json(gate)

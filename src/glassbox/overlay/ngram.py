@@ -156,10 +156,6 @@ class NGram:
         j = int(self.local[w]) if 0 <= w < len(self.local) else -1
         return (0, 0) if j < 0 else (int(self.cum[j]), int(self.cum[j + 1]))
 
-    def _next(self, row: int, k: int) -> int:
-        p = self.sa[row] + k
-        return int(self.tokens[p]) if p < self.n else -1
-
     def _col(self, lo: int, hi: int, k: int) -> np.ndarray:
         """The token after each of the suffixes sa[lo:hi] (k tokens in), -1 past the end; ascending."""
         pos = self.sa[lo:hi] + k

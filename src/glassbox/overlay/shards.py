@@ -45,7 +45,8 @@ def shard(docs: list[str], max_chars: int = SHARD_CHARS) -> list[list[str]]:
 
 
 def build_sharded(docs: list[str], tokenizer: Any, out: str | Path, options: Any, backend: Any, source: str,
-                  tokenizer_spec: str, max_chars: int = SHARD_CHARS) -> Path:
+                  tokenizer_spec: str, max_chars: int = SHARD_CHARS,
+                  sources: list[tuple[str, int]] | None = None) -> Path:
     """The index of `docs` at `out`, its tokenization fanned out where `backend` says; same files as
     `overlay.index.build` (apart from the index's random id)."""
     from glassbox.overlay.index import build_from_shards
@@ -59,6 +60,6 @@ def build_sharded(docs: list[str], tokenizer: Any, out: str | Path, options: Any
     # a path is made absolute: a worker's current folder is not ours
     spec = str(Path(tokenizer_spec).resolve()) if Path(tokenizer_spec).exists() else tokenizer_spec
     tokens = seam.run_items(ShardTokenizer, (spec,), items, backend, parts, "tokenizing shards")
-    path = build_from_shards(tokens, tokenizer, out, options, source, tokenizer_spec)
+    path = build_from_shards(tokens, tokenizer, out, options, source, tokenizer_spec, sources)
     parts.clear()  # only now: a build killed while linking resumes without tokenizing again
     return path

@@ -103,9 +103,6 @@ class Store:
             raise BadInput(f"no trace with id {trace_id!r} in the store", self.path)
         return json.loads(zlib.decompress(row[0]))
 
-    def trace_ids(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT id FROM traces ORDER BY created")]
-
     # -- feedback ----------------------------------------------------------------------------------
     def add_feedback(self, index_id: str, a: int, b: int, token: int, delta: float,
                      trace_id: str | None = None, step: int | None = None) -> int:
@@ -149,7 +146,3 @@ class Store:
         for r in rows:
             r["tokens"] = json.loads(r["tokens"])
         return rows
-
-    def last_feedback_id(self) -> int:
-        row = self.db.execute("SELECT MAX(id) FROM feedback").fetchone()
-        return int(row[0] or 0)
