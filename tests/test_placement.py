@@ -61,6 +61,8 @@ def commands(model: str) -> dict[str, list[str]]:
         "demo": ["demo", "--model", model],
         "overlay generate": ["overlay", "generate", "no-index", "--prompt", "a", "--model", model],
         "overlay eval": ["overlay", "eval", "no-index", "--heldout", "t.txt", "--model", model],
+        "tour": ["tour", model, "--work", "tour-work"],
+        "facts": ["facts", model, "--prompt", "a b c", "--subject", "a"],
     }
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from glassbox.run import options
+
 
 def register(app: typer.Typer) -> None:
     app.command("tour")(tour)
@@ -26,6 +28,9 @@ def tour(
     out: Path | None = typer.Option(None, "--out", help="Also write the report, opening on the tour, here (.html)."),
     as_json: bool = typer.Option(False, "--json", help="Print the tour as one JSON document on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of the atlas and of the training run."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Config → PyTorch code → bytes, random init → a specialized head, file → what each head does: one walk.
 
@@ -74,7 +79,7 @@ def walk(model: str, path: Path, head: tuple[int, int] | None, run: Path | None,
     if head is not None and not (0 <= head[0] < loaded.n_layers and 0 <= head[1] < loaded.n_heads):
         raise BadInput(f"--head {head[0]}.{head[1]}: this model has layers 0..{loaded.n_layers - 1} and heads "
                        f"0..{loaded.n_heads - 1}")
-    doc = build(loaded, atlas, head, run, work, seed=seed, quiet=quiet)
+    doc = {**build(loaded, atlas, head, run, work, seed=seed, quiet=quiet), **loaded.placement}
     documents.store_tour(path, doc)
     return doc
 

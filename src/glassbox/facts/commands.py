@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from glassbox.errors import BadInput
+from glassbox.run import options
 
 
 class _TraceByDefault(TyperGroup):
@@ -61,6 +62,9 @@ def trace_cmd(
     png: Path | None = typer.Option(None, "--png", help="Write the heatmaps here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt (weights only)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """Trace where the model recalls the answer: restore clean states into a run with a noised subject."""
     from glassbox.facts.trace import KINDS
@@ -89,6 +93,7 @@ def trace_cmd(
         raise BadInput(f"--window must be at most the model's {loaded.n_layers} layers")
     doc = trace(loaded, prompt, subject, answer,
                 Settings(samples=samples, noise=noise, window=window, seed=seed, min_p=min_p, kinds=chosen))
+    doc.update(loaded.placement)
     doc["neurons"] = []
     if neurons and "mlp_window" in doc["restore"]:
         from glassbox.facts.neurons import peak_layer, writing_neurons
