@@ -31,6 +31,7 @@ from typing import Any
 
 from glassbox import bundled, progress, registry
 from glassbox.checkpoint import PICKLE_SUFFIXES, open_checkpoint, pick_in_directory
+from glassbox.checkpoint.dtypes import torch_dtype
 from glassbox.errors import BadInput
 from glassbox.run import memory, placement
 from glassbox.run.build import ENCODERS, build, model_class, quiet_transformers
@@ -177,7 +178,7 @@ def _header(path: Path, allow_pickle: bool) -> tuple[int, str | None]:
     with contextlib.closing(open_checkpoint(path, allow_pickle=allow_pickle)) as ck:
         by_type: dict[str, int] = {}
         for e in ck.tensors.values():
-            t = placement.torch_dtype(e.dtype)
+            t = torch_dtype(e.dtype)
             if t is not None and t.is_floating_point:
                 by_type[placement.name_of(t)] = by_type.get(placement.name_of(t), 0) + math.prod(e.shape)
     count = sum(by_type.values())
@@ -320,7 +321,7 @@ def _mapped(files: list[Path]) -> dict[str, Any]:
         with open(file, "rb") as f:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if entries else None
         for e in entries:
-            dtype = placement.torch_dtype(e.dtype)
+            dtype = torch_dtype(e.dtype)
             if dtype is None:
                 raise BadInput(f"tensor {e.name!r}: dtype {e.dtype} cannot be loaded as values", file)
             count = math.prod(e.shape)

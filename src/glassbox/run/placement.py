@@ -5,8 +5,8 @@ every model that fits runs exactly as it always did; otherwise the checkpoint's 
 float16), or bfloat16 for float32/quantized storage (float16 where the device cannot do bfloat16).
 device `auto`: CUDA when present, then MPS, then the CPU.
 
-`torch_dtype(code)` is run/'s one dtype table: a safetensors dtype code → the torch dtype it loads as. The CLI's
-names are torch's own attribute names (float32, bfloat16, float16), so they need no table.
+A stored dtype code becomes a torch dtype through the readers' one table (`checkpoint.dtypes.torch_dtype`); the
+CLI's names are torch's own attribute names (float32, bfloat16, float16), so they need no table.
 """
 
 from __future__ import annotations
@@ -31,15 +31,6 @@ def check_names(dtype: str, device: str) -> None:
         raise BadInput(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if not _DEVICE.fullmatch(device):
         raise BadInput(f"--device {device!r}: expected {DEVICE_SYNTAX}")
-
-
-def torch_dtype(code: str) -> Any:
-    """safetensors dtype code → torch dtype (None for a code torch cannot hold)."""
-    import torch
-
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-            "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}.get(code)
 
 
 def name_of(dtype: Any) -> str:
