@@ -35,6 +35,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(facts, name="facts")
 
 
+def _keep(model: str, part: str, doc: dict) -> None:
+    """Store the document in the cache, where `glassbox serve` and `glassbox report` show it (the Facts view)."""
+    from glassbox.bundled import resolve
+    from glassbox.web.documents import store_facts
+
+    store_facts(resolve(model), part, doc)
+
+
 def _check_png(png: Path | None) -> None:
     if png is not None and png.suffix.lower() != ".png":
         raise BadInput("--png must name a .png file", png)
@@ -98,6 +106,7 @@ def trace_cmd(
                                 peak_layer(doc), k=neurons, seed=seed)
         doc["neurons"] = found["neurons"]
         doc["zeroing"] = {**found["zeroing"], "token": found["token"]}
+    _keep(model, "trace", doc)
     if png is not None:
         from glassbox.facts.render import draw
 
@@ -162,6 +171,7 @@ def edit_cmd(
     others = [(f.prompt, f.answer) for f in candidates() if f.subject != subject][:10]
     doc = edit(loaded, prompt, subject, new, out, layer, paraphrases, others,
                EditSettings(corpus=corpus, cov_tokens=cov_tokens, steps=steps))
+    _keep(model, "edit", doc)
     if as_json:
         print(json.dumps(doc))
         return
