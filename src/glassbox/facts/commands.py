@@ -66,6 +66,8 @@ def trace_cmd(
     min_p: float = typer.Option(0.1, "--min-p", help="Refuse an answer whose clean probability is below this."),
     neurons: int = typer.Option(10, "--neurons", help="Writing neurons to list and check (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the random neuron sets)."),
+    workers: int | None = typer.Option(None, "--workers", help="Processes sharing the restored cells (the same "
+                                       "numbers; default: the usable CPUs, at most 4)."),
     png: Path | None = typer.Option(None, "--png", help="Write the heatmaps here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt (weights only)."),
@@ -86,6 +88,8 @@ def trace_cmd(
         raise BadInput("--min-p must lie in [0, 1)")
     if neurons < 0:
         raise BadInput("--neurons must be >= 0")
+    if workers is not None and not 1 <= workers <= 64:
+        raise BadInput("--workers must lie in 1..64")
     if subject is not None and subject not in prompt:
         raise BadInput(f"the subject {subject!r} is not in the prompt", "--subject")
     _check_png(png)
@@ -96,7 +100,8 @@ def trace_cmd(
     if window is not None and window > loaded.n_layers:
         raise BadInput(f"--window must be at most the model's {loaded.n_layers} layers")
     doc = trace(loaded, prompt, subject, answer,
-                Settings(samples=samples, noise=noise, window=window, seed=seed, min_p=min_p, kinds=chosen))
+                Settings(samples=samples, noise=noise, window=window, seed=seed, min_p=min_p, kinds=chosen,
+                         workers=workers))
     doc["neurons"] = []
     if neurons and "mlp_window" in doc["restore"]:
         from glassbox.facts.neurons import peak_layer, writing_neurons
