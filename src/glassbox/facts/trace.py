@@ -211,8 +211,8 @@ def _run_shares(loaded: Loaded, groups: dict, run: tuple, restore: dict[str, lis
     machine a process keeps its core busy where threads of one forward wait at each op for the slowest.
     Each group is the same batch whichever process runs it, so the numbers do not depend on `workers`.
     Measured on this 2-core box (2026-12-06): the full Colosseum trace took 97.7 s with 1 worker and 49.1 s
-    with 2 (load average 5 → 2.5); with the cores taken by other sessions (load average 8–12) 2 workers gave
-    32–42 s against 29–40 s for 1 on 240 cells: no loss, so the default uses the cores there are."""
+    with 2 when both cores were free; with one core held by another process 97.4 s with 2 against 87.7 s
+    with 1. The gain (2×) outweighs the loss (~10%), so the default uses the CPUs there are."""
     import multiprocessing as mp
 
     T = len(next(iter(restore.values()))[0])
