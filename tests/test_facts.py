@@ -127,6 +127,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     cases = [
         ["facts", "smollm2-135m", "--prompt", "The Colosseum is in", "--subject", "Eiffel"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--samples", "0"],
+        ["facts", "smollm2-135m", "--prompt", "x is y", "--workers", "0"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--kinds", "mlp,neurons"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--png", str(tmp_path / "a.txt")],
         ["facts", "edit", "smollm2-135m", "--prompt", "x is y", "--subject", "x", "--new", " z", "--out",
