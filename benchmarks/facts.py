@@ -8,12 +8,13 @@ Edit (the first --edit known facts, each to its counterfactual `new` answer): ef
 specificity (10 other facts keep their top-1), fluency (perplexity ratio), and the tensors the byte diff names;
 beside the paper's CounterFact figures for ROME on GPT-2 XL (text of Meng et al. 2022, not measured here).
 
-    PYTHONPATH=src python benchmarks/facts.py [--trace 3] [--edit 10] [--samples 10] [--out DIR]
+    PYTHONPATH=src python benchmarks/facts.py [--trace 3] [--edit 10] [--samples 10] [--workers 1 2] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -24,7 +25,7 @@ import torch
 from glassbox.facts import edit as fe
 from glassbox.facts.factset import candidates, known
 from glassbox.facts.neurons import peak_layer
-from glassbox.facts.trace import KINDS, Settings, gap_share, subject_tokens, trace
+from glassbox.facts.trace import KINDS, Settings, default_workers, gap_share, subject_tokens, trace
 from glassbox.run import load_model
 
 PAPER = "paper (Meng et al. 2022, ROME on GPT-2 XL, CounterFact): efficacy near 100%, paraphrase mid-90s %, " \
@@ -36,6 +37,9 @@ def main() -> None:
     ap.add_argument("--trace", type=int, default=3, help="facts to trace (all four kinds)")
     ap.add_argument("--edit", type=int, default=10, help="facts to edit")
     ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0],
+                    help="trace each fact once per worker count given (processes sharing the cells; 0: the "
+                         "default, the usable CPUs up to 4)")
     ap.add_argument("--out", type=Path, default=None, help="write facts.json here")
     args = ap.parse_args()
     loaded = load_model("smollm2-135m")
@@ -50,18 +54,22 @@ def main() -> None:
           f"({time.perf_counter() - t:.1f} s)")
     result = {"known": [{**f.to_json(), "p": p} for f, p in facts], "trace": [], "edit": []}
 
-    for fact, _ in facts[: args.trace]:
-        doc = trace(loaded, fact.prompt, fact.subject, fact.answer, Settings(samples=args.samples))
+    for fact, _ in [(f, p) for f, p in facts[: args.trace] for _ in args.workers]:
+        workers = args.workers[sum(r["prompt"] == fact.prompt for r in result["trace"])]
+        load = os.getloadavg()[0]
+        doc = trace(loaded, fact.prompt, fact.subject, fact.answer, Settings(samples=args.samples, workers=workers or None))
         c = doc["cost"]
         T, first = len(doc["tokens"]), doc["subject"]["tokens"][0]
         full = len(KINDS) * loaded.n_layers * (T - first) * args.samples * T  # baseline: full forwards
         row = {"prompt": fact.prompt, "peak_layer": peak_layer(doc), "peak": doc["peak"]["mlp_window"],
                "gap_share": gap_share(doc), "p_clean": doc["answer"]["p_clean"],
-               "p_corrupt": doc["answer"]["p_corrupt"], **c, "baseline_tokens": full}
+               "p_corrupt": doc["answer"]["p_corrupt"], **c, "baseline_tokens": full, "workers": workers,
+               "load_before": load, "load_after": os.getloadavg()[0]}
         result["trace"].append(row)
         print(f"trace {fact.subject!r:<28} peak layer {row['peak_layer']:>2} (window {doc['window']}), gap share "
               f"{row['gap_share']:.2f}, {c['seconds']:.1f} s = {c['seconds'] / 60:.2f}× the 60 s target, "
-              f"{c['forwards']} forwards, {c['tokens']} token positions = {c['tokens'] / full:.3f}× full forwards")
+              f"{c['forwards']} forwards, {c['tokens']} token positions = {c['tokens'] / full:.3f}× full forwards, "
+              f"{workers or default_workers()} worker(s), load average {load:.1f} → {row['load_after']:.1f}")
 
     others_pool = [f for f, _ in facts]
     for fact, _ in facts[: args.edit]:

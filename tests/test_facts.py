@@ -69,6 +69,10 @@ def test_trace_cells_equal_full_forwards(tiny):
             assert doc["restore"][kind][layer][t] == pytest.approx(want, abs=1e-5), (kind, layer, t)
     # before the subject nothing differs from the corrupted run
     assert doc["restore"]["resid"][1][0] == doc["answer"]["p_corrupt"]
+    # cells shared among forked worker processes: every number and the forward count are the same
+    split = trace(tiny, PROMPT, SUBJECT, None, Settings(samples=3, min_p=0.0, window=2, workers=3))
+    assert split["restore"] == doc["restore"] and split["peak"] == doc["peak"]
+    assert split["cost"]["forwards"] == doc["cost"]["forwards"]
 
 
 def test_neuron_bytes_point_at_the_weights(tiny):
@@ -123,6 +127,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     cases = [
         ["facts", "smollm2-135m", "--prompt", "The Colosseum is in", "--subject", "Eiffel"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--samples", "0"],
+        ["facts", "smollm2-135m", "--prompt", "x is y", "--workers", "0"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--kinds", "mlp,neurons"],
         ["facts", "smollm2-135m", "--prompt", "x is y", "--png", str(tmp_path / "a.txt")],
         ["facts", "edit", "smollm2-135m", "--prompt", "x is y", "--subject", "x", "--new", " z", "--out",

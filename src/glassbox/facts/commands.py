@@ -36,6 +36,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(facts, name="facts")
 
 
+def _keep(model: str, part: str, doc: dict) -> None:
+    """Store the document in the cache, where `glassbox serve` and `glassbox report` show it (the Facts view)."""
+    from glassbox.bundled import resolve
+    from glassbox.web.documents import store_facts
+
+    store_facts(resolve(model), part, doc)
+
+
 def _check_png(png: Path | None) -> None:
     if png is not None and png.suffix.lower() != ".png":
         raise BadInput("--png must name a .png file", png)
@@ -59,6 +67,8 @@ def trace_cmd(
     min_p: float = typer.Option(0.1, "--min-p", help="Refuse an answer whose clean probability is below this."),
     neurons: int = typer.Option(10, "--neurons", help="Writing neurons to list and check (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the random neuron sets)."),
+    workers: int | None = typer.Option(None, "--workers", help="Processes sharing the restored cells (the same "
+                                       "numbers; default: the usable CPUs, at most 4)."),
     png: Path | None = typer.Option(None, "--png", help="Write the heatmaps here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a .bin/.pt (weights only)."),
@@ -82,6 +92,8 @@ def trace_cmd(
         raise BadInput("--min-p must lie in [0, 1)")
     if neurons < 0:
         raise BadInput("--neurons must be >= 0")
+    if workers is not None and not 1 <= workers <= 64:
+        raise BadInput("--workers must lie in 1..64")
     if subject is not None and subject not in prompt:
         raise BadInput(f"the subject {subject!r} is not in the prompt", "--subject")
     _check_png(png)
@@ -92,7 +104,8 @@ def trace_cmd(
     if window is not None and window > loaded.n_layers:
         raise BadInput(f"--window must be at most the model's {loaded.n_layers} layers")
     doc = trace(loaded, prompt, subject, answer,
-                Settings(samples=samples, noise=noise, window=window, seed=seed, min_p=min_p, kinds=chosen))
+                Settings(samples=samples, noise=noise, window=window, seed=seed, min_p=min_p, kinds=chosen,
+                         workers=workers))
     doc.update(loaded.placement)
     doc["neurons"] = []
     if neurons and "mlp_window" in doc["restore"]:
@@ -103,6 +116,7 @@ def trace_cmd(
                                 peak_layer(doc), k=neurons, seed=seed)
         doc["neurons"] = found["neurons"]
         doc["zeroing"] = {**found["zeroing"], "token": found["token"]}
+    _keep(model, "trace", doc)
     if png is not None:
         from glassbox.facts.render import draw
 
@@ -167,6 +181,7 @@ def edit_cmd(
     others = [(f.prompt, f.answer) for f in candidates() if f.subject != subject][:10]
     doc = edit(loaded, prompt, subject, new, out, layer, paraphrases, others,
                EditSettings(corpus=corpus, cov_tokens=cov_tokens, steps=steps))
+    _keep(model, "edit", doc)
     if as_json:
         print(json.dumps(doc))
         return

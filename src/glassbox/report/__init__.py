@@ -92,6 +92,9 @@ def build_report(specs: list[str], out: str | Path, compute_atlas: bool = True,
         tour = documents.cached_tour(bundled.resolve(specs[0]))
     if tour is not None:  # the report opens on it ("Start here")
         payload["tour"] = tour
+    facts = documents.cached_facts(bundled.resolve(specs[0])) if sources and sources[0]["kind"] == "model" else None
+    if facts is not None:  # the Facts view of the first model
+        payload["facts"] = facts
     packed = base64.b64encode(zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6)).decode()
     title = "glassbox report: " + ", ".join(s["src"] for s in sources)
     html = page({"mode": "report", "sample_text": SAMPLE_TEXT}, inline=True, payload=packed, title=title)

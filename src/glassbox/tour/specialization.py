@@ -136,7 +136,9 @@ def chapter(loaded: Any, atlas: dict[str, Any], layer: int, head: int, folder: P
         text_out += ("That logit is mostly written by " + ", ".join(f"{p['component']} ({p['value']:+.2f})"
                                                                      for p in why["parts"][:3]) + ". ")
     text_out += (f"Written back with annotate: {label['path']}; every tensor byte unchanged: "
-                 f"{'yes' if label['bytes_unchanged'] else 'NO'} (SHA-256 of the tensor data before and after).")
+                 f"{'yes' if label['bytes_unchanged'] else 'NO'} (SHA-256 of the tensor data before and after). "
+                 "Where the model holds a fact rather than a role (which layer, which MLP rows, which bytes): "
+                 "the Facts view, made by `glassbox facts MODEL --prompt P`.")
     return {"id": "specialization", "title": "What the file does not say", "text": text_out,
             "top_heads": tops, "evidence": evidence, "attention": att, "why": why, "label": label,
             "commands": [f"glassbox atlas {spec} --json", f"glassbox heads show {spec} {layer}.{head}",

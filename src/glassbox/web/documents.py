@@ -125,25 +125,50 @@ def store_atlas(path: Path, atlas: dict[str, Any]) -> Path:
     return f
 
 
-def tour_cache_file(path: Path) -> Path:
-    return cache_folder("tour") / f"{file_key(path)}.json"
+def _stored_file(kind: str, path: Path) -> Path:
+    return cache_folder(kind) / f"{file_key(path)}.json"
 
 
-def cached_tour(path: Path) -> dict[str, Any] | None:
-    """The tour of this model (`glassbox tour` stores it), or None: the Start here page says how to make one."""
-    f = tour_cache_file(path)
+def _cached(kind: str, path: Path) -> dict[str, Any] | None:
+    f = _stored_file(kind, path)
     try:
         return json.loads(f.read_text(encoding="utf-8")) if f.exists() else None
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def store_tour(path: Path, tour: dict[str, Any]) -> Path:
+def _store(kind: str, path: Path, doc: dict[str, Any]) -> Path:
     from glassbox.fileio import write_json
 
-    f = tour_cache_file(path)
-    write_json(f, tour)
+    f = _stored_file(kind, path)
+    write_json(f, doc)
     return f
+
+
+def tour_cache_file(path: Path) -> Path:
+    return _stored_file("tour", path)
+
+
+def cached_tour(path: Path) -> dict[str, Any] | None:
+    """The tour of this model (`glassbox tour` stores it), or None: the Start here page says how to make one."""
+    return _cached("tour", path)
+
+
+def store_tour(path: Path, tour: dict[str, Any]) -> Path:
+    return _store("tour", path, tour)
+
+
+def cached_facts(path: Path) -> dict[str, Any] | None:
+    """`{"trace": facts --json | None, "edit": facts edit --json | None}` of this model's last `glassbox facts`
+    and `glassbox facts edit`, or None: the Facts view says how to make one."""
+    return _cached("facts", path)
+
+
+def store_facts(path: Path, part: str, doc: dict[str, Any]) -> Path:
+    """Keep `doc` as the model's last trace (`part="trace"`) or edit (`part="edit"`); the other part stays."""
+    facts = _cached("facts", path) or {"trace": None, "edit": None}
+    facts[part] = doc
+    return _store("facts", path, facts)
 
 
 def load(path: Path, name: str | None = None) -> Any:

@@ -205,6 +205,11 @@ def create_app(root: str | Path = ".", sources: list[str] | None = None, loopbac
         sid, path = src_of(src)
         return {"src": sid, "tour": await run_in_threadpool(documents.cached_tour, path)}
 
+    @app.get("/api/facts", summary="The last `glassbox facts` trace and `facts edit` of src, else null")
+    async def facts(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
+        sid, path = src_of(src)
+        return {"src": sid, "facts": await run_in_threadpool(documents.cached_facts, path)}
+
     @app.post("/api/atlas", status_code=202, summary="Start computing the atlas of src (a job to poll)")
     def start_atlas(src: str = Query(..., max_length=1024)) -> dict[str, Any]:
         sid, path = src_of(src)

@@ -10,7 +10,7 @@
     'When Mary and John went to the store, John gave a drink to Mary. When Mary and John went to the store, John gave a drink to Mary.';
   let PAYLOAD = null; // report data
   const S = { src: null, view: null, tensor: null, head: null, role: null, text: DEFAULT_TEXT };
-  const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {}, tour: {} };
+  const cache = { anatomy: {}, atlas: {}, ov: {}, timeline: {}, tour: {}, facts: {} };
   window.glassbox = { state: S, cache: cache, last: {} }; // read by the browser tests
 
   // ---------- small DOM helpers (textContent only) ----------
@@ -103,6 +103,11 @@
         : (await api('/api/tour?src=' + enc(src))).body.tour;
       return cache.tour[src];
     },
+    async facts(src) {
+      if (!(src in cache.facts)) cache.facts[src] = REPORT ? (PAYLOAD.facts && PAYLOAD.sources[0].src === src ? PAYLOAD.facts : null)
+        : (await api('/api/facts?src=' + enc(src))).body.facts;
+      return cache.facts[src];
+    },
     async pattern(src, layer, head, text) {
       if (REPORT) {
         const s = this.src(src).sample;
@@ -189,7 +194,7 @@
   }
   function fail(err) { status(''); mainEl.replaceChildren(h('div', { class: 'error', role: 'alert' }, 'error: ' + err.message)); }
 
-  const VIEWS = { tour: 'Start here', map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', timeline: 'Timeline', overlay: 'Overlay' };
+  const VIEWS = { tour: 'Start here', map: 'File map', atlas: 'Atlas', head: 'Head', lens: 'Lens & patching', facts: 'Facts', timeline: 'Timeline', overlay: 'Overlay' };
   async function boot() {
     if (REPORT) {
       const raw = atob(document.getElementById('glassbox-data').textContent.trim());
@@ -235,7 +240,7 @@
   async function render() {
     const seq = ++renderSeq;
     const kind = kindOf(S.src);
-    const views = kind === 'run' ? ['map', 'timeline'] : kind === 'index' ? ['overlay'] : ['tour', 'map', 'atlas', 'head', 'lens'];
+    const views = kind === 'run' ? ['map', 'timeline'] : kind === 'index' ? ['overlay'] : ['tour', 'map', 'atlas', 'head', 'lens', 'facts'];
     if (!views.includes(S.view)) S.view = views[0];
     tabsEl.replaceChildren(...views.map((v) => h('button', { role: 'tab', 'aria-selected': S.view === v ? 'true' : 'false', 'data-view': v,
       class: S.view === v ? 'on' : '', onclick: () => { S.view = v; render(); } }, VIEWS[v])));
@@ -243,7 +248,7 @@
     mainEl.replaceChildren(h('p', { class: 'muted' }, 'loading…'));
     try {
       const t0 = performance.now();
-      const el = await ({ tour: viewTour, map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, timeline: viewTimeline, overlay: viewOverlay })[S.view]();
+      const el = await ({ tour: viewTour, map: viewMap, atlas: viewAtlas, head: viewHead, lens: viewLens, facts: viewFacts, timeline: viewTimeline, overlay: viewOverlay })[S.view]();
       if (seq !== renderSeq) return;
       mainEl.replaceChildren(el);
       window.glassbox.last.render_ms = performance.now() - t0;
@@ -821,6 +826,64 @@
     return h('div', {}, h('p', { class: 'small' }, `${doc.metric}: clean ${fmt(doc.clean, 3)}, corrupt ${fmt(doc.corrupt, 3)}; ${doc.forwards} forwards. Colour: PuOr, purple −1 … white 0 … orange +1 (1 = the cell alone restores the clean metric).`), cv,
       h('table', { class: 'grid', id: 'patch-top' }, h('tr', {}, ['layer', doc.site === 'heads' ? 'head' : 'position', 'effect'].map((x) => h('th', {}, x))),
         doc.top.slice(0, 8).map((t) => h('tr', {}, h('td', { class: 'num' }, t.layer), h('td', { class: 'num' }, t.head !== undefined ? t.head : t.position), h('td', { class: 'num' }, fmt(t.effect, 3))))));
+  }
+
+  // ---------- Facts: causal tracing (glassbox facts), the writing neurons and their bytes, an edit's diff ----------
+  const KIND_NAMES = { resid: 'residual stream', mlp: 'MLP output', attn: 'attention output', mlp_window: 'MLP window' };
+  function factsHeat(doc, kind) {
+    const a = doc.answer, gap = a.p_clean - a.p_corrupt, grid = doc.restore[kind], subj = new Set(doc.subject.tokens);
+    const rows = doc.tokens.map((t, i) => visible(t) + (subj.has(i) ? '*' : ''));
+    const cols = grid.map((_, l) => String(l)), pk = doc.peak[kind];
+    const cv = gridCanvas(rows, cols, 0, (r, c) => {
+      const p = grid[c][r], v = gap > 0 ? Math.max(0, Math.min(1, (p - a.p_corrupt) / gap)) : 0;
+      return [colour(v), (c === pk.layer && r === pk.token ? '●' : '') + fmt(p, 2), v > 0.5];
+    }, 'facts-' + kind, `${KIND_NAMES[kind]} restored: tokens by layers`, (r, c) => [`${KIND_NAMES[kind]} restored at layer ${c}` +
+      (kind === 'mlp_window' ? ` (window of ${doc.window} centred)` : '') + `, token ${r} ${rows[r]}`, `p(${visible(a.token)}) = ${fmt(grid[c][r], 4)}`,
+      `share of the gap ${gap > 0 ? fmt((grid[c][r] - a.p_corrupt) / gap, 3) : '–'}`]);
+    return h('div', { class: 'card facts-kind', 'data-kind': kind }, h('h3', {}, `${KIND_NAMES[kind]} (${kind})`), cv);
+  }
+  function neuronBytes(b) {
+    return ['gate', 'in', 'out'].filter((k) => b[k]).map((k) => h('div', { class: 'small' }, `${k}: ${b[k].tensor}${b[k].slice} — bytes ${num(b[k].offset)} + ${num(b[k].length)}` +
+      (b[k].count > 1 ? ` × ${num(b[k].count)} every ${num(b[k].stride)}` : '')));
+  }
+  function factsEdit(e) {
+    const ok = (xs, key) => `${xs.filter((x) => x[key]).length}/${xs.length}`;
+    return h('div', { class: 'card', id: 'facts-edit' }, h('h3', {}, `Edit: ${visible(e.old)} → ${visible(e.new)} at layer ${e.layer} (${e.tensor})`),
+      h('table', { class: 'kv' }, [['prompt', e.prompt], ['efficacy', `p(new) ${fmt(e.efficacy.p_new, 3)}, p(old) ${fmt(e.efficacy.p_old, 3)}, top-1 ${visible(e.efficacy.top1)}`],
+        ['paraphrases', `${ok(e.paraphrase, 'success')} give the new answer`], ['specificity', `${ok(e.specificity, 'kept')} other facts unchanged`],
+        ['fluency', `perplexity ${fmt(e.fluency.ppl_before, 3)} → ${fmt(e.fluency.ppl_after, 3)} (×${fmt(e.fluency.ratio, 4)}, ${e.fluency.tokens} tokens)`],
+        ['written to', e.out || '–']].map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, String(v))))),
+      h('table', { class: 'grid', id: 'facts-diff' }, h('tr', {}, ['tensor', 'bytes changed', 'ranges'].map((c) => h('th', {}, c))),
+        e.diff.map((d) => h('tr', {}, h('td', {}, d.tensor), h('td', { class: 'num' }, num(d.bytes_changed)),
+          h('td', { class: 'num small' }, d.ranges.slice(0, 6).map((r) => `[${num(r[0])}, ${num(r[1])})`).join(' ') + (d.ranges.length > 6 ? ` … (${d.ranges.length})` : ''))))));
+  }
+  async function viewFacts() {
+    const facts = await Data.facts(S.src);
+    const wrap = h('section', { class: 'facts' });
+    const doc = facts && facts.trace, ed = facts && facts.edit;
+    window.glassbox.facts = facts;
+    if (!doc) wrap.appendChild(h('p', { id: 'facts-none' }, `No tracing of ${label(S.src)} yet. Make one with: glassbox facts ${S.src} --prompt "The Colosseum is located in the city of" --subject "The Colosseum"` +
+      ' (and an edit with: glassbox facts edit … --new " Paris" --out DIR)'));
+    if (doc) {
+      const a = doc.answer, gap = a.p_clean - a.p_corrupt;
+      wrap.appendChild(h('h2', {}, `“${doc.prompt}” → ${visible(a.token)}: where ${doc.model} recalls it`));
+      wrap.appendChild(h('p', { id: 'facts-summary' }, `Subject “${doc.subject.text}” = tokens ${doc.subject.tokens.join(', ')} (starred), noised with ${doc.noise.scale.toPrecision(3)} × N(0,1) over ${doc.noise.samples} samples. ` +
+        `p(${visible(a.token)}): clean ${fmt(a.p_clean, 4)}, subject corrupted ${fmt(a.p_corrupt, 4)}. Each cell: the probability when that one state is restored to its clean value ` +
+        `(colour: share of the clean − corrupted gap, 0 dark … 1 bright; ● the peak).` + (doc.cost ? ` ${doc.cost.forwards} forwards, ${fmt(doc.cost.seconds, 1)} s.` : '')));
+      wrap.appendChild(h('table', { class: 'grid', id: 'facts-peaks' }, h('tr', {}, ['kind', 'layer', 'token', 'p', 'share of the gap'].map((c) => h('th', {}, c))),
+        Object.entries(doc.peak).map(([k, p]) => h('tr', { 'data-kind': k }, h('td', {}, KIND_NAMES[k] || k), h('td', { class: 'num' }, p.layer), h('td', {}, `${p.token} ${visible(doc.tokens[p.token])}`),
+          h('td', { class: 'num' }, fmt(p.p, 4)), h('td', { class: 'num' }, gap > 0 ? fmt((p.p - a.p_corrupt) / gap, 3) : '–')))));
+      for (const k of Object.keys(doc.restore)) wrap.appendChild(factsHeat(doc, k));
+      if (doc.neurons && doc.neurons.length) {
+        const z = doc.zeroing;
+        wrap.appendChild(h('div', { class: 'card', id: 'facts-neurons' }, h('h3', {}, `Neurons writing ${visible(a.token)} at layer ${doc.neurons[0].layer}, token ${z ? z.token : '–'}`),
+          z ? h('p', {}, `Zeroing these ${z.k}: p ${fmt(z.p_clean, 4)} → ${fmt(z.p_zeroed, 4)}; it lowers p more than ${z.beats} of ${z.of} random sets of ${z.k} (their p ${fmt(Math.min(...z.random_p), 4)}–${fmt(Math.max(...z.random_p), 4)}).`) : '',
+          h('table', { class: 'grid' }, h('tr', {}, ['neuron', 'write', 'activation', 'where in the file'].map((c) => h('th', {}, c))),
+            doc.neurons.map((n) => h('tr', {}, h('td', { class: 'num' }, n.index), h('td', { class: 'num' }, fmt(n.write, 4)), h('td', { class: 'num' }, fmt(n.activation, 4)), h('td', {}, neuronBytes(n.bytes)))))));
+      }
+    }
+    if (ed) wrap.appendChild(factsEdit(ed));
+    return wrap;
   }
 
   // ---------- Timeline (training runs): every run listed, side by side (seeds, inits) ----------
