@@ -22,7 +22,8 @@ def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
 
 def leading(role: dict[str, Any]) -> str:
     """A checked role in words: ✓/✗, then the signed effect of the evidence that carried it and its kind
-    (a head validated by its group shows the group's effect, not its own total effect)."""
+    (a head validated by its group shows its own drop within the group, not its total effect when ablated
+    alone; the group's effect is the entry's `group_effect`)."""
     mark = "✓" if role["validated"] else "✗"
     effect, kind = role.get("effect", role["ablation_effect"]), role.get("basis") or "total"
     return f"{mark} {effect:+.3g} ({kind})"
