@@ -22,6 +22,14 @@ def siblings(target: Path) -> list[str]:
     return sorted(p.name for p in target.parent.iterdir() if p.name != target.name)
 
 
+def test_temp_dir_beside_has_the_usual_mode(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    tmp = fileio.temp_dir_beside(tmp_path / "out folder")
+    assert tmp.parent == tmp_path and tmp.name.startswith(".out folder.")
+    assert tmp.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700: it becomes the output
+
+
 def test_atomic_write_and_path(tmp_path):
     out = tmp_path / "sub" / "a.json"
     fileio.write_json(out, {"x": 1})

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _umask_mode() -> int:
-    """The mode a plain open() would give a new file; mkstemp's private 0600 is wrong for outputs."""
+def _umask_mode(base: int = 0o666) -> int:
+    """The mode a plain open() (base 0o666) or mkdir() (base 0o777) would give; mkstemp's private 0600 and
+    mkdtemp's 0700 are wrong for outputs."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
 
 
 def kill_point(name: str) -> None:
@@ -76,7 +77,9 @@ def temp_dir_beside(target: str | Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
+    os.chmod(tmp, _umask_mode(0o777))
+    return tmp
 
 
 def _asides(target: Path, live: bool) -> list[Path]:

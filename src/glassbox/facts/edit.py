@@ -230,10 +230,6 @@ def write_model(loaded: Loaded, out: Path) -> Path:
         loaded.model.save_pretrained(tmp)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
-        mask = os.umask(0)
-        os.umask(mask)  # mkdtemp made the folder private: give it (and its files) the usual permissions
-        for path in [tmp, *tmp.iterdir()]:
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
         fileio.replace_dir(tmp, out)
     except BaseException:
         import shutil
