@@ -93,7 +93,7 @@ class Loaded:
     @property
     def placement(self) -> dict[str, str]:
         """{"dtype", "device"}: the keys every JSON document of a command that ran this model carries."""
-        return {"dtype": self.dtype, "device": self.device}
+        return placement.of(self.model)
 
     @property
     def bos_id(self) -> int | None:
@@ -122,12 +122,7 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str |
     Bad input raises BadInput (exit 2) before any weight is read."""
     import torch
 
-    asked_dtype, asked_device = placement.chosen()
-    dtype, device = dtype or asked_dtype, device or asked_device
-    placement.check_names(dtype, device)
-    where = placement.resolve_device(device)
-    if dtype != "auto":
-        placement.check_dtype(where, dtype)
+    dtype, where = _asked(dtype, device)
     set_threads()
     quiet_transformers()
     name = str(spec)
@@ -162,6 +157,30 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str |
     if progress.enabled():  # said on a terminal; recorded in every JSON document ("dtype", "device")
         print(f"{label}: {loaded.dtype} on {loaded.device}", file=sys.stderr)
     return loaded
+
+
+def _asked(dtype: str | None, device: str | None) -> tuple[str, Any]:
+    """(dtype name, torch device) asked for: the arguments, else what --dtype/--device chose; both checked
+    (spelling, the device is here, it can run a dtype that is not auto) before anything is read."""
+    asked_dtype, asked_device = placement.chosen()
+    dtype, device = dtype or asked_dtype, device or asked_device
+    placement.check_names(dtype, device)
+    where = placement.resolve_device(device)
+    if dtype != "auto":
+        placement.check_dtype(where, dtype)
+    return dtype, where
+
+
+def place(model: Any, dtype: str | None = None, device: str | None = None) -> Any:
+    """A model built here rather than read from a checkpoint (a training run's declaration, for the timeline)
+    → converted once to `dtype` on `device`, by load_model's rules (auto, the budget; None: the options'
+    choice). The workers of `timeline`/`sweep` call it with the names their command was given."""
+    import torch
+
+    dtype, where = _asked(dtype, device)
+    count = sum(p.numel() for p in model.parameters())
+    stored = placement.name_of(next(model.parameters()).dtype)
+    return model.to(device=where, dtype=getattr(torch, _choose(dtype, where, count, stored)))
 
 
 def _choose(requested: str, device: Any, count: int, stored: str | None) -> str:

@@ -122,6 +122,18 @@ def choose_dtype(requested: str, device: Any, n_params: int, stored: str | None,
     return half_for(device)
 
 
+def of(model: Any) -> dict[str, str]:
+    """{"dtype", "device"} of a model's parameters ("bfloat16", "cuda:0"): what every JSON document records."""
+    p = next(model.parameters())
+    return {"dtype": name_of(p.dtype), "device": str(p.device)}
+
+
+def keyed(key: dict[str, Any], dtype: str, device: str) -> dict[str, Any]:
+    """A job's key (what its saved parts were computed from) with the --dtype/--device it was asked for; the
+    default (auto, auto) leaves the key as it was, so parts saved before these options existed stay valid."""
+    return key if (dtype, device) == ("auto", "auto") else dict(key, dtype=dtype, device=device)
+
+
 def eps(dtype: str) -> float:
     """Machine epsilon of a float type (the spacing of numbers near 1)."""
     return {"float32": 2.0**-23, "bfloat16": 2.0**-7, "float16": 2.0**-10}.get(dtype, 2.0**-23)

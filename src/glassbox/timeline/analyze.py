@@ -23,7 +23,8 @@ from glassbox.errors import BadInput
 from glassbox.fileio import write_json
 from glassbox.heads import masks
 from glassbox.heads.masks import TRAINING_ROLES as ROLES
-from glassbox.run.load import set_threads
+from glassbox.run import placement
+from glassbox.run.load import place, set_threads
 from glassbox.scale import seam
 from glassbox.timeline import phases
 from glassbox.timeline.probes import copy_losses, probe_batch
@@ -85,10 +86,12 @@ class CheckpointProber:
     """Builds the model, the probe batch and its masks once; then probes one checkpoint per call.
 
     The unit the scale seam fans out (glassbox.scale.seam): one per worker, called with (step, path).
+    `dtype`/`device` are the command's --dtype/--device, handed over explicitly: a worker process does not
+    share the driver's option state. The model runs there; what is read from it is read in float32 on the CPU.
     """
 
-    def __init__(self, decl: dict, ablate: bool = True):
-        self.model = build_model(decl["model_config"], decl["attention_only"]).eval()
+    def __init__(self, decl: dict, ablate: bool = True, dtype: str = "auto", device: str = "auto"):
+        self.model = place(build_model(decl["model_config"], decl["attention_only"]).eval(), dtype, device)
         set_threads(self.model)
         if decl["data"].get("kind") == "tokens":  # real text: held-out real spans repeated, in distribution
             from glassbox.train.batches import make_data
@@ -98,17 +101,18 @@ class CheckpointProber:
         else:
             self.probe = probe_batch(self.model.config.vocab_size, decl["train"]["seq_len"])
         self.role_masks = masks.masks(self.probe, ROLES)  # built once, scored on every checkpoint
+        self.on_device = self.probe.to(next(self.model.parameters()).device)
         self.outs = _head_out_modules(self.model, decl["architecture"], decl["model_config"]) if ablate else {}
 
     def __call__(self, step: int, path: str | Path) -> dict:
         import torch
 
         model, probe, role_masks, outs = self.model, self.probe, self.role_masks, self.outs
-        meta = ck.load_weights(model, path)
+        meta = ck.load_weights(model, path)  # converted to the model's dtype and device as they are copied in
         with torch.no_grad():
-            out = model(probe, output_attentions=True)
-            scores = masks.pattern_scores(out.attentions, role_masks)
-            _, first, second = copy_losses(out.logits, probe)
+            out = model(self.on_device, output_attentions=True)
+            scores = masks.pattern_scores([a.float().cpu() for a in out.attentions], role_masks)
+            _, first, second = copy_losses(out.logits.float().cpu(), probe)
             heads = []
             for layer in range(len(out.attentions)):
                 for head in range(out.attentions[layer].shape[1]):
@@ -117,7 +121,7 @@ class CheckpointProber:
                     if layer in outs:
                         module, slices = outs[layer]
                         hs = next(x for x in slices if x.head == head)
-                        effect = _ablated_second_copy_loss(model, probe, module, hs) - second
+                        effect = _ablated_second_copy_loss(model, self.on_device, module, hs) - second
                     roles = [{"role": r, "score": v, "ablation_effect": effect,
                               "validated": effect is not None and effect >= VALIDATED_EFFECT}
                              for r, v in sorted(s.items(), key=lambda kv: -kv[1]) if v >= ROLE_THRESHOLD]
@@ -129,26 +133,29 @@ class CheckpointProber:
             loss = float("nan")
         from glassbox.circuits.timeline import scores  # every pair; analyze() keeps the strongest
 
-        return {"step": step, "loss": loss, "icl_score": first - second,
+        return {"step": step, "loss": loss, "icl_score": first - second, **placement.of(model),
                 "probe_loss_first_copy": first, "probe_loss_second_copy": second, "heads": heads,
                 "composition": scores(model)}
 
 
-def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None) -> list[dict]:
-    """Every checkpoint probed, in step order, wherever `backend` (glassbox.scale.seam) says; each result is
-    saved under RUN/.glassbox-parts/ as it arrives, so an interrupted timeline resumes."""
+def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None, dtype: str = "auto",
+                      device: str = "auto") -> list[dict]:
+    """Every checkpoint probed, in step order, wherever `backend` (glassbox.scale.seam) says, each worker's
+    model in `dtype` on `device`; each result is saved under RUN/.glassbox-parts/ as it arrives, so an
+    interrupted timeline resumes."""
     set_threads()
     found = ck.list_checkpoints(run)
     if not found:
         raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
     items = [seam.Item(f"step-{step:06d}", (step, str(path.resolve())), seam.file_stamp(path))
              for step, path in found]
-    return seam.run_items(CheckpointProber, (decl, ablate), items, backend, _parts(run, decl, ablate),
-                          "probing checkpoints")
+    return seam.run_items(CheckpointProber, (decl, ablate, dtype, device), items, backend,
+                          _parts(run, decl, ablate, dtype, device), "probing checkpoints")
 
 
-def _parts(run: Path, decl: dict, ablate: bool):
-    return seam.Parts(run / ".glassbox-parts" / "timeline", {"version": VERSION, "ablate": ablate, "decl": decl})
+def _parts(run: Path, decl: dict, ablate: bool, dtype: str = "auto", device: str = "auto"):
+    return seam.Parts(run / ".glassbox-parts" / "timeline",
+                      placement.keyed({"version": VERSION, "ablate": ablate, "decl": decl}, dtype, device))
 
 
 def detect_phase_changes(checkpoints: list[dict], metrics) -> tuple[list[dict], list[dict]]:
@@ -237,16 +244,18 @@ def why_this_head(checkpoints: list[dict], changes: list[dict], ledger, last_ste
     return out
 
 
-def analyze(run: str | Path, ablate: bool = True, backend=None) -> dict[str, Any]:
+def analyze(run: str | Path, ablate: bool = True, backend=None, dtype: str = "auto",
+            device: str = "auto") -> dict[str, Any]:
     """The timeline document of one run (the contract's keys plus details); also saved as timeline.json.
 
-    `backend` (glassbox.scale.seam.Backend) says where the checkpoints are probed; the document is the same."""
+    `backend` (glassbox.scale.seam.Backend) says where the checkpoints are probed; the document is the same.
+    `dtype`/`device`: --dtype/--device (auto|float32|bfloat16|float16, auto|cpu|cuda|cuda:N|mps)."""
     run = Path(run)
     decl = read_declaration(run)
-    cached = _cached(run, ablate)
+    cached = _cached(run, ablate, dtype, device)
     if cached is not None:
         return cached
-    checkpoints = probe_checkpoints(run, decl, ablate, backend)
+    checkpoints = probe_checkpoints(run, decl, ablate, backend, dtype, device)
 
     keep_strongest(checkpoints)  # composition of the pairs strongest at the last checkpoint, at every checkpoint
     metrics = read_table(run, "metrics")
@@ -259,15 +268,17 @@ def analyze(run: str | Path, ablate: bool = True, backend=None) -> dict[str, Any
         "checkpoints": checkpoints, "phase_changes": changes, "loss_changes": loss_changes,
         "why": why_this_head(checkpoints, changes, ledger, last_step),
         "final": final_summary(checkpoints), "ablation": ablate, "version": VERSION,
+        "dtype": checkpoints[-1]["dtype"], "device": checkpoints[-1]["device"],
     }
     doc = _finite(doc)
     write_json(run / "timeline.json", doc)
-    _parts(run, decl, ablate).clear()  # merged: the per-checkpoint parts are no longer needed
+    _parts(run, decl, ablate, dtype, device).clear()  # merged: the per-checkpoint parts are no longer needed
     return doc
 
 
-def _cached(run: Path, ablate: bool) -> dict[str, Any] | None:
-    """timeline.json, when it is newer than everything it was computed from (and as thorough as asked)."""
+def _cached(run: Path, ablate: bool, dtype: str = "auto", device: str = "auto") -> dict[str, Any] | None:
+    """timeline.json, when it is newer than everything it was computed from (and as thorough as asked, in the
+    dtype and on the device asked: auto dtype takes a float32 one, as a trained run's model fits by far)."""
     path = run / "timeline.json"
     if not path.is_file():
         return None
@@ -281,7 +292,11 @@ def _cached(run: Path, ablate: bool) -> dict[str, Any] | None:
         return None
     if doc.get("version") != VERSION or (doc.get("ablation") != ablate and not doc.get("ablation")):
         return None
-    return dict(doc, run=str(run))
+    if doc.get("dtype", "float32") != ("float32" if dtype == "auto" else dtype):
+        return None
+    if device != "auto" and doc.get("device", "cpu") != str(placement.resolve_device(device)):
+        return None
+    return {"dtype": "float32", "device": "cpu"} | dict(doc, run=str(run))  # older files: float32 on the CPU
 
 
 def final_summary(checkpoints: list[dict]) -> dict[str, Any]:

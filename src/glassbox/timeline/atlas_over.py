@@ -3,8 +3,9 @@ run, and the role diff between consecutive checkpoints: which head took or lost 
 
 The timeline runs the cheap probes; this runs `heads.atlas.build_atlas` itself, so each checkpoint's entry is
 what `glassbox atlas CHECKPOINT --json` says about it. A worker builds the model once (from the run's first
-checkpoint, whatever checkpoint it is handed first, so every worker starts from the same module) and then loads
-each checkpoint's weights into it.
+checkpoint, whatever checkpoint it is handed first, so every worker starts from the same module), in the dtype and
+on the device the command was given (handed over explicitly: a worker process does not share the driver's option
+state), and then loads each checkpoint's weights into it.
 
 A head holds a role at a step when its score reaches the atlas threshold for that role; "validated" is the
 atlas's causal verdict (only for the heads the atlas checked).
@@ -19,6 +20,7 @@ from typing import Any
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
 from glassbox.heads.atlas import Settings, build_atlas, role_names, threshold
+from glassbox.run import placement
 from glassbox.scale import seam
 from glassbox.timeline.analyze import read_declaration
 from glassbox.train import checkpoints as ck
@@ -29,11 +31,11 @@ VERSION = 1
 class CheckpointAtlas:
     """One per worker: the run's model built once; per call, a checkpoint's weights and its full atlas."""
 
-    def __init__(self, first_checkpoint: str, settings: dict[str, Any]):
+    def __init__(self, first_checkpoint: str, settings: dict[str, Any], dtype: str = "auto", device: str = "auto"):
         from glassbox.run import load_model
 
         self.settings = settings
-        self.loaded = load_model(first_checkpoint)
+        self.loaded = load_model(first_checkpoint, dtype=dtype, device=device)
 
     def __call__(self, step: int, path: str) -> dict[str, Any]:
         ck.load_weights(self.loaded.model, Path(path))
@@ -109,8 +111,10 @@ def select(found: list[tuple[int, Path]], every: int) -> list[tuple[int, Path]]:
     return picked
 
 
-def atlas_over(run: str | Path, settings: dict[str, Any], every: int = 1, backend=None) -> dict[str, Any]:
-    """The atlas of every (every-th) checkpoint of `run`, with the role diff; saved as RUN/atlas-over.json."""
+def atlas_over(run: str | Path, settings: dict[str, Any], every: int = 1, backend=None, dtype: str = "auto",
+               device: str = "auto") -> dict[str, Any]:
+    """The atlas of every (every-th) checkpoint of `run`, with the role diff; saved as RUN/atlas-over.json.
+    `dtype`/`device`: --dtype/--device, where each worker's model runs."""
     run = Path(run)
     decl = read_declaration(run)
     found = select(ck.list_checkpoints(run), every)
@@ -119,10 +123,12 @@ def atlas_over(run: str | Path, settings: dict[str, Any], every: int = 1, backen
     items = [seam.Item(f"step-{step:06d}", (step, str(path.resolve())), seam.file_stamp(path))
              for step, path in found]
     parts = seam.Parts(run / ".glassbox-parts" / "atlas-over",
-                       {"version": VERSION, "settings": settings, "decl": decl})
-    checkpoints = seam.run_items(CheckpointAtlas, (str(found[0][1].resolve()), settings), items, backend, parts,
-                                 "atlas over checkpoints")
+                       placement.keyed({"version": VERSION, "settings": settings, "decl": decl}, dtype, device))
+    checkpoints = seam.run_items(CheckpointAtlas, (str(found[0][1].resolve()), settings, dtype, device), items,
+                                 backend, parts, "atlas over checkpoints")
+    last = checkpoints[-1]["atlas"]  # each checkpoint's atlas records where it ran; the last one's, on top
     doc = {"run": str(run), "version": VERSION, "settings": settings, "every": every,
+           "dtype": last["dtype"], "device": last["device"],
            "steps": [c["step"] for c in checkpoints], "checkpoints": checkpoints,
            "role_diff": role_diff(checkpoints), "final_roles": first_held(checkpoints)}
     write_json(run / "atlas-over.json", doc)

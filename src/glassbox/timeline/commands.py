@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from glassbox.run import options
+
 RAY_HELP = ("Run on Ray: auto (the cluster this machine belongs to, else a local instance) or ray://HOST:PORT. "
             "Same output as without it.")
 WORKERS_HELP = "Local worker processes (without --ray); with --ray, the most actors to start (default: one per CPU)."
@@ -30,6 +32,9 @@ def register(app: typer.Typer) -> None:
         ray: str | None = typer.Option(None, "--ray", help="Probe the checkpoints on Ray: auto (this machine's "
                                        "cluster, else a local instance) or ray://HOST:PORT. Same output."),
         workers: int = typer.Option(1, "--workers", help="Local worker processes (without --ray)."),
+        dtype: str = options.DTYPE,
+        device: str = options.DEVICE,
+        max_memory: str | None = options.MAX_MEMORY,
     ) -> None:
         """The cheap atlas probes on every checkpoint, phase changes, why this head; plots (PNG)."""
         from glassbox.scale import seam
@@ -41,7 +46,8 @@ def register(app: typer.Typer) -> None:
         from glassbox.timeline.spans import attach
 
         # the examples section (RUN/examples-L*H*.json) is read fresh, not cached in timeline.json
-        docs = [attach(analyze(r, ablate=not no_ablation, backend=backend), r) for r in runs]
+        docs = [attach(analyze(r, ablate=not no_ablation, backend=backend, dtype=dtype, device=device), r)
+                for r in runs]
         plots: list[str] = []
         if not no_plot:
             from glassbox.timeline.plots import plot_runs
@@ -162,8 +168,12 @@ def sweep(
     ray: str | None = typer.Option(None, "--ray", help=RAY_HELP),
     workers: int = typer.Option(1, "--workers", help=WORKERS_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
-    """Train one run per seed and its timeline (fanned out), then compare the runs: which head wins, and why."""
+    """Train one run per seed and its timeline (fanned out), then compare the runs: which head wins, and why.
+    Training is float32 on the CPU, as `glassbox train`; --dtype/--device say where the timelines probe."""
     from glassbox.scale import seam
     from glassbox.timeline import render as timeline_render
     from glassbox.timeline.sweep import parse_seeds
@@ -175,7 +185,8 @@ def sweep(
     config_dict = read_config(config)
     declaration = {"preset": preset, "config": config_dict, "corpus": str(corpus) if corpus else None,
                    "init": init, "steps": steps, "steer": list(steer)}
-    doc = run_sweep(out, declaration, seed_list, ablate=not no_ablation, backend=backend, plot=not no_plot)
+    doc = run_sweep(out, declaration, seed_list, ablate=not no_ablation, backend=backend, plot=not no_plot,
+                    dtype=dtype, device=device)
     if as_json:
         typer.echo(json.dumps(doc))
         return
@@ -192,6 +203,9 @@ def atlas_over(
     ray: str | None = typer.Option(None, "--ray", help=RAY_HELP),
     workers: int = typer.Option(1, "--workers", help=WORKERS_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """The full atlas on every checkpoint of a run, and which head gained or lost which role between steps."""
     from glassbox.scale import seam
@@ -200,5 +214,5 @@ def atlas_over(
 
     backend = seam.backend(ray, workers)
     settings = {"seed": seed, "max_per_role": max_per_role, "validate": not no_validate}
-    doc = run_atlas_over(run, settings, every, backend)
+    doc = run_atlas_over(run, settings, every, backend, dtype=dtype, device=device)
     typer.echo(json.dumps(doc) if as_json else render(doc))

@@ -18,6 +18,7 @@ from typing import Any
 from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
+from glassbox.run import placement
 from glassbox.scale import seam
 from glassbox.timeline import render
 from glassbox.timeline.analyze import analyze
@@ -41,10 +42,14 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 class SeedRun:
-    """One per worker (no model to share: each seed builds its own); called with a seed."""
+    """One per worker (no model to share: each seed builds its own); called with a seed. Training runs as
+    `glassbox train` does (float32 on the CPU); `dtype`/`device` (the command's --dtype/--device, handed over
+    explicitly: a worker process does not share the driver's option state) are where the timeline probes it."""
 
-    def __init__(self, out: str, declaration: dict[str, Any], ablate: bool):
+    def __init__(self, out: str, declaration: dict[str, Any], ablate: bool, dtype: str = "auto",
+                 device: str = "auto"):
         self.out, self.declaration, self.ablate = Path(out), declaration, ablate
+        self.dtype, self.device = dtype, device
 
     def __call__(self, seed: int) -> dict[str, Any]:
         decl = json.loads(json.dumps(declare(**self.declaration, seed=seed)))
@@ -61,19 +66,21 @@ class SeedRun:
         if not run.exists():
             with progress.silenced():
                 train(run, decl)
-        return analyze(run, ablate=self.ablate)
+        return analyze(run, ablate=self.ablate, dtype=self.dtype, device=self.device)
 
 
 def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate: bool = True,
-          backend=None, plot: bool = True) -> dict[str, Any]:
-    """Every seed trained and analysed; DIR/sweep.json holds the comparison (and DIR/compare.png the plot)."""
+          backend=None, plot: bool = True, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
+    """Every seed trained and analysed; DIR/sweep.json holds the comparison (and DIR/compare.png the plot).
+    `dtype`/`device`: where each run's timeline probes its checkpoints (--dtype/--device)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInput("--out must be a folder", out)
     declare(**declaration, seed=seeds[0])  # a bad preset or option fails here, before any worker starts
     items = [seam.Item(f"s{seed}", (seed,)) for seed in seeds]
-    parts = seam.Parts(out / ".glassbox-parts" / "sweep", {"declaration": declaration, "ablate": ablate})
-    docs = seam.run_items(SeedRun, (str(out.resolve()), declaration, ablate), items, backend, parts,
+    parts = seam.Parts(out / ".glassbox-parts" / "sweep",
+                       placement.keyed({"declaration": declaration, "ablate": ablate}, dtype, device))
+    docs = seam.run_items(SeedRun, (str(out.resolve()), declaration, ablate, dtype, device), items, backend, parts,
                           f"sweep: {len(seeds)} seeds")
     for seed, d in zip(seeds, docs, strict=True):
         d["run"] = str(out / f"s{seed}")  # as the user named it, wherever the worker ran
@@ -85,7 +92,8 @@ def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate
         metrics = [read_table(out / f"s{seed}", "metrics") for seed in seeds]
         plots.append(str(plot_runs(docs, metrics, out / "compare.png")))
     comparison = render.comparison(docs)
+    where = {"dtype": docs[-1]["dtype"], "device": docs[-1]["device"]}  # where the timelines probed
     write_json(out / "sweep.json", {"declaration": declaration, "seeds": seeds, "ablation": ablate,
-                                    "runs": [d["run"] for d in docs], "comparison": comparison})
+                                    "runs": [d["run"] for d in docs], "comparison": comparison, **where})
     parts.clear()
-    return {"out": str(out), "seeds": seeds, "runs": docs, "comparison": comparison, "plots": plots}
+    return {"out": str(out), "seeds": seeds, "runs": docs, "comparison": comparison, "plots": plots, **where}

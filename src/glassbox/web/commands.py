@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from glassbox.run import options
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -22,6 +24,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --expose."),
     expose: bool = typer.Option(False, "--expose", help="Allow a non-loopback --host (anyone who can reach it "
                                 "can read the files under --root)."),
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
+    max_memory: str | None = options.MAX_MEMORY,
 ) -> None:
     """The local web app: file map, atlas, head pages, timelines, with a JSON API (/api/openapi.json)."""
     import sys
@@ -51,7 +56,7 @@ def serve(
 
     from glassbox.web.server import create_app
 
-    app = create_app(root, specs or None, loopback_only=loopback)
+    app = create_app(root, specs or None, loopback_only=loopback, dtype=dtype, device=device)
     if not loopback:
         print(f"warning: serving on {host}:{port}, reachable from other machines; every file under "
               f"{root.resolve()} can be read through it", file=sys.stderr)

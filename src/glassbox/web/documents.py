@@ -46,6 +46,13 @@ OV_TOP = 12
 model_lock = threading.RLock()
 _models: OrderedDict[str, Any] = OrderedDict()
 MAX_MODELS = 2  # loaded models kept in memory (SmolLM2 is ~0.6 GB as float32)
+# serve's --dtype/--device (set by create_app): every model, atlas and timeline of the app is computed there.
+# Process-wide like the model cache above; the keys of both caches name it when it is not the default.
+where = {"dtype": "auto", "device": "auto"}
+
+
+def _where_key() -> str:
+    return "" if (where["dtype"], where["device"]) == ("auto", "auto") else f"@{where['dtype']}/{where['device']}"
 
 
 def file_key(path: Path, extra: str = "") -> str:
@@ -100,7 +107,7 @@ def _anatomy_doc(path: Path) -> dict[str, Any]:
 
 
 def atlas_cache_file(path: Path) -> Path:
-    return cache_folder("atlas") / f"{file_key(path, f'seed={ATLAS_SEED}')}.json"
+    return cache_folder("atlas") / f"{file_key(path, f'seed={ATLAS_SEED}{_where_key()}')}.json"
 
 
 def cached_atlas(path: Path, anatomy: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -176,20 +183,20 @@ def load(path: Path, name: str | None = None) -> Any:
     rule come with it); never a pickle: paths.resolve refused those already, and allow_pickle stays off."""
     from glassbox.run import load_model
 
-    key = str(path.resolve())
+    key = str(path.resolve()) + _where_key()
     with model_lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
         spec = name if name and bundled.is_bundled_name(name) else str(checkpoint_path(path))
-        _models[key] = load_model(spec, allow_pickle=False)
+        _models[key] = load_model(spec, allow_pickle=False, **where)
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
         return _models[key]
 
 
 def is_loaded(path: Path) -> bool:
-    return str(path.resolve()) in _models
+    return str(path.resolve()) + _where_key() in _models
 
 
 def compute_atlas(path: Path, name: str | None = None) -> dict[str, Any]:
@@ -299,7 +306,7 @@ def head_bytes(anatomy: dict[str, Any], layer: int, head: int) -> list[dict[str,
 
 def timeline_doc(run: Path) -> dict[str, Any]:
     """`glassbox timeline RUN --json` (its own cache makes a second call cheap) and `glassbox writes RUN`."""
-    doc = attach(analyze(run), run)  # + `examples` when the run has writes --examples files
+    doc = attach(analyze(run, **where), run)  # + `examples` when the run has writes --examples files
     doc["writes"] = write_table(run)
     try:
         from glassbox.train.store import read_table

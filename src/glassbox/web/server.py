@@ -136,9 +136,14 @@ class FeedbackRequest(BaseModel):
     prefer: bool = True
 
 
-def create_app(root: str | Path = ".", sources: list[str] | None = None, loopback_only: bool = True) -> Any:
-    """The ASGI app. `sources`: what the page lists first (default: the bundled default model if installed)."""
+def create_app(root: str | Path = ".", sources: list[str] | None = None, loopback_only: bool = True,
+               dtype: str = "auto", device: str = "auto") -> Any:
+    """The ASGI app. `sources`: what the page lists first (default: the bundled default model if installed).
+    `dtype`/`device`: where its models run (serve's --dtype/--device; auto|float32|bfloat16|float16,
+    auto|cpu|cuda|cuda:N|mps), handed over explicitly: the jobs run in their own thread, after the command
+    line's options were read."""
     root = Path(root).resolve()
+    documents.where.update(dtype=dtype, device=device)
     jobs = Jobs()
 
     @contextlib.asynccontextmanager
