@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glassbox import progress
-from glassbox.heads import masks, probe_inputs, probes, validate
+from glassbox.heads import masks, precision, probe_inputs, probes, validate
 from glassbox.run import hooks
 from glassbox.run.load import Loaded
 
@@ -222,10 +222,14 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
             e["p" if key == "p_up" else "p_negative"] = p
     roles: dict[tuple[int, int], list[dict[str, Any]]] = {}
     noise = validate.noise_floor(loaded.dtype, inputs["logit_rms"])
+    step = validate.rounding_step(loaded.dtype, inputs["logit_rms"])
     for (role, lh), r in results.items():
         kinds = r["kinds"]
         view = {k: dict(e, p_down=e["p_negative"]) for k, e in kinds.items()}
         ok, positive, lead = validate.decide(view, noise)
+        why, touchy = precision.verdict(kinds, step, noise, len(tests))
+        near = precision.near_threshold(role, float(scores[role][lh]), threshold(role), loaded.dtype)
+        why = "; ".join(w for w in (why, near) if w)
         total = kinds["total"]
         best = kinds[lead] if lead else total
         entry = {"role": role, "score": round(float(scores[role][lh]), 4),
@@ -237,7 +241,11 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
                  "metric": f"{r['metric']} ({validate.KINDS[r['kind']]})",
                  "kinds": {k: {key: e[key] for key in e if key not in ("p_up", "p_down")} | {"significant": view[k]["significant"]}
                            | ({"within_noise_floor": True} if view[k].get("within_noise_floor") else {})
+                           | ({"precision_sensitive": True} if k in touchy else {})
                            for k, e in kinds.items()}}
+        if why:  # a verdict rounding could have changed (heads/precision.py); only present when it could
+            entry["precision_sensitive"] = True
+            entry["precision_why"] = why
         if "norm_change" in total:
             entry["norm_change"] = total["norm_change"]
             entry["random_norm_change"] = total["null_norm_change"]
@@ -287,6 +295,7 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
     unchecked, n_tests = 0, 0
     if settings.validate:
         roles, unchecked, n_tests = _validate(loaded, scores, inputs, settings, start)
+    step = validate.rounding_step(loaded.dtype, inputs["logit_rms"])
     heads = []
     for layer in range(loaded.n_layers):
         for head in range(loaded.n_heads):
@@ -324,6 +333,14 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
                          "noise_floor_rule": f"effects at or below max({validate.FLOOR}, machine epsilon of "
                                              f"{loaded.dtype} × the RMS of the probe batch's logits) are never "
                                              "significant",
+                         "rounding_step": step,
+                         "precision_rule": precision.rule(loaded.dtype, step),
+                         "precision_near_threshold": [
+                             {"layer": lay, "head": h, "role": name, "score": round(float(s[lay, h]), 4),
+                              "why": precision.near_threshold(name, float(s[lay, h]), threshold(name), loaded.dtype)}
+                             for name, s in scores.items() if name not in EXTRA_SCORES
+                             for lay, h in (abs(s - threshold(name)) <= precision.score_margin(name, loaded.dtype)
+                                            ).nonzero().tolist()],
                          "null_heads": validate.NULL_HEADS, "null_sets": validate.NULL_SETS,
                          "null_tokens": validate.NULL_TOKENS},
         "skipped": skipped,

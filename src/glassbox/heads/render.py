@@ -23,8 +23,9 @@ def _roles_by_name(atlas: dict[str, Any]) -> dict[str, list[tuple[dict, dict]]]:
 def leading(role: dict[str, Any]) -> str:
     """A checked role in words: ✓/✗, then the signed effect of the evidence that carried it and its kind
     (a head validated by its group shows its own drop within the group, not its total effect when ablated
-    alone; the group's effect is the entry's `group_effect`)."""
-    mark = "✓" if role["validated"] else "✗"
+    alone; the group's effect is the entry's `group_effect`). ≈ after the mark: rounding in the atlas's half
+    precision could have changed the verdict (`precision_sensitive`, heads/precision.py)."""
+    mark = ("✓" if role["validated"] else "✗") + ("≈" if role.get("precision_sensitive") else "")
     effect, kind = role.get("effect", role["ablation_effect"]), role.get("basis") or "total"
     return f"{mark} {effect:+.3g} ({kind})"
 
@@ -63,6 +64,9 @@ def table(atlas: dict[str, Any]) -> Any:
         text = "\n".join(cells) if cells else (
             f"[dim]none (best {best['layer']}.{best['head']} at {best['scores'][name]:.2f})[/dim]")
         t.add_row(name, f"{threshold(name):.2f}", text)
+    if any(r.get("precision_sensitive") for h in atlas["heads"] for r in h["roles"]):
+        t.caption = (f"≈ precision-sensitive: rounding in {atlas.get('dtype')} could have changed this verdict "
+                     "(precision_why in the JSON says how)")
     return t
 
 

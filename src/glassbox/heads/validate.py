@@ -360,8 +360,6 @@ def _bootstrap(values: Any, seed: int) -> tuple[float, float, float]:
 
 def evidence(values: Any, null: list[float], seed: int) -> dict[str, Any]:
     """One kind of evidence: effect (mean over examples), 95% bootstrap interval, raw p of both tails vs the null."""
-    from scipy import stats
-
     effect = float(values.float().mean())
     lo, hi, se = _bootstrap(values, seed)
     n = len(null)
@@ -372,15 +370,23 @@ def evidence(values: Any, null: list[float], seed: int) -> dict[str, Any]:
         out["null_mean"] = m
         out["null_sd"] = math.sqrt(sum((x - m) ** 2 for x in null) / (n - 1)) if n > 1 else float("nan")
     out["se"] = se
-    if n >= MIN_NULL:
-        scale = out["null_sd"] * math.sqrt(1 + 1 / n)
-        if scale > 0:
-            t = (effect - out["null_mean"]) / scale
-            out["p_up"], out["p_down"] = float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
-        else:  # every value identical: the effect either differs from all of them or not at all
-            out["p_up"] = 0.0 if effect > out["null_mean"] else 1.0
-            out["p_down"] = 0.0 if effect < out["null_mean"] else 1.0
+    out["p_up"], out["p_down"] = tails(effect, n, out["null_mean"], out["null_sd"])
     return out
+
+
+def tails(effect: float, n: int, mean: float | None, sd: float | None) -> tuple[float, float]:
+    """Raw p of both tails of the prediction test of `effect` against a null of n values (mean, sd); 1.0 for
+    both with fewer than MIN_NULL values."""
+    from scipy import stats
+
+    if n < MIN_NULL or mean is None or sd is None or math.isnan(mean) or math.isnan(sd):
+        return 1.0, 1.0
+    scale = sd * math.sqrt(1 + 1 / n)
+    if scale > 0:
+        t = (effect - mean) / scale
+        return float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
+    # every value identical: the effect either differs from all of them or not at all
+    return (0.0 if effect > mean else 1.0), (0.0 if effect < mean else 1.0)
 
 
 def holm(ps: list[float]) -> list[float]:
@@ -395,13 +401,19 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def noise_floor(dtype: str, logit_rms: float) -> float:
-    """The smallest effect (nats) a model in `dtype` can resolve: one rounding step of its logits (machine
-    epsilon × their RMS), never below FLOOR. float32: ~1e-6 for SmolLM2, so FLOOR decides as it always did;
-    bfloat16: ~0.06 nats there. An effect at or below it is never called significant."""
+def rounding_step(dtype: str, logit_rms: float) -> float:
+    """One rounding step of the logits of a model in `dtype` (nats): machine epsilon × their RMS. How far
+    rounding alone can move an effect measured on them (float32: ~1e-6 for SmolLM2; bfloat16: ~0.09)."""
     from glassbox.run.placement import eps
 
-    return max(FLOOR, eps(dtype) * logit_rms)
+    return eps(dtype) * logit_rms
+
+
+def noise_floor(dtype: str, logit_rms: float) -> float:
+    """The smallest effect (nats) a model in `dtype` can resolve: one rounding step of its logits, never
+    below FLOOR. float32: ~1e-6 for SmolLM2, so FLOOR decides as it always did; bfloat16: ~0.09 nats there.
+    An effect at or below it is never called significant."""
+    return max(FLOOR, rounding_step(dtype, logit_rms))
 
 
 def decide(kinds: dict[str, dict[str, Any]], noise: float = FLOOR) -> tuple[bool, list[str], str | None]:

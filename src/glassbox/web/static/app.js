@@ -494,14 +494,15 @@
     const out = {};
     for (const x of atlas.heads) for (const r of x.roles) (out[r.role] = out[r.role] || []).push([x, r]);
     for (const k of Object.keys(out)) out[k] = out[k].sort((a, b) => (b[1].validated - a[1].validated) || (b[1].score - a[1].score)).slice(0, n)
-      .map(([x, r]) => `${x.layer}.${x.head} ${r.score.toFixed(2)} ${r.validated ? '✓' : '✗'} ${(r.effect ?? r.ablation_effect) >= 0 ? '+' : ''}${+(r.effect ?? r.ablation_effect).toPrecision(3)} (${r.basis || 'total'})`);
+      .map(([x, r]) => `${x.layer}.${x.head} ${r.score.toFixed(2)} ${r.validated ? '✓' : '✗'}${r.precision_sensitive ? '≈' : ''} ${(r.effect ?? r.ablation_effect) >= 0 ? '+' : ''}${+(r.effect ?? r.ablation_effect).toPrecision(3)} (${r.basis || 'total'})`);
     return out;
   }
   function topHeadsCard(atlas) {
     const tops = topHeads(atlas);
     return h('div', { class: 'card', id: 'atlas-top' }, h('h3', {}, 'Top heads per role (layer.head score; ✓ validated: leading evidence\'s signed effect, its kind)'),
       Object.keys(tops).length ? h('ul', {}, Object.entries(tops).map(([r, v]) => h('li', { 'data-role': r }, h('b', {}, r + ': '), v.join(', '))))
-        : h('p', { class: 'muted' }, 'No head passes any role\'s threshold.'));
+        : h('p', { class: 'muted' }, 'No head passes any role\'s threshold.'),
+      atlas.heads.some((x) => x.roles.some((r) => r.precision_sensitive)) ? h('p', { class: 'muted small', id: 'precision-legend' }, `≈ precision-sensitive: rounding in ${atlas.dtype} could have changed this verdict (the head's row says why)`) : null);
   }
   async function viewAtlas() {
     const [an, atlas] = await Promise.all([Data.anatomy(S.src).catch(() => null), Data.atlas(S.src, false)]);
@@ -601,7 +602,7 @@
       h('td', {}, r.role), h('td', { class: 'num' }, fmt(r.score)), h('td', { class: 'num' }, signed(r.ablation_effect, 4)),
       h('td', { class: 'num' }, r.random_effect === undefined ? (r.null_mean === undefined ? '–' : `${signed(r.null_mean, 4)} ± ${fmt(r.null_sd, 4)}`) : signed(r.random_effect, 4)),
       h('td', { class: 'num' }, r.ci ? `[${signed(r.ci[0], 3)}, ${signed(r.ci[1], 3)}]` : '–'), h('td', { class: 'num' }, r.p === undefined ? '–' : fmt(r.p, 4)),
-      h('td', {}, (r.evidence || []).join(', ') || '–'), h('td', { class: r.validated ? 'ok' : 'no' }, r.validated ? '✓' : '✗')));
+      h('td', {}, (r.evidence || []).join(', ') || '–'), h('td', { class: r.validated ? 'ok' : 'no', title: r.precision_why || '' }, (r.validated ? '✓' : '✗') + (r.precision_sensitive ? '≈ ' + r.precision_why : ''))));
     return h('div', { class: 'card', id: 'head-scores' },
       h('h3', {}, `Head ${x.layer}.${x.head}` + (groups ? ` · kv group ${groups[x.head]} (query heads ${groups.map((g, i) => g === groups[x.head] ? i : -1).filter((i) => i >= 0).join(', ')})` : '')),
       x.roles.length ? h('table', { class: 'grid' }, h('tr', {}, ['role', 'score', 'ablation effect', 'random heads / null', 'ci', 'p', 'evidence', 'validated'].map((c) => h('th', {}, c))), roleRows)
