@@ -63,6 +63,12 @@ def commands(model: str) -> dict[str, list[str]]:
         "overlay eval": ["overlay", "eval", "no-index", "--heldout", "t.txt", "--model", model],
         "tour": ["tour", model, "--work", "tour-work"],
         "facts": ["facts", model, "--prompt", "a b c", "--subject", "a"],
+        # their models load in worker processes (or the web app's job thread): the option is refused as the
+        # command line is read, like everywhere else, and handed to the workers explicitly
+        "serve": ["serve", model],
+        "timeline": ["timeline", "run"],
+        "sweep": ["sweep", "--out", "sweep-out", "--seeds", "0"],
+        "atlas-over": ["atlas-over", "run"],
     }
 
 

@@ -9,7 +9,8 @@ its 0.35 threshold). The user has no float32 run to compare with, so the atlas m
   step lower, or one higher, gives the other answer (`verdict`). The step is the dtype's machine epsilon ×
   the RMS of the probe batch's logits (`validate.rounding_step`): the noise floor's own scale. The interval,
   a group's effect and both tails' p move with the effect. Validation only grows with the effects, so these
-  two extremes bound every mix of per-kind moves within ±step;
+  two extremes bound every mix of per-kind moves within ±step. A kind whose effect, interval and null all lie
+  within validate.FLOOR of 0 (a head that writes nothing there: 1e-16 in float32) is not moved;
 - a role listed or not listed is precision-sensitive when the head's score lies within the score's rounding
   margin of the role's threshold (`score_margin`): ROUNDING_EPS machine epsilons of the dtype, by kind of score.
 
@@ -56,6 +57,8 @@ def _moved(e: dict[str, Any], delta: float, n_tests: int) -> dict[str, Any]:
     as `validate.decide` reads them, with the effect moved by `delta`: its interval and a group's effect with
     it, both tails' p computed again at the moved effect and corrected by the factor this test got (corrected
     ÷ raw; n_tests, Bonferroni's bound on Holm's, where the corrected p was capped at 1 or the raw one is 0)."""
+    if max(abs(e["ci"][0]), abs(e["ci"][1]), abs(e.get("null_mean") or 0.0), e.get("null_sd") or 0.0) <= validate.FLOOR:
+        delta = 0.0  # the head and its null all within FLOOR of 0 (a head that writes nothing there): no move
     tested = "group_effect" if "group_effect" in e else "effect"
     x = dict(e, effect=e["effect"] + delta, ci=[e["ci"][0] + delta, e["ci"][1] + delta])
     x[tested] = e[tested] + delta
