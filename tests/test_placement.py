@@ -216,3 +216,58 @@ def test_cuda_runs_like_the_cpu(tiny_folder):
     gpu = load_model(folder, dtype="float32", device="cuda")
     assert gpu.device.startswith("cuda")
     assert torch.allclose(hooks.run(gpu, ids.cuda()).cpu(), hooks.run(load_model(folder), ids), atol=1e-4)
+
+
+def test_worker_commands_load_in_the_dtype_they_were_given(tmp_path, capsys):
+    """timeline, atlas-over and sweep run their models in worker processes (--workers 2: a process pool), which
+    do not share the driver's option state: the choice is handed to them, and the JSON says where they ran."""
+    from glassbox.train.loop import declare, train
+
+    run = tmp_path / "run"
+    train(run, declare(preset="induction-2l", seed=0, steps=2))
+    docs = {}
+    for name, argv in {
+        "timeline": ["timeline", str(run), "--json", "--no-plot", "--no-ablation"],
+        "atlas-over": ["atlas-over", str(run), "--json", "--max-per-role", "1", "--every", "2"],
+        "sweep": ["sweep", "--preset", "induction-2l", "--steps", "2", "--seeds", "0-1", "--out",
+                  str(tmp_path / "sweep"), "--json", "--no-plot", "--no-ablation"],
+    }.items():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(argv + ["--workers", "2", "--dtype", "bfloat16"])
+        out, err = capsys.readouterr()
+        assert exc.value.code == 0, err
+        docs[name] = json.loads(out)
+        assert (docs[name]["dtype"], docs[name]["device"]) == ("bfloat16", "cpu"), name
+    assert {c["dtype"] for c in docs["timeline"]["checkpoints"]} == {"bfloat16"}
+    assert {c["atlas"]["dtype"] for c in docs["atlas-over"]["checkpoints"]} == {"bfloat16"}
+    assert json.loads((run / "atlas-over.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((run / "timeline.json").read_text())["dtype"] == "bfloat16"
+    assert {r["dtype"] for r in docs["sweep"]["runs"]} == {"bfloat16"}
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["dtype"] == "bfloat16"
+    # the bfloat16 timeline is not what a float32 one reuses: asked in float32, it is computed again
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["timeline", str(run), "--json", "--no-plot", "--no-ablation"])
+    assert exc.value.code == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["dtype"] == "float32" and {c["dtype"] for c in again["checkpoints"]} == {"float32"}
+    assert again["checkpoints"][-1]["heads"] != docs["timeline"]["checkpoints"][-1]["heads"]  # rounding shows
+
+
+def test_serve_runs_its_models_in_the_dtype_it_was_given(tiny_folder, tmp_path):
+    """serve's jobs load models in their own thread, after the command line was read: the app is handed the
+    choice, and its model cache keeps a bfloat16 model apart from a float32 one of the same file."""
+    from glassbox.web import documents
+    from glassbox.web.server import create_app
+
+    folder = tiny_folder("llama")
+    try:
+        create_app(tmp_path, dtype="bfloat16")
+        half = documents.load(folder)
+        assert half.placement == {"dtype": "bfloat16", "device": "cpu"} and documents.is_loaded(folder)
+        create_app(tmp_path)
+        assert not documents.is_loaded(folder)  # the bfloat16 one is not what a default app serves
+        assert documents.load(folder).dtype == "float32"
+    finally:
+        create_app(tmp_path)  # the module's default again, for the tests that follow
