@@ -253,6 +253,27 @@ def test_worker_commands_load_in_the_dtype_they_were_given(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["dtype"] == "float32" and {c["dtype"] for c in again["checkpoints"]} == {"float32"}
     assert again["checkpoints"][-1]["heads"] != docs["timeline"]["checkpoints"][-1]["heads"]  # rounding shows
+    # a model that does not fit is refused by the driver, before any worker starts: exit 2, one line
+    for argv in (["atlas-over", str(run)], ["timeline", str(run), "--no-plot"]):
+        assert "--max-memory is 0.0 GB" in _fails(argv + ["--workers", "2", "--max-memory", "1MB"], capsys)
+
+
+class Budget:
+    """A worker that reports the memory budget it computes within."""
+
+    def __call__(self, i: int) -> dict:
+        return {"budget": memory.asked()}
+
+
+def test_the_drivers_max_memory_travels_to_pool_workers():
+    from glassbox.scale import seam
+
+    memory.set_budget(3 << 30)
+    try:
+        out = seam.run_items(Budget, (), [seam.Item(f"i{i}", (i,)) for i in range(2)], seam.backend(None, workers=2))
+    finally:
+        memory.set_budget(None)
+    assert out == [{"budget": 3 << 30}] * 2
 
 
 def test_serve_runs_its_models_in_the_dtype_it_was_given(tiny_folder, tmp_path):

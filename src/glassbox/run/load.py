@@ -183,6 +183,15 @@ def place(model: Any, dtype: str | None = None, device: str | None = None) -> An
     return model.to(device=where, dtype=getattr(torch, _choose(dtype, where, count, stored)))
 
 
+def preflight(path: str | os.PathLike, dtype: str | None = None, device: str | None = None) -> str:
+    """load_model's checks of a .safetensors checkpoint (the options, the device, the fit in the budget) from
+    its header alone → the dtype it would load in. A command that fans models out to workers runs it in the
+    driver first, so a bad choice exits 2 with one line before any worker starts."""
+    dtype, where = _asked(dtype, device)
+    count, stored = _header(Path(path), False)
+    return _choose(dtype, where, count, stored)
+
+
 def _choose(requested: str, device: Any, count: int, stored: str | None) -> str:
     """auto resolved, then the budget checked: BadInput with the figures when the model would not fit."""
     chosen = placement.choose_dtype(requested, device, count, stored, memory.total(device))

@@ -46,6 +46,11 @@ def set_budget(n_bytes: int | None) -> None:
     _budget = n_bytes
 
 
+def asked() -> int | None:
+    """The --max-memory of this process (bytes), or None when it was not given."""
+    return _budget
+
+
 def _meminfo() -> dict[str, int]:
     out = {}
     try:

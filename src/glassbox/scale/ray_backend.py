@@ -41,8 +41,8 @@ IN_FLIGHT = 2  # items queued per actor; actor tasks run in order, and a restart
 class Worker:
     """What runs inside each Ray actor: set one torch thread, build the worker once, then call it per item."""
 
-    def __init__(self, factory, args: tuple, threads: int):
-        worker_threads(threads)  # the driver's count: the same floats as the local run
+    def __init__(self, factory, args: tuple, threads: int, budget: int | None = None):
+        worker_threads(threads, budget)  # the driver's count: the same floats as the local run
         progress.set_quiet(True)  # no terminal here; the driver draws the bar
         self.fn = factory(*args)
 
@@ -97,7 +97,7 @@ def stream(factory, args: tuple, pending: list[Item], backend: Backend) -> Itera
             n = max(1, min(len(pending), cpus // per_actor, backend.workers or cpus))
             actor_class = ray.remote(num_cpus=per_actor, max_restarts=backend.max_retries,
                                      max_task_retries=backend.max_retries)(Worker)
-            actors = [actor_class.remote(factory, args, backend.threads) for _ in range(n)]
+            actors = [actor_class.remote(factory, args, backend.threads, backend.budget) for _ in range(n)]
             queue = deque(pending)
             inflight: dict[Any, tuple[Any, Item]] = {}
 

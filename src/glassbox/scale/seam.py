@@ -140,11 +140,13 @@ def run_items(factory: Callable[..., Callable[..., Any]], args: tuple, items: Se
             pending.append(it)
     if pending:
         if backend.kind != "local":
+            from glassbox.run import memory
             from glassbox.run.load import set_threads
 
             # every worker computes with the driver's torch thread count: a float sum split over another
-            # number of threads rounds differently, and the outputs must be the local ones, bit for bit
-            backend = replace(backend, threads=set_threads())
+            # number of threads rounds differently, and the outputs must be the local ones, bit for bit;
+            # and within the driver's --max-memory (dtype/device travel in the job's own arguments)
+            backend = replace(backend, threads=set_threads(), budget=memory.asked())
         stream = _STREAMS[backend.kind](factory, args, pending, backend)
         for item, result in progress.track(stream, f"{description} ({backend.describe()})", total=len(pending)):
             result = json.loads(json.dumps(result))  # one representation, wherever it was computed
@@ -167,10 +169,10 @@ def _local(factory, args, pending: list[Item], backend: Backend) -> Iterator[tup
 _pool_worker: Any = None
 
 
-def _pool_init(factory, args, threads: int) -> None:
+def _pool_init(factory, args, threads: int, budget: int | None = None) -> None:
     global _pool_worker
 
-    worker_threads(threads)
+    worker_threads(threads, budget)
     progress.set_quiet(True)
     _pool_worker = factory(*args)
 
@@ -189,7 +191,7 @@ def _pool(factory, args, pending: list[Item], backend: Backend) -> Iterator[tupl
     for attempt in range(backend.max_retries + 1):
         ex = ProcessPoolExecutor(max_workers=min(backend.workers, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_pool_init, initargs=(factory, args, backend.threads))
+                                 initializer=_pool_init, initargs=(factory, args, backend.threads, backend.budget))
         futures = {ex.submit(_pool_call, it.args): it for it in todo}
         done: set[str] = set()
         try:

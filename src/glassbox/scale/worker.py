@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from glassbox.run import memory
 from glassbox.run.load import set_threads
 
 
@@ -17,6 +18,7 @@ class Backend:
     address: str | None = None  # ray: "auto" or "ray://HOST:PORT"
     max_retries: int = 3  # how often an item is retried after its worker process died
     threads: int = 1  # torch threads per worker: set to the driver's count when the job starts
+    budget: int | None = None  # the driver's --max-memory (bytes; None: each worker's free memory), likewise
 
     def describe(self) -> str:
         if self.kind == "ray":
@@ -34,9 +36,12 @@ class Item:
     stamp: str = ""
 
 
-def worker_threads(threads: int) -> None:
-    """In a worker process: compute with `threads` torch threads, also where the work calls set_threads()."""
+def worker_threads(threads: int, budget: int | None = None) -> None:
+    """In a worker process: compute with `threads` torch threads, also where the work calls set_threads(), and
+    within the driver's --max-memory `budget` (a worker process does not share the driver's option state)."""
     import os
 
     os.environ["GLASSBOX_THREADS"] = str(threads)
     set_threads()
+    if budget is not None:
+        memory.set_budget(budget)

@@ -24,7 +24,7 @@ from glassbox.fileio import write_json
 from glassbox.heads import masks
 from glassbox.heads.masks import TRAINING_ROLES as ROLES
 from glassbox.run import placement
-from glassbox.run.load import place, set_threads
+from glassbox.run.load import place, preflight, set_threads
 from glassbox.scale import seam
 from glassbox.timeline import phases
 from glassbox.timeline.probes import copy_losses, probe_batch
@@ -147,6 +147,7 @@ def probe_checkpoints(run: Path, decl: dict, ablate: bool = True, backend=None, 
     found = ck.list_checkpoints(run)
     if not found:
         raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
+    preflight(found[-1][1], dtype, device)  # refused here, before any worker starts
     items = [seam.Item(f"step-{step:06d}", (step, str(path.resolve())), seam.file_stamp(path))
              for step, path in found]
     return seam.run_items(CheckpointProber, (decl, ablate, dtype, device), items, backend,

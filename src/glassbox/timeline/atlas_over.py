@@ -21,6 +21,7 @@ from glassbox.errors import BadInput
 from glassbox.fileio import write_json
 from glassbox.heads.atlas import Settings, build_atlas, role_names, threshold
 from glassbox.run import placement
+from glassbox.run.load import preflight
 from glassbox.scale import seam
 from glassbox.timeline.analyze import read_declaration
 from glassbox.train import checkpoints as ck
@@ -120,6 +121,7 @@ def atlas_over(run: str | Path, settings: dict[str, Any], every: int = 1, backen
     found = select(ck.list_checkpoints(run), every)
     if not found:
         raise BadInput("no checkpoints (checkpoints/step-NNNNNN.safetensors)", run)
+    preflight(found[-1][1], dtype, device)  # refused here, before any worker starts, as `atlas` would
     items = [seam.Item(f"step-{step:06d}", (step, str(path.resolve())), seam.file_stamp(path))
              for step, path in found]
     parts = seam.Parts(run / ".glassbox-parts" / "atlas-over",
