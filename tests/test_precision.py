@@ -31,7 +31,7 @@ NEARLY = {"total": kind(0.11, (0.02, 0.2), 0.0, 0.04)}  # not validated (p too h
 
 def marks(kinds: dict, dtype: str) -> tuple[str | None, list[str]]:
     step = validate.rounding_step(dtype, LOGIT_RMS)
-    return precision.verdict(kinds, step, validate.noise_floor(dtype, LOGIT_RMS), N_TESTS)
+    return precision.verdict(kinds, step, validate.noise_floor(dtype, LOGIT_RMS), N_TESTS, dtype)
 
 
 def test_the_borderline_case_is_validated_and_marked_in_bfloat16_only():
@@ -88,7 +88,7 @@ def test_the_atlas_carries_the_marks_where_the_rule_puts_them(planted, dtype):
     for h in atlas["heads"]:
         for r in h["roles"]:
             checked += 1
-            why, touchy = precision.verdict(r["kinds"], sig["rounding_step"], sig["noise_floor"], sig["tests"])
+            why, touchy = precision.verdict(r["kinds"], sig["rounding_step"], sig["noise_floor"], sig["tests"], dtype)
             near = precision.near_threshold(r["role"], r["score"], threshold(r["role"]), dtype)
             assert r.get("precision_sensitive", False) == bool(why or near), (h["layer"], h["head"], r["role"])
             assert {k for k, e in r["kinds"].items() if e.get("precision_sensitive")} == set(touchy)

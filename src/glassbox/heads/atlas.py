@@ -227,7 +227,7 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         kinds = r["kinds"]
         view = {k: dict(e, p_down=e["p_negative"]) for k, e in kinds.items()}
         ok, positive, lead = validate.decide(view, noise)
-        why, touchy = precision.verdict(kinds, step, noise, len(tests))
+        why, touchy = precision.verdict(kinds, step, noise, len(tests), loaded.dtype)
         near = precision.near_threshold(role, float(scores[role][lh]), threshold(role), loaded.dtype)
         why = "; ".join(w for w in (why, near) if w)
         total = kinds["total"]
