@@ -92,10 +92,11 @@ def test_the_atlas_carries_the_marks_where_the_rule_puts_them(planted, dtype):
             near = precision.near_threshold(r["role"], r["score"], threshold(r["role"]), dtype)
             assert r.get("precision_sensitive", False) == bool(why or near), (h["layer"], h["head"], r["role"])
             assert {k for k, e in r["kinds"].items() if e.get("precision_sensitive")} == set(touchy)
-    near = [(x["layer"], x["head"], x["role"]) for x in sig["precision_near_threshold"]]
-    expect = [(h["layer"], h["head"], n) for n in threshold_roles(atlas) for h in atlas["heads"]
-              if abs(h["scores"][n] - threshold(n)) <= precision.score_margin(n, dtype)]
-    assert sorted(near) == sorted(expect)
+    near = {(x["layer"], x["head"], x["role"]) for x in sig["precision_near_threshold"]}
+    for h in atlas["heads"]:  # listed exactly when within the margin (the JSON's scores are rounded to 1e-4)
+        for n in threshold_roles(atlas):
+            gap = abs(h["scores"][n] - threshold(n)) - precision.score_margin(n, dtype)
+            assert gap <= 1e-4 if (h["layer"], h["head"], n) in near else gap >= -1e-4, (h["layer"], h["head"], n)
     assert checked, "the tiny model has checked roles"
     if dtype == "float32":  # float32's step is ~1e-7 of the logits' scale: nothing is marked
         assert not any(r.get("precision_sensitive") for h in atlas["heads"] for r in h["roles"])

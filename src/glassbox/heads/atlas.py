@@ -335,12 +335,8 @@ def build_atlas(loaded: Loaded, settings: Settings | None = None) -> dict[str, A
                                              "significant",
                          "rounding_step": step,
                          "precision_rule": precision.rule(loaded.dtype, step),
-                         "precision_near_threshold": [
-                             {"layer": lay, "head": h, "role": name, "score": round(float(s[lay, h]), 4),
-                              "why": precision.near_threshold(name, float(s[lay, h]), threshold(name), loaded.dtype)}
-                             for name, s in scores.items() if name not in EXTRA_SCORES
-                             for lay, h in (abs(s - threshold(name)) <= precision.score_margin(name, loaded.dtype)
-                                            ).nonzero().tolist()],
+                         "precision_near_threshold": precision.near_thresholds(
+                             {n: s for n, s in scores.items() if n not in EXTRA_SCORES}, threshold, loaded.dtype),
                          "null_heads": validate.NULL_HEADS, "null_sets": validate.NULL_SETS,
                          "null_tokens": validate.NULL_TOKENS},
         "skipped": skipped,

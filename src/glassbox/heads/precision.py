@@ -20,6 +20,7 @@ float32's epsilon is 2^-23, so both margins are ~1e-6 there and nothing is marke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from glassbox.heads import validate
@@ -56,6 +57,19 @@ def near_threshold(role: str, score: float, threshold: float, dtype: str) -> str
     side = "at or above" if score >= threshold else "below"
     return (f"score {score:.4g} {side} the threshold {threshold:g} by less than {margin:.2g}, "
             f"how far {dtype} rounding moves a {score_kind(role)} score")
+
+
+def near_thresholds(scores: dict[str, Any], threshold: Callable[[str], float], dtype: str) -> list[dict[str, Any]]:
+    """Every (head, role) whose score ([layer, head] per role) lies within its rounding margin of the role's
+    threshold, listed or not: `significance.precision_near_threshold`."""
+    out = []
+    for role, s in scores.items():
+        close = (s - threshold(role)).abs() <= score_margin(role, dtype)
+        for layer, head in close.nonzero().tolist():
+            score = float(s[layer, head])
+            out.append({"layer": layer, "head": head, "role": role, "score": round(score, 4),
+                        "why": near_threshold(role, score, threshold(role), dtype)})
+    return out
 
 
 def _moved(e: dict[str, Any], delta: float, n_tests: int) -> dict[str, Any]:
