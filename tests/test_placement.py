@@ -254,8 +254,10 @@ def test_worker_commands_load_in_the_dtype_they_were_given(tmp_path, capsys):
     assert again["dtype"] == "float32" and {c["dtype"] for c in again["checkpoints"]} == {"float32"}
     assert again["checkpoints"][-1]["heads"] != docs["timeline"]["checkpoints"][-1]["heads"]  # rounding shows
     # a model that does not fit is refused by the driver, before any worker starts: exit 2, one line
-    for argv in (["atlas-over", str(run)], ["timeline", str(run), "--no-plot"]):
+    for argv in (["atlas-over", str(run)], ["timeline", str(run), "--no-plot"],
+                 ["sweep", "--preset", "induction-2l", "--seeds", "0-1", "--out", str(tmp_path / "never")]):
         assert "--max-memory is 0.0 GB" in _fails(argv + ["--workers", "2", "--max-memory", "1MB"], capsys)
+    assert not (tmp_path / "never").exists()  # sweep refused before training anything
 
 
 class Budget:

@@ -171,25 +171,30 @@ def _asked(dtype: str | None, device: str | None) -> tuple[str, Any]:
     return dtype, where
 
 
+def choose_for(count: int, stored: str | None, dtype: str | None = None, device: str | None = None
+               ) -> tuple[str, Any]:
+    """load_model's checks (the options, the device, the fit in the budget) and auto's choice for a model of
+    `count` parameters stored as `stored` → (dtype name, torch device); BadInput before anything is read."""
+    dtype, where = _asked(dtype, device)
+    return _choose(dtype, where, count, stored), where
+
+
 def place(model: Any, dtype: str | None = None, device: str | None = None) -> Any:
     """A model built here rather than read from a checkpoint (a training run's declaration, for the timeline)
     → converted once to `dtype` on `device`, by load_model's rules (auto, the budget; None: the options'
     choice). The workers of `timeline`/`sweep` call it with the names their command was given."""
     import torch
 
-    dtype, where = _asked(dtype, device)
     count = sum(p.numel() for p in model.parameters())
-    stored = placement.name_of(next(model.parameters()).dtype)
-    return model.to(device=where, dtype=getattr(torch, _choose(dtype, where, count, stored)))
+    chosen, where = choose_for(count, placement.name_of(next(model.parameters()).dtype), dtype, device)
+    return model.to(device=where, dtype=getattr(torch, chosen))
 
 
 def preflight(path: str | os.PathLike, dtype: str | None = None, device: str | None = None) -> str:
-    """load_model's checks of a .safetensors checkpoint (the options, the device, the fit in the budget) from
-    its header alone → the dtype it would load in. A command that fans models out to workers runs it in the
-    driver first, so a bad choice exits 2 with one line before any worker starts."""
-    dtype, where = _asked(dtype, device)
-    count, stored = _header(Path(path), False)
-    return _choose(dtype, where, count, stored)
+    """load_model's checks of a .safetensors checkpoint from its header alone → the dtype it would load in. A
+    command that fans models out to workers runs it in the driver first, so a bad choice exits 2 with one
+    line before any worker starts."""
+    return choose_for(*_header(Path(path), False), dtype, device)[0]
 
 
 def _choose(requested: str, device: Any, count: int, stored: str | None) -> str:

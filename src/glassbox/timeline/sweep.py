@@ -19,10 +19,12 @@ from glassbox import progress
 from glassbox.errors import BadInput
 from glassbox.fileio import write_json
 from glassbox.run import placement
+from glassbox.run.load import choose_for
 from glassbox.scale import seam
 from glassbox.timeline import render
 from glassbox.timeline.analyze import analyze
 from glassbox.train.loop import declare, train
+from glassbox.train.model import build_model
 
 MAX_SEEDS = 4096
 
@@ -69,6 +71,15 @@ class SeedRun:
         return analyze(run, ablate=self.ablate, dtype=self.dtype, device=self.device)
 
 
+def _preflight(decl: dict[str, Any], dtype: str, device: str) -> None:
+    """The declared model, counted on the meta device (no memory), checked as its timelines will place it."""
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(decl["model_config"], decl["attention_only"])
+    choose_for(sum(p.numel() for p in model.parameters()), "float32", dtype, device)
+
+
 def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate: bool = True,
           backend=None, plot: bool = True, dtype: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Every seed trained and analysed; DIR/sweep.json holds the comparison (and DIR/compare.png the plot).
@@ -76,7 +87,8 @@ def sweep(out: str | Path, declaration: dict[str, Any], seeds: list[int], ablate
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInput("--out must be a folder", out)
-    declare(**declaration, seed=seeds[0])  # a bad preset or option fails here, before any worker starts
+    # a bad preset or option, or a model too big for the budget, fails here, before any worker starts
+    _preflight(declare(**declaration, seed=seeds[0]), dtype, device)
     items = [seam.Item(f"s{seed}", (seed,)) for seed in seeds]
     parts = seam.Parts(out / ".glassbox-parts" / "sweep",
                        placement.keyed({"declaration": declaration, "ablate": ablate}, dtype, device))
