@@ -221,3 +221,29 @@ def test_lens_and_patching_grids_equal_the_library(site):
     assert sum(got["effect"], []) == pytest.approx(sum(res.effect.tolist(), []), abs=1e-4)
     screenshot(page, "lens-patching")
     page.close()
+
+
+def test_atlas_view_marks_a_precision_sensitive_verdict(site):
+    """A verdict rounding could have changed (heads/precision.py) reads ✓≈ in the top-heads card, with one
+    legend line naming the dtype, and the head card says why."""
+    from glassbox.heads.atlas import Settings, build_atlas
+    from glassbox.run import load_model
+    from glassbox.web import documents
+
+    url, b, root = site
+    atlas = build_atlas(load_model(root / "tiny"), Settings(seed=documents.ATLAS_SEED, validate=False))
+    why = "validated, but not with every effect 0.088 nats lower (one rounding step of the logits)"
+    entry = next(h for h in atlas["heads"] if (h["layer"], h["head"]) == (1, 2))
+    entry["roles"] = [{"role": "previous_token", "score": entry["scores"]["previous_token"], "ablation_effect": 0.133,
+                       "validated": True, "evidence": ["total"], "basis": "total", "effect": 0.133,
+                       "ci": [0.035, 0.23], "p": 0.016, "null_mean": -0.013, "null_sd": 0.035,
+                       "random_effect": -0.013, "metric": "loss (mean ablation)", "kinds": {},
+                       "precision_sensitive": True, "precision_why": why}]
+    documents.store_atlas(root / "tiny", dict(atlas, dtype="bfloat16"))
+    page = open_view(b, url, "view=atlas&head=1.2", "atlas")
+    top = page.locator("#atlas-top").inner_text()
+    assert "1.2 " in top and "✓≈ +0.133 (total)" in top
+    assert "rounding in bfloat16" in page.locator("#precision-legend").inner_text()
+    page.locator("#head-scores").wait_for()
+    assert why in page.locator("#head-scores").inner_text()
+    page.close()
