@@ -125,3 +125,12 @@ def test_bfloat16_marks_appear_in_the_table():
     assert "11.1 0.82 ✓≈ +0.133 (total)" in text and "≈ precision-sensitive: rounding in bfloat16" in text
     plain = dict(role, precision_sensitive=False)
     assert leading(plain) == "✓ +0.133 (total)"
+
+
+def test_float16_marks_every_sink_removal_verdict():
+    """float16's range flushes the weights the sink removal renormalizes: its verdicts are marked whatever
+    their size; in bfloat16 (float32's range) and float32 they are not, nor any other intervention."""
+    assert precision.range_hazard("no_sink", "float16")
+    assert precision.range_hazard("no_sink", "bfloat16") is None and precision.range_hazard("no_sink", "float32") is None
+    assert precision.range_hazard("mean", "float16") is None
+    assert "float16" in precision.rule("float16", 0.011) and "sink" not in precision.rule("bfloat16", 0.088)

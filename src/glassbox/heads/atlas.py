@@ -229,7 +229,8 @@ def _validate(loaded: Loaded, scores: dict[str, Any], inputs: dict[str, Any], se
         ok, positive, lead = validate.decide(view, noise)
         why, touchy = precision.verdict(kinds, step, noise, len(tests), loaded.dtype)
         near = precision.near_threshold(role, float(scores[role][lh]), threshold(role), loaded.dtype)
-        why = "; ".join(w for w in (why, near) if w)
+        hazard = precision.range_hazard(r["kind"], loaded.dtype)
+        why = "; ".join(w for w in (why, near, hazard) if w)
         total = kinds["total"]
         best = kinds[lead] if lead else total
         entry = {"role": role, "score": round(float(scores[role][lh]), 4),

@@ -12,6 +12,8 @@ its 0.35 threshold). The user has no float32 run to compare with, so the atlas m
   head's own activations, moves by DIRECT_EPS epsilons of its own scale. Validation only grows with the
   effects, so these two extremes bound every mix of per-kind moves within ±step. A kind whose effect, interval and null all lie
   within validate.FLOOR of 0 (a head that writes nothing there: 1e-16 in float32) is not moved;
+- in float16, every verdict of the sink removal (first_token's `no_sink`) is marked (`range_hazard`): there
+  the dtype's range, not its epsilon, decides;
 - a role listed or not listed is precision-sensitive when the head's score lies within the score's rounding
   margin of the role's threshold (`score_margin`): ROUNDING_EPS machine epsilons of the dtype, by kind of score.
 
@@ -118,10 +120,23 @@ def verdict(kinds: dict[str, dict[str, Any]], step: float, noise: float, n_tests
     return None, changed
 
 
+def range_hazard(intervention: str, dtype: str) -> str | None:
+    """Why an intervention is unreliable in `dtype` whatever the effect's size, or None. float16's smallest
+    subnormal is 6e-8: the attention a sink head leaves to the other keys flushes to 0 there (SmolLM2's 18.8:
+    92.5% of its non-sink weights, 8e-7 per row in all), and the sink removal renormalizes what is left, so
+    its effect moved by up to 0.48 nats (22%) against float32. bfloat16 has float32's range."""
+    if dtype == "float16" and intervention == "no_sink":
+        return ("float16 flushes the small attention weights the sink removal renormalizes to 0 "
+                "(its effect can move far more than one rounding step)")
+    return None
+
+
 def rule(dtype: str, step: float) -> str:
     """The rule in words, for the atlas's `significance.precision_rule`."""
     mass, count = score_margin("self", dtype), score_margin("successor", dtype)
     return (f"a (head, role) is marked precision_sensitive when rounding in {dtype} could have changed its "
             f"verdict: validated or not once every effect moves by one rounding step of the logits "
             f"({step:.2g} nats) either way, or listed or not because its score lies within its rounding margin "
-            f"of the threshold ({mass:.2g} for attention-mass scores, {count:.2g} for decision counts)")
+            f"of the threshold ({mass:.2g} for attention-mass scores, {count:.2g} for decision counts)"
+            + ("; in float16 every sink-removal (first_token) verdict, as float16 flushes the weights it "
+               "renormalizes" if dtype == "float16" else ""))
