@@ -66,11 +66,11 @@ def near_thresholds(scores: dict[str, Any], threshold: Callable[[str], float], d
     threshold, listed or not: `significance.precision_near_threshold`."""
     out = []
     for role, s in scores.items():
-        close = (s - threshold(role)).abs() <= score_margin(role, dtype)
-        for layer, head in close.nonzero().tolist():
-            score = float(s[layer, head])
-            out.append({"layer": layer, "head": head, "role": role, "score": round(score, 4),
-                        "why": near_threshold(role, score, threshold(role), dtype)})
+        for layer, row in enumerate(s.tolist()):
+            for head, score in enumerate(row):
+                why = near_threshold(role, score, threshold(role), dtype)  # one decision, the entries' own
+                if why:
+                    out.append({"layer": layer, "head": head, "role": role, "score": round(score, 4), "why": why})
     return out
 
 
