@@ -216,8 +216,10 @@ class Validator:
                         edits.append(hooks.HeadEdit(layer, head, value, batch=rows))
             single = kind == "no_sink"
             names = sorted({f"blocks.{layer}.attn.z" for spec in chunk for layer, _ in spec}) if single else []
+            # logits in the model's dtype: _measure converts each example's row (a half model's batch of
+            # logits is then half the float32 size; a float32 model's is the same tensor either way)
             out, cache = hooks.run_with_cache(self.loaded, tokens, names=names, edits=edits,
-                                              attention_mask=mask, logits_at=task.at)
+                                              attention_mask=mask, logits_at=task.at, native=True)
             for c, spec in enumerate(chunk):
                 measured = self._measure(task, out[c * n: (c + 1) * n])
                 if single and len(spec) == 1:
