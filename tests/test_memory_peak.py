@@ -1,0 +1,62 @@
+"""The atlas's memory: freed tensors leave resident memory (run/heap.py), half-precision logits stay half."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from glassbox.run import heap, hooks, load_model
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+FREED = """
+import sys, torch
+from glassbox.run import heap
+
+def anon():
+    for line in open('/proc/self/status'):
+        if line.startswith('RssAnon:'):
+            return int(line.split()[1]) * 1024
+
+warm = torch.ones(24 << 18)  # 24 MB mapped and freed: glibc's threshold rises above the next block's size
+del warm
+applied = heap.map_large_blocks() if sys.argv[1] == 'on' else False
+x = torch.ones(16 << 18)  # 16 MB, every page written
+held = anon()
+del x
+print(int(applied), held - anon())
+"""
+
+
+def _freed(mode: str) -> tuple[int, int]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = subprocess.run([sys.executable, "-c", FREED, mode], capture_output=True, text=True, env=env, check=True)
+    applied, freed = out.stdout.split()
+    return int(applied), int(freed)
+
+
+@pytest.mark.skipif(heap._libc() is None, reason="glibc's mallopt only")
+def test_a_freed_large_tensor_leaves_resident_memory():
+    applied, freed = _freed("on")
+    assert applied == 1
+    assert freed >= 12 << 20  # most of the 16 MB went back to the system when the tensor was freed
+
+
+def test_load_model_applies_the_heap_policy(tiny_folder):
+    load_model(tiny_folder("llama"))
+    assert heap.map_large_blocks() == (heap._libc() is not None)
+
+
+def test_native_logits_are_the_models_dtype_and_the_same_numbers(tiny_folder):
+    ids = torch.tensor([[1, 5, 9, 5, 9, 3, 7, 2], [2, 4, 6, 8, 1, 3, 5, 7]])
+    at = torch.tensor([2, 5, 6])
+    for dtype in ("float32", "bfloat16"):
+        loaded = load_model(tiny_folder("llama"), dtype=dtype)
+        native, _ = hooks.run_with_cache(loaded, ids, names=[], logits_at=at, native=True)
+        read, _ = hooks.run_with_cache(loaded, ids, names=[], logits_at=at)
+        assert native.dtype == getattr(torch, dtype) and read.dtype == torch.float32
+        assert torch.equal(native.float(), read)
