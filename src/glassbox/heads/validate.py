@@ -77,7 +77,7 @@ class Task:
     tokens: Any  # [batch, seq]
     mask: Any | None = None  # real tokens (padding excluded)
     targets: Any | None = None  # [batch, seq] bool: positions whose next-token loss is the metric
-    clean: Any = None  # clean logits at `at` (encoders: last hidden state)
+    clean: Any = None  # clean logits at `at` (encoders: last hidden state), in the model's dtype
     means: Any = None  # [layer, head, d_head] mean z over the clean run
     z: Any = None  # clean attn.z per layer
     at: Any = None  # positions whose logits are needed (one before each target)
@@ -120,8 +120,8 @@ class Validator:
             names = ["blocks.*.attn.z"]
             if not loaded.is_encoder:
                 names.append(f"blocks.{loaded.n_layers - 1}.resid_post")
-            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names=names,
-                                                     attention_mask=task.mask, logits_at=task.at)
+            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names=names, attention_mask=task.mask,
+                                                     logits_at=task.at, native=True)  # read per example
             w = task.mask.float()[:, :, None, None]
             task.z = [cache[f"blocks.{layer}.attn.z"] for layer in range(loaded.n_layers)]
             task.means = torch.stack([(z * w).sum((0, 1)) / w.sum() for z in task.z])
