@@ -49,6 +49,7 @@ def _sampler(main_id: int, stop: threading.Event) -> None:
             frame = sys._current_frames().get(main_id)
             stack = [ln.strip() for ln in traceback.format_stack(frame) if "glassbox" in ln] if frame else []
             _peak.update(rss=s["VmRSS"], phase=_phases[-1], stack=stack, anon=s["RssAnon"], file=s["RssFile"])
+            del frame  # a frame held here would keep the main thread's locals (big tensors) alive
         time.sleep(0.02)
 
 
