@@ -114,7 +114,9 @@ def value_weight(loaded: Loaded, layer: int) -> Any:
 def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
     """(W_U with the final norm's gain folded in [vocab, d_model], the final norm module or None)."""
     norm = final_norm(loaded.model, loaded.architecture)
-    w_u = loaded.model.get_output_embeddings().weight.detach().float()  # float32: the analyses' type
+    w_u = loaded.model.get_output_embeddings().weight.detach()
+    # times the float32 gain: float32 whatever the model's dtype (the analyses' type), and a half model's W_U is
+    # read into the product directly, without a float32 copy of it first
     return w_u * _gain(norm, w_u.shape[1]), norm
 
 

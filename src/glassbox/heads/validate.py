@@ -161,8 +161,10 @@ class Validator:
 
         loaded = self.loaded
         norm = final_norm(loaded.model, loaded.architecture)
-        w_u = loaded.model.get_output_embeddings().weight.detach().float()
-        w_u = w_u - w_u.mean(0, keepdim=True)  # logits relative to the mean logit: a uniform shift changes nothing
+        w_u = loaded.model.get_output_embeddings().weight.detach()
+        # logits relative to the mean logit (a uniform shift changes nothing), in float32; a half model's W_U is
+        # read into the difference directly, without a float32 copy of it first
+        w_u = w_u - w_u.mean(0, keepdim=True, dtype=torch.float32)
         x = resid[task.ex_row, task.ex_pos - 1].float()  # [e, d]: the final norm's input where each answer is read
         layer_norm = isinstance(norm, torch.nn.LayerNorm)
         if layer_norm:
