@@ -66,3 +66,14 @@ def test_native_logits_are_the_models_dtype_and_the_same_numbers(tiny_folder):
         read, _ = hooks.run_with_cache(loaded, ids, names=[], logits_at=at)
         assert native.dtype == getattr(torch, dtype) and read.dtype == torch.float32
         assert torch.equal(native.float(), read)
+
+
+def test_half_models_embed_unembed_by_blocks_agrees_with_the_whole_product(tiny_folder):
+    from glassbox.heads import probes
+
+    loaded = load_model(tiny_folder("llama"), dtype="bfloat16")
+    w_e = loaded.model.get_input_embeddings().weight.detach()
+    whole = w_e.float().t() @ probes.ov_readout(loaded)[0]
+    blocks = probes._embed_unembed(loaded, w_e, rows=7)  # 96 rows: 14 blocks, the last one short
+    assert blocks.dtype == torch.float32
+    assert torch.allclose(blocks, whole, rtol=1e-5, atol=1e-5 * float(whole.abs().max()))
