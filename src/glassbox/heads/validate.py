@@ -230,6 +230,7 @@ class Validator:
                     clean = self._head_norm(task, layer, head, task.z[layer])
                     measured["norm_change"] = torch.tensor(self._head_norm(task, layer, head, z) / max(clean, 1e-12) - 1)
                 task.memo[(kind, spec)] = measured
+            del out, cache  # before the next batch's forward: one batch of logits alive at a time, not two
         return [task.memo[(kind, s)] for s in specs]
 
     def metrics(self, task_name: str, layer: int, head: int, kind: str = "mean") -> dict[str, float]:
