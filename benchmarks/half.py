@@ -8,13 +8,17 @@
 - activation patching over heads on one clean/corrupt pair: Spearman ρ of the effects, top-10 overlap.
 The bfloat16 GGUF cache is built before anything is timed. Writes the figures to --out (JSON).
 
-Run: .venv/bin/python benchmarks/half.py [--out out/benchmarks/half.json] [--skip-atlas]
+The two atlases run one after the other (never at once: each child's peak is its own, os.wait4), and the load
+average is printed before and after (other work on the machine slows the runs; it does not change the peaks).
+
+Run: .venv/bin/python benchmarks/half.py [--out out/benchmarks/half.json] [--skip-atlas] [--skip-lens]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -93,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("out/benchmarks/half.json"))
     parser.add_argument("--skip-atlas", action="store_true")
+    parser.add_argument("--skip-lens", action="store_true", help="the atlases only (no lens/patching comparison)")
     args = parser.parse_args()
     from glassbox import bundled
     from glassbox.run import gguf_cache
@@ -105,10 +110,13 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="glassbox-half-"))
         runs, docs = {}, {}
         for d in ("float32", "bfloat16"):
+            print(f"load average before the {d} atlas: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
             runs[d] = peak.run(["atlas", "smollm2-135m", "--dtype", d, "--json", "--quiet"], tmp / f"{d}.json")
             docs[d] = json.loads((tmp / f"{d}.json").read_text())
             assert docs[d]["dtype"] == d, docs[d].get("dtype")
             print(f"atlas {d}: {runs[d]['seconds']:.0f} s, peak RSS {runs[d]['peak_rss_gb']:.2f} GB")
+        print(f"atlas documents: {tmp}")
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         result["atlas_runs"] = runs
         result["atlas"] = compare_atlases(docs["float32"], docs["bfloat16"])
         ratio = runs["bfloat16"]["peak_rss_gb"] / runs["float32"]["peak_rss_gb"]
@@ -122,10 +130,10 @@ def main() -> None:
               f"|Δ ablation effect| median {a['effect_diff_median']}, max {a['effect_diff_max']} "
               f"(bfloat16 noise floor {a['noise_floor_bf16']}); "
               f"{len(a['checks_within_noise_floor_bf16'])} bfloat16 checks inside the floor")
-    result["lens_patching"] = lens_and_patching()
-    lp = result["lens_patching"]
-    print(f"logit lens top-1 agreement {lp['lens_top1_agree']:.3f} over {lp['lens_cells']} cells; patching "
-          f"Spearman {lp['patching_spearman']:.3f}, top-10 overlap {lp['patching_top10_overlap']}/10")
+    if not args.skip_lens:
+        result["lens_patching"] = lp = lens_and_patching()
+        print(f"logit lens top-1 agreement {lp['lens_top1_agree']:.3f} over {lp['lens_cells']} cells; patching "
+              f"Spearman {lp['patching_spearman']:.3f}, top-10 overlap {lp['patching_top10_overlap']}/10")
     peak.write_result(args.out, result)
 
 

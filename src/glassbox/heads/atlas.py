@@ -89,6 +89,12 @@ def copying_measure(loaded: Loaded, ov: Any, act: Any) -> tuple[Any, dict[str, A
     return ov, info
 
 
+def _rms(x: Any) -> float:
+    """Root mean square of a tensor, read in float32 one batch row at a time (a half model's logits never get a
+    whole float32 copy)."""
+    return math.sqrt(sum(float(row.float().pow(2).sum()) for row in x) / max(x.numel(), 1))
+
+
 def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """All probe scores → ({name: [layer, head] tensor}, inputs reused by the validation)."""
     half = _half(loaded, settings.half)
@@ -100,8 +106,8 @@ def compute_scores(loaded: Loaded, settings: Settings) -> tuple[dict[str, Any], 
             rep = probe_inputs.repeats(loaded, settings.batch, half, settings.seed)
             names = ["blocks.*.attn.pattern"] + ([] if loaded.is_encoder else ["blocks.*.attn.head_out"])
             logits, cache = hooks.run_with_cache(loaded, rep.tokens, names=names,
-                                                 reduce=probes.pattern_reducer(loaded, rep))
-            inputs["logit_rms"] = float(logits.float().pow(2).mean().sqrt())  # the scale of the noise floor
+                                                 reduce=probes.pattern_reducer(loaded, rep), native=True)
+            inputs["logit_rms"] = _rms(logits)  # the scale of the noise floor
             del logits
             scores.update(probes.pattern_scores(loaded, rep, cache))
             if not loaded.is_encoder:

@@ -114,18 +114,35 @@ def value_weight(loaded: Loaded, layer: int) -> Any:
 def ov_readout(loaded: Loaded) -> tuple[Any, Any]:
     """(W_U with the final norm's gain folded in [vocab, d_model], the final norm module or None)."""
     norm = final_norm(loaded.model, loaded.architecture)
-    w_u = loaded.model.get_output_embeddings().weight.detach().float()  # float32: the analyses' type
+    w_u = loaded.model.get_output_embeddings().weight.detach()
+    # times the float32 gain: float32 whatever the model's dtype (the analyses' type), and a half model's W_U is
+    # read into the product directly, without a float32 copy of it first
     return w_u * _gain(norm, w_u.shape[1]), norm
+
+
+def _embed_unembed(loaded: Loaded, w_e: Any, rows: int = 4096) -> Any:
+    """E^T U in float32 → [d_model, d_model]. A float32 model's in one product (its tensors as they are); a half
+    model's summed over blocks of `rows` vocabulary rows, so neither E nor U is ever copied whole to float32."""
+    import torch
+
+    if w_e.dtype == torch.float32:
+        return w_e.t() @ ov_readout(loaded)[0]
+    norm = final_norm(loaded.model, loaded.architecture)
+    w_u = loaded.model.get_output_embeddings().weight.detach()
+    gain = _gain(norm, w_u.shape[1])
+    eu = w_e.new_zeros(w_e.shape[1], w_u.shape[1], dtype=gain.dtype)
+    for start in range(0, w_e.shape[0], rows):
+        eu += w_e[start: start + rows].float().t() @ (w_u[start: start + rows] * gain)
+    return eu
 
 
 def copying_scores(loaded: Loaded) -> Any:
     """Elhage's copying score per head from the weights alone → [layer, head] in [0, 1]."""
     import torch
 
-    w_u, _ = ov_readout(loaded)
-    w_e = loaded.model.get_input_embeddings().weight.detach().float()
+    w_e = loaded.model.get_input_embeddings().weight.detach()
     with torch.inference_mode():
-        eu = w_e.t() @ w_u  # [d_model, d_model]: E^T U, shared by every head
+        eu = _embed_unembed(loaded, w_e)  # [d_model, d_model]: E^T U, shared by every head
         out = torch.zeros(loaded.n_layers, loaded.n_heads)
         for layer in range(loaded.n_layers):
             v = value_weight(loaded, layer) * _gain(input_norm(loaded, layer), w_e.shape[1])  # [h, d, m]

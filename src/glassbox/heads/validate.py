@@ -77,7 +77,7 @@ class Task:
     tokens: Any  # [batch, seq]
     mask: Any | None = None  # real tokens (padding excluded)
     targets: Any | None = None  # [batch, seq] bool: positions whose next-token loss is the metric
-    clean: Any = None  # clean logits at `at` (encoders: last hidden state)
+    clean: Any = None  # clean logits at `at` (encoders: last hidden state), in the model's dtype
     means: Any = None  # [layer, head, d_head] mean z over the clean run
     z: Any = None  # clean attn.z per layer
     at: Any = None  # positions whose logits are needed (one before each target)
@@ -120,8 +120,8 @@ class Validator:
             names = ["blocks.*.attn.z"]
             if not loaded.is_encoder:
                 names.append(f"blocks.{loaded.n_layers - 1}.resid_post")
-            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names=names,
-                                                     attention_mask=task.mask, logits_at=task.at)
+            task.clean, cache = hooks.run_with_cache(loaded, task.tokens, names=names, attention_mask=task.mask,
+                                                     logits_at=task.at, native=True)  # read per example
             w = task.mask.float()[:, :, None, None]
             task.z = [cache[f"blocks.{layer}.attn.z"] for layer in range(loaded.n_layers)]
             task.means = torch.stack([(z * w).sum((0, 1)) / w.sum() for z in task.z])
@@ -161,8 +161,10 @@ class Validator:
 
         loaded = self.loaded
         norm = final_norm(loaded.model, loaded.architecture)
-        w_u = loaded.model.get_output_embeddings().weight.detach().float()
-        w_u = w_u - w_u.mean(0, keepdim=True)  # logits relative to the mean logit: a uniform shift changes nothing
+        w_u = loaded.model.get_output_embeddings().weight.detach()
+        # logits relative to the mean logit (a uniform shift changes nothing), in float32; a half model's W_U is
+        # read into the difference directly, without a float32 copy of it first
+        w_u = w_u - w_u.mean(0, keepdim=True, dtype=torch.float32)
         x = resid[task.ex_row, task.ex_pos - 1].float()  # [e, d]: the final norm's input where each answer is read
         layer_norm = isinstance(norm, torch.nn.LayerNorm)
         if layer_norm:
@@ -216,8 +218,10 @@ class Validator:
                         edits.append(hooks.HeadEdit(layer, head, value, batch=rows))
             single = kind == "no_sink"
             names = sorted({f"blocks.{layer}.attn.z" for spec in chunk for layer, _ in spec}) if single else []
+            # logits in the model's dtype: _measure converts each example's row (a half model's batch of
+            # logits is then half the float32 size; a float32 model's is the same tensor either way)
             out, cache = hooks.run_with_cache(self.loaded, tokens, names=names, edits=edits,
-                                              attention_mask=mask, logits_at=task.at)
+                                              attention_mask=mask, logits_at=task.at, native=True)
             for c, spec in enumerate(chunk):
                 measured = self._measure(task, out[c * n: (c + 1) * n])
                 if single and len(spec) == 1:
@@ -226,6 +230,7 @@ class Validator:
                     clean = self._head_norm(task, layer, head, task.z[layer])
                     measured["norm_change"] = torch.tensor(self._head_norm(task, layer, head, z) / max(clean, 1e-12) - 1)
                 task.memo[(kind, spec)] = measured
+            del out, cache  # before the next batch's forward: one batch of logits alive at a time, not two
         return [task.memo[(kind, s)] for s in specs]
 
     def metrics(self, task_name: str, layer: int, head: int, kind: str = "mean") -> dict[str, float]:

@@ -47,7 +47,6 @@ def features(loaded: Loaded, rows: Any, batch: int = 8) -> Any:
     for start in range(0, n, batch):
         tok = rows[start : start + batch]
         b = tok.shape[0]
-        _, cache = hooks.run_with_cache(loaded, tok, names="blocks.*.attn.pattern")
         causal = (k_idx < q_idx)[None]
         dup = (tok[:, :, None] == tok[:, None, :]) & causal  # [b, q, k]
         ind = torch.zeros_like(dup)
@@ -57,15 +56,22 @@ def features(loaded: Loaded, rows: Any, batch: int = 8) -> Any:
         counts[0:len(OFFSET_BINS) + 2] += b * (s - 1)
         counts[-2] += float(has_dup.sum())
         counts[-1] += float(has_ind.sum())
-        for layer in range(loaded.n_layers):
-            p = cache[f"blocks.{layer}.attn.pattern"].float()[:, :, 1:]  # queries 1..s-1: [b, h, q, k]
-            f = sums[layer]
+
+        def add(name: str, pattern: Any, dup: Any = dup, ind: Any = ind, has_dup: Any = has_dup,
+                has_ind: Any = has_ind) -> None:
+            """Each layer's pattern into the sums as it is recorded: one layer's pattern alive at a time."""
+            p = pattern.detach().float().cpu()[:, :, 1:]  # queries 1..s-1: [b, h, q, k]
+            f = sums[int(name.split(".")[1])]
             f[:, 0] += p[..., 0].sum(dim=(0, 2)).double()
             f[:, 1 : 1 + len(OFFSET_BINS)] += torch.einsum("bhqk,qkn->hn", p, bins[1:]).double()
             ent = -(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_keys[1:]
             f[:, 1 + len(OFFSET_BINS)] += ent.sum(dim=(0, 2)).double()
             f[:, -2] += ((p * dup[:, None, 1:]).sum(-1) * has_dup[:, None, 1:]).sum(dim=(0, 2)).double()
             f[:, -1] += ((p * ind[:, None, 1:]).sum(-1) * has_ind[:, None, 1:]).sum(dim=(0, 2)).double()
+
+        # the logits of the last position only: the features read the patterns, the unembedding is wasted work
+        hooks.run_with_cache(loaded, tok, names="blocks.*.attn.pattern", reduce=add,
+                             logits_at=None if loaded.is_encoder else [s - 1])
     counts = counts.clamp_min(1)
     out = (sums / counts).reshape(-1, len(FEATURES)).numpy().astype(np.float64)
     rest = np.maximum(1.0 - out[:, :1], 1e-3)
@@ -180,7 +186,8 @@ def roles_from_atlas(doc: dict[str, Any], n_layers: int, n_heads: int) -> list[s
 def roles_from_probes(loaded: Loaded, seed: int = 0) -> list[str]:
     """The atlas's attention probes on random repeated sequences → a role per head (best score over threshold)."""
     rep = probe_inputs.repeats(loaded, batch=8, half=min(32, _max_half(loaded)), seed=seed)
-    _, cache = hooks.run_with_cache(loaded, rep.tokens, names="blocks.*.attn.pattern")
+    _, cache = hooks.run_with_cache(loaded, rep.tokens, names="blocks.*.attn.pattern",
+                                    reduce=probes.pattern_reducer(loaded, rep))  # one layer's pattern at a time
     scores = probes.pattern_scores(loaded, rep, cache)
     roles = []
     for layer in range(loaded.n_layers):

@@ -413,7 +413,8 @@ def _tokens(tokens: Any) -> Any:
 stats = {"forwards": 0, "tokens": 0}
 
 
-def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at: Any = None) -> Any:
+def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at: Any = None,
+             native: bool = False) -> Any:
     import torch
 
     device = next(loaded.model.parameters()).device
@@ -429,6 +430,8 @@ def _forward(loaded: Loaded, tokens: Any, attention_mask: Any = None, logits_at:
         out = loaded.model(input_ids=tokens, **kwargs)
     logits = getattr(out, "logits", None)
     logits = logits if logits is not None else out.last_hidden_state
+    if native:  # the caller reads slices in float32 itself: a half model's logits stay half their float32 size
+        return logits.cpu()
     return logits.float().cpu()  # read in float32 on the CPU (a float32 CPU model's: the same tensor)
 
 
@@ -443,10 +446,12 @@ def run(loaded: Loaded, tokens: Any, edits: Sequence[Edit] = (),
 
 def run_with_cache(loaded: Loaded, tokens: Any, names: Iterable[str] | str | None = None,
                    edits: Sequence[Edit] = (), attention_mask: Any = None,
-                   logits_at: Any = None, reduce: Callable[[str, Any], Any] | None = None) -> tuple[Any, Cache]:
-    """Forward recording `names` (all when None) → (logits, Cache); `reduce`: see `hooked`."""
+                   logits_at: Any = None, reduce: Callable[[str, Any], Any] | None = None,
+                   native: bool = False) -> tuple[Any, Cache]:
+    """Forward recording `names` (all when None) → (logits, Cache); `reduce`: see `hooked`. native: the logits
+    in the model's dtype (on the CPU) instead of float32, for a caller that converts only what it reads."""
     with hooked(loaded, names=names, edits=edits, reduce=reduce) as cache:
-        logits = _forward(loaded, tokens, attention_mask, logits_at)
+        logits = _forward(loaded, tokens, attention_mask, logits_at, native)
     return logits, cache
 
 

@@ -36,6 +36,7 @@ from glassbox.errors import BadInput
 from glassbox.run import memory, placement
 from glassbox.run.build import ENCODERS, build, model_class, quiet_transformers
 from glassbox.run.gguf_cache import cached_count, gguf_cache, gguf_key, source_key
+from glassbox.run.heap import map_large_blocks
 from glassbox.run.threads import SMALL_MODEL, set_threads
 
 # model_type → family (glassbox.registry; its layout is what the hooks know). Qwen2/Mistral are llama-shaped.
@@ -124,6 +125,7 @@ def load_model(spec: str | os.PathLike, allow_pickle: bool = False, dtype: str |
 
     dtype, where = _asked(dtype, device)
     set_threads()
+    map_large_blocks()  # freed tensors go back to the system (run/heap.py): the peak is what is alive
     quiet_transformers()
     name = str(spec)
     path = bundled.resolve(spec)
