@@ -457,6 +457,17 @@ def _gate_line(g: dict) -> str:
             + (f" (95% [{ci[0]:+.4f}, {ci[1]:+.4f}])" if ci else ""))
 
 
+def _prior_line(prior: dict) -> str:
+    if "mixer" not in prior:
+        return "  session prior: " + prior["reason"]
+    m, r = prior["mixer"], prior["mixer"].get("report", {})
+    ci = r.get("oof_gain_ci95") or [math.nan, math.nan]
+    return (f"  session prior: fitted on {prior['tokens']} tokens of {', '.join(prior['text'])}: "
+            + (f"{m['kind']} proven there" if prior["shipped"] else "nothing proven there (no prior)")
+            + f" (its out-of-fold gain there {r.get('oof_gain_nats_per_token', 0.0):+.4f} nats/token, 95% "
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}])")
+
+
 def _gain_by_distance(match: np.ndarray, prev: np.ndarray, start: np.ndarray, lps: dict[str, np.ndarray],
                       base: np.ndarray) -> dict:
     """Test gain over the LM (nats/token) by where the session's longest match last occurred: inside the LM's
@@ -509,7 +520,8 @@ def render(res: dict) -> str:
         + _gate_line(x["static_only"]["gate"]),
         *([f"{'  session memory only (gated)':34} {x['session_only']['top1']:8.4f} {x['session_only']['ppl']:10.2f}   "
            + _gate_line(x["session_only"]["gate"]),
-           f"{'  session table P_S alone':34} {x['session_table']['top1']:8.4f} {x['session_table']['ppl']:10.2f}"]
+           f"{'  session table P_S alone':34} {x['session_table']['top1']:8.4f} {x['session_table']['ppl']:10.2f}",
+           _prior_line(x["session_prior"])]
           if x.get("session") else ["  (session memory off: --no-session)"]),
         f"{'  P_T with one λ (' + str(x['fixed_lam']['lam']) + ', dev-tuned)':34} {'':8} {x['fixed_lam']['ppl']:10.2f}",
         f"{'  previous mixture (votes, λ=' + str(x['previous_mixture']['lam']) + ')':34} "
