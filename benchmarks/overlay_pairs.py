@@ -8,6 +8,7 @@ SPEC%-N the rest; A+B+C is one index of several corpora, each document's source 
   cross-genre   issue 13's six Brown pairs (nonfiction → fiction, A-C → L, fiction → J, KJV OT → P,
                 pydoc → N, D-H → R)
   readme        the README's other cross-genre pairs (pydoc 1-55 → NT, KJV OT → pydoc, KJV OT → LICENSE)
+  confirm       pairs named before the session prior's rule was run (fiction → H, A-C → G, pydoc → NT)
 Per pair, `overlay eval`'s own figures (SmolLM2-135M at its full context, the mixer fitted on the first half
 of the held-out tokens and scored on the second): LM perplexity, overlay / LM with the block-bootstrap 95%
 interval, what shipped, the oracle / LM (the best constant weights chosen on the test half itself: the most
@@ -18,7 +19,10 @@ Targets, printed as ratios: overlay / LM <= 1.000 on every pair; where the oracl
 with `--lm-window 8192` = one plain forward over the whole text (no cache), and beside them the 512-token
 windows that were eval's default before.
 
-    .venv/bin/python benchmarks/overlay_pairs.py [--max-tokens 4096] [--out pairs.json] [--table pairs.md]
+The per-position records (and the session prior's) are cached under ROOT/records (`--records`), keyed by the
+code they depend on: a change to the mixer's rule refits every pair in seconds.
+
+    .venv/bin/python benchmarks/overlay_pairs.py [--max-tokens 4096] [--kinds ...] [--out pairs.json] [--table pairs.md]
 """
 
 from __future__ import annotations
