@@ -282,8 +282,10 @@ def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tm
     tok = lm.load_lm("smollm2-135m")[1]
     out = tmp_path / "pydoc"
     ix.build(load_documents(["pydoc:1-30"]), tok, out, ix.BuildOptions(k=16, window=6), source="pydoc:1-30")
+    # no session prior: this checks the dev-proven guard (a prior shipped on a positive dev gain is not a
+    # never-worse guarantee; benchmarks/overlay_pairs.py measures it, test_overlay_lm.py runs it end to end)
     opts = evaluate.EvalOptions(max_tokens=800, scale_base=2000, gen_tokens=3, latency_runs=1, lookup_steps=50,
-                                lookup_rounds=1)
+                                lookup_rounds=1, prior_tokens=0)
     held = tmp_path / "matthew-5-7.txt"  # the Sermon on the Mount: prose of one kind from dev to test
     held.write_text("\n".join(kjv_chapters(40, 40)[4:7]))
     res = evaluate.evaluate(out, "smollm2-135m", str(held), opts)
