@@ -8,6 +8,7 @@ SPEC%-N the rest; A+B+C is one index of several corpora, each document's source 
   cross-genre   issue 13's six Brown pairs (nonfiction → fiction, A-C → L, fiction → J, KJV OT → P,
                 pydoc → N, D-H → R)
   readme        the README's other cross-genre pairs (pydoc 1-55 → NT, KJV OT → pydoc, KJV OT → LICENSE)
+  confirm       pairs named before the session prior's rule was run (fiction → H, A-C → G, pydoc → NT)
 Per pair, `overlay eval`'s own figures (SmolLM2-135M at its full context, the mixer fitted on the first half
 of the held-out tokens and scored on the second): LM perplexity, overlay / LM with the block-bootstrap 95%
 interval, what shipped, the oracle / LM (the best constant weights chosen on the test half itself: the most
@@ -18,7 +19,10 @@ Targets, printed as ratios: overlay / LM <= 1.000 on every pair; where the oracl
 with `--lm-window 8192` = one plain forward over the whole text (no cache), and beside them the 512-token
 windows that were eval's default before.
 
-    .venv/bin/python benchmarks/overlay_pairs.py [--max-tokens 4096] [--out pairs.json] [--table pairs.md]
+The per-position records (and the session prior's) are cached under ROOT/records (`--records`), keyed by the
+code they depend on: a change to the mixer's rule refits every pair in seconds.
+
+    .venv/bin/python benchmarks/overlay_pairs.py [--max-tokens 4096] [--kinds ...] [--out pairs.json] [--table pairs.md]
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ PAIRS = {
                     "kjv:1-39=brown:p", "pydoc=brown:n", "brown:d-h=brown:r"],
     # the README's other cross-genre figures (issue 13, measured then against 512-token windows)
     "readme": ["pydoc:1-55=kjv:40-66", "kjv:1-39=pydoc", "kjv:1-39=python-license"],
+    # issue 24's second session: pairs named before they were run, to confirm the session prior's rule
+    "confirm": ["brown:fiction=brown:h", "brown:a-c=brown:g", "pydoc=kjv:40-66"],
 }
 MODEL = "smollm2-135m"
 
@@ -99,7 +105,7 @@ def row(kind: str, spec: str, held: str, res: dict, seconds: float) -> dict:
         "fixed_lam_ratio": x["fixed_lam"]["ppl"] / c["lm"]["ppl"], "fixed_lam": x["fixed_lam"]["lam"],
         "per_token": x["per_token"], "oracle_per_token": o["per_token"],
         "top1": {"lm": c["lm"]["top1"], "overlay": c["overlay"]["top1"]},
-        "gate_report": x["gate"].get("report", {}), "gate_parts": {k: x["gate"].get(k) for k in ("table", "session")},
+        "gate_report": x["gate"].get("report", {}), "session_prior": x.get("session_prior"), "gate_parts": {k: x["gate"].get(k) for k in ("table", "session")},
         "seconds": seconds,
     }
 
@@ -141,6 +147,9 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="*", default=list(PAIRS)[:3], help=f"Which groups: {', '.join(PAIRS)} "
                     "(default: the first three).")
     ap.add_argument("--lm-check", action="store_true", help="Also the LM-context check on the first pair.")
+    ap.add_argument("--records", type=Path, help="Cache the per-position records here (default ROOT/records): "
+                    "a second run with the same code refits the mixer without the LM pass.")
+    ap.add_argument("--pairs", nargs="*", help="Only these INDEX=HELDOUT pairs (of the groups chosen).")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--table", type=Path, help="Write the gate-vs-oracle table (markdown) here.")
     args = ap.parse_args()
@@ -156,6 +165,8 @@ def main() -> None:
 
     for kind in args.kinds:
         for pair in PAIRS[kind]:
+            if args.pairs and pair not in args.pairs:
+                continue
             spec, held = pair.split("=", 1)
             path = ensure_index(folder(args.root, spec), spec)
             if args.lm_check and "lm_check" not in results:
@@ -164,7 +175,7 @@ def main() -> None:
                       f"--lm-window 8192 {chk['window_8192']:.4f} (ratio {chk['window_8192'] / chk['full_context']:.6f}), "
                       f"one plain forward {chk['plain_forward']:.4f}; 512-token windows {chk['window_512']:.4f}")
             t0 = time.perf_counter()
-            res = evaluate.evaluate(path, MODEL, held, opts)
+            res = evaluate.evaluate(path, MODEL, held, opts, records=args.records or args.root / "records")
             r = row(kind, spec, held, res, time.perf_counter() - t0)
             results["rows"].append(r)
             print(f"\n=== {kind}: index {spec}, held-out {held} ({r['seconds']:.0f} s) ===")

@@ -1,6 +1,7 @@
 """overlay eval's parts that need no bundled LM: the LM fed through its KV cache in chunks gives every token
 its full context (= one plain forward), windows give each token its window's context; the per-token view;
-held-out document selections (SPEC%N / SPEC%-N) that never share a document."""
+held-out document selections (SPEC%N / SPEC%-N) that never share a document; the session prior's text (an
+equal share of each of the index's corpora, in segments) and its record (each segment from an empty session)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ import torch
 from tiny import tiny_config
 
 from glassbox.errors import BadInput
-from glassbox.overlay import corpus
-from glassbox.overlay.evaluate import CHUNK, context_length, lm_rows, lm_windows, per_token
+from glassbox.overlay import corpus, lm
+from glassbox.overlay import index as ix
+from glassbox.overlay.evaluate import (
+    CHUNK,
+    context_length,
+    heldout_tokens,
+    lm_rows,
+    lm_windows,
+    per_token,
+    prior_text,
+    session_record,
+)
+from glassbox.overlay.session import SESSION_FEATURES, online
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +87,31 @@ def test_every_nth_document_and_the_rest_partition_the_corpus():
     for bad in ("pydoc:1-30%1", "pydoc:1-30%0", "nosuch%10"):
         with pytest.raises(BadInput):
             corpus.load_documents([bad])
+
+
+def test_prior_text_is_an_equal_share_of_each_source_in_segments(tmp_path):
+    tok = lm.load_tokenizer("smollm2-135m")
+    sources = corpus.load_sources(["kjv:1-1", "kjv:2-2"])
+    docs = [d for _, part in sources for d in part[:3]]
+    path = ix.build(docs, tok, tmp_path / "two", ix.BuildOptions(k=8, window=4, cap=8),
+                    parts=[(spec, 3) for spec, _ in sources])
+    index = ix.Index(path)
+    specs, segs = prior_text(index, tok, 600, 200)
+    assert specs == ["kjv:1-1", "kjv:2-2"] and [len(s) for s in segs] == [200, 100, 200, 100]
+    for k, spec in enumerate(specs):  # each source's first 300 tokens, as eval reads a held-out text
+        assert segs[2 * k] + segs[2 * k + 1] == heldout_tokens(spec, tok, index.sep, 300)[:300]
+
+
+def test_session_record_reads_each_segment_from_an_empty_session(tiny_lm):
+    """Two segments, the second a copy of the first: had the session kept the first, it would know the second
+    from its first token on; its rows are those of each segment read alone (LM and session both)."""
+    rng = np.random.default_rng(2)
+    first = rng.integers(3, 96, 150).tolist()
+    p_lm, p_s, phi_s = session_record(tiny_lm, 1, [first, first], 96, 2048, 1024)
+    assert len(p_lm) == len(p_s) == len(phi_s) == 2 * 149
+    lm_one = np.array([np.exp(r[first[p + 1]]) for p, r, _ in lm_rows(tiny_lm, 1, first, 2048, 1024)])
+    s_one = [(d.dense()[first[p + 1]], d.features(0.5)) for p, d in online(first, 96)]
+    for half in (slice(0, 149), slice(149, 298)):
+        assert np.allclose(p_lm[half], lm_one, atol=1e-5)
+        assert np.allclose(p_s[half], [a for a, _ in s_one], atol=1e-12)
+        assert [f[:4].tolist() for f in phi_s[half]] == [[f[k] for k in SESSION_FEATURES[:4]] for _, f in s_one]

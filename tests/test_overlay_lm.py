@@ -163,7 +163,7 @@ def test_cross_genre_pydoc_index_on_scripture_is_never_worse(tmp_path, smol):
     out = tmp_path / "pydoc"
     ix.build(load_documents(["pydoc:1-30"]), smol[1], out, ix.BuildOptions(k=16, window=6), source="pydoc:1-30")
     opts = evaluate.EvalOptions(max_tokens=600, scale_base=2000, gen_tokens=3, latency_runs=1, lookup_steps=50,
-                                lookup_rounds=1)
+                                lookup_rounds=1, prior_tokens=0)  # the dev-proven guard alone (no session prior)
     res = evaluate.evaluate(out, MODEL, "kjv:40-40", opts)
     c, x = res["contract"], res["extra"]
     assert c["overlay"]["ppl"] <= c["lm"]["ppl"] * (1 + 1e-9)
@@ -191,9 +191,17 @@ def test_brown_news_index_on_fiction_through_the_cli(tmp_path, capsys, smol):
     assert set(doc) == {"tokens", "n_candidates", "lm", "table", "overlay", "recall_at_n", "latency_ratio",
                         "bytes_per_token", "lookup_p99_ms", "lm_context"}
     assert x["heldout"] == "brown:n" and x["index_tokens"] > 50_000 and doc["bytes_per_token"] <= 12
-    assert doc["overlay"]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
-    for part in ("static_only", "session_only"):  # each part alone is guarded the same way
-        assert x[part]["ppl"] <= doc["lm"]["ppl"] * (1 + 1e-9)
+    prior = x["session_prior"]  # fitted on the index's own text (Brown A), by the same fitter
+    assert prior["text"] == ["brown:a"] and prior["tokens"] > 8000 and prior["mixer"]["report"]["dev_positions"] > 8000
+    for key in (None, "static_only", "session_only"):  # the overlay, then each part alone
+        gate = x["gate"] if key is None else x[key]["gate"]
+        ppl = doc["overlay"]["ppl"] if key is None else x[key]["ppl"]
+        rep = gate["report"]
+        if gate["shipped"] and rep.get("prior_checked"):  # shipped on the prior: checked on dev, not proven there
+            assert prior["shipped"] and gate["session"] == prior["mixer"]["session"]
+            assert rep["oof_gain_over_static"] >= rep["min_gain_over_static"]
+        else:  # proven on dev (or off): never worse than the LM
+            assert ppl <= doc["lm"]["ppl"] * (1 + 1e-9)
     assert doc["table"]["ppl"] > doc["lm"]["ppl"]
     g = x["test_gain"]  # the ratio the contract implies, with an interval that contains it
     assert g["ppl_ratio"] == pytest.approx(doc["overlay"]["ppl"] / doc["lm"]["ppl"], rel=1e-9)

@@ -282,8 +282,10 @@ def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tm
     tok = lm.load_lm("smollm2-135m")[1]
     out = tmp_path / "pydoc"
     ix.build(load_documents(["pydoc:1-30"]), tok, out, ix.BuildOptions(k=16, window=6), source="pydoc:1-30")
+    # no session prior: this checks the dev-proven guard (a prior shipped on a positive dev gain is not a
+    # never-worse guarantee; benchmarks/overlay_pairs.py measures it, test_overlay_lm.py runs it end to end)
     opts = evaluate.EvalOptions(max_tokens=800, scale_base=2000, gen_tokens=3, latency_runs=1, lookup_steps=50,
-                                lookup_rounds=1)
+                                lookup_rounds=1, prior_tokens=0)
     held = tmp_path / "matthew-5-7.txt"  # the Sermon on the Mount: prose of one kind from dev to test
     held.write_text("\n".join(kjv_chapters(40, 40)[4:7]))
     res = evaluate.evaluate(out, "smollm2-135m", str(held), opts)
@@ -316,3 +318,27 @@ def test_smollm2_cross_genre_never_worse_and_the_trace_reproduces_the_mixture(tm
     view = explain.step_view(trace, 0)  # `explain --step 0` prints the three weights and the session's terms
     w0 = trace["steps"][0]["mix"]["weights"]
     assert "p_session" in view and "p_sess" in view and f"{w0['session']:.4f} * p_session" in view
+
+
+def test_a_session_prior_ships_where_the_dev_text_carries_it_over_and_not_elsewhere():
+    """A session part fitted and proven on other text (the prior) ships on a dev text whose own evidence is too
+    thin to prove it (one passage that comes back once) when its dev gain there is positive, and not on a dev
+    text that never repeats itself (where it can only cost); a prior text that never repeats proves nothing."""
+    rng = np.random.default_rng(5)
+    passage = rng.integers(0, 200, 100).tolist()
+    p_lm, _, p_s, _, phi_s = _dev_arrays(passage * 16, 0)
+    proven = fit(p_lm, np.zeros(len(p_lm)), p_s, [None] * len(p_lm), phi_s)["session"]
+    assert proven.uses_session  # the prior: fitted on the repeating text, proven there
+    p_lm, _, p_s, _, phi_s = _dev_arrays(list(range(1600)), 0)
+    assert not fit(p_lm, np.zeros(len(p_lm)), p_s, [None] * len(p_lm), phi_s)["session"].shipped
+
+    once = rng.integers(200, 400, 60).tolist()
+    thin = list(range(400, 520)) + once + list(range(520, 640)) + once + list(range(640, 700))  # repeats once
+    dev = _dev_arrays(thin, 1)
+    alone = fit(*dev)
+    assert not alone["overlay"].uses_session and not alone["session"].shipped  # its own evidence is too thin
+    with_prior = fit(*dev, prior=proven.session)
+    assert with_prior["overlay"].uses_session and with_prior["overlay"].session.w == proven.session.w
+    assert with_prior["overlay"].report["prior_checked"] and with_prior["overlay"].report["oof_gain_over_static"] > 0
+    never = fit(*_dev_arrays(list(range(1000, 1400)), 1), prior=proven.session)
+    assert not never["overlay"].uses_session and not never["session"].shipped

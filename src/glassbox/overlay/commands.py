@@ -314,6 +314,9 @@ def eval_(
                                          "N/2: each token gets N/2..N-1 tokens of context), for comparisons. "
                                          "Default: its full context, everything before the token up to the "
                                          "model's context length, as `generate` gives it."),
+    prior_tokens: int = typer.Option(8192, "--prior-tokens", help="Tokens of the index's own documents on which "
+                                     "the session memory's part is fitted and proven first (the session prior; "
+                                     "the dev half then checks that it carries over). 0: no prior."),
     as_json: bool = typer.Option(False, "--json"),
     details: bool = typer.Option(False, "--details", help="With --json: also the breakdown (gates, static-only, "
                                  "session-only, gain by match length and distance, sizes) under 'details'."),
@@ -326,9 +329,11 @@ def eval_(
 
     if lm_window is not None and not 16 <= lm_window <= 8192:
         raise BadInput("--lm-window must be between 16 and 8192 tokens")
+    if prior_tokens < 0:
+        raise BadInput("--prior-tokens must be 0 (no session prior) or more")
     opts = EvalOptions(max_tokens=max_tokens, n_candidates=n_candidates, scale_base=scale_base,
                        gen_tokens=gen_tokens, pos_filter=pos_filter, pos_min_share=pos_min_share,
-                       session=not no_session, window=lm_window)
+                       session=not no_session, window=lm_window, prior_tokens=prior_tokens)
     res = evaluate(index, model, heldout, opts)
     res["extra"].update(placement.last)  # the contract's keys stay exact; "dtype", "device" go with --details
     if res["extra"]["long_match_share"] > 0.5:  # a held-out text inside the index: its "gain" is recall

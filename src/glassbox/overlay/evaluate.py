@@ -66,6 +66,7 @@ class EvalOptions:
     pos_min_share: float = 0.002
     session: bool = True  # the session memory P_S (overlay/session.py); --no-session: the static gate alone
     timing: bool = True  # latency and lookup scaling (overlay/timing.py); off in the pairs benchmark
+    prior_tokens: int = 8192  # the session prior's text (`prior_text`); 0: no prior
 
 
 def heldout_tokens(spec: str, tok, sep: int, limit: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -210,9 +211,73 @@ def context_length(model: Any) -> int:
     return int(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 2048))
 
 
-def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOptions | None = None) -> dict:
-    import torch
+def prior_text(index: Index, tok: Any, n_tokens: int, segment: int) -> tuple[list[str], list[list[int]]]:
+    """(specs, segments of tokens) of the session prior's text: the first documents of the index's own
+    corpora, an equal share of `n_tokens` from each source, cut into segments of ≤ `segment` tokens that are
+    read as separate texts (each one from an empty session, as eval reads its held-out text). Not the
+    evaluated text (its documents are held out of the index); its positions never read the index (the
+    table's weight is 0 there: it would find the text itself), so only the session part learns from them.
+    ([], []) when the corpora can no longer be read (a file index whose files are gone)."""
+    specs = [s["spec"] for s in index.meta.get("sources", [])] or [str(index.meta.get("source", ""))]
+    share = max(16, n_tokens // len(specs))
+    out: list[list[int]] = []
+    try:
+        for spec in specs:
+            ids = heldout_tokens(spec, tok, index.sep, share)[:share]
+            out.extend(ids[i:i + segment] for i in range(0, len(ids), segment) if len(ids) - i >= 16)
+    except (BadInput, OSError, ValueError):
+        return [], []
+    return specs, out
 
+
+def session_record(model: Any, bos: int | None, segments: list[list[int]], vocab: int, window: int, stride: int
+                   ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """(p_LM, P_S of the true token, session features) per position of each segment, in order: the LM and
+    the session memory alone, as `Record.fill` computes them (the static table is not read)."""
+    p_lm, p_s, phi_s = [], [], []
+    total = sum(len(seq) - 1 for seq in segments)
+    rows = ((seq, p, lp) for seq in segments for p, lp, _ in lm_rows(model, bos, seq, window, stride))
+    stream = None
+    for seq, p, lp in progress.track(rows, "session prior", total=total):
+        if p == 0:
+            stream = sessions.online(seq, vocab)
+        at, sd = next(stream)
+        assert at == p
+        plm = np.exp(lp)
+        p_lm.append(plm[seq[p + 1]])
+        p_s.append(sd.dense()[seq[p + 1]])
+        phi_s.append(gates.vector(sd.features(float(plm.max())), sessions.SESSION_FEATURES))
+    return np.array(p_lm), np.array(p_s), phi_s
+
+
+def _cached(folder: Path | None, key: dict, code: tuple, make: Any) -> Any:
+    """make(), or its pickled result from an earlier run with the same key (the benchmark's record cache:
+    refitting the mixer needs no second pass); the key includes the source of `code` (functions and
+    modules the result depends on)."""
+    import hashlib
+    import inspect
+    import pickle
+
+    if folder is None:
+        return make()
+    from glassbox import fileio
+
+    src = "".join(inspect.getsource(c) for c in code)
+    digest = hashlib.sha256((repr(sorted(key.items())) + src).encode()).hexdigest()[:20]
+    path = Path(folder) / f"{digest}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    out = make()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_write(path) as f:
+        pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return out
+
+
+def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOptions | None = None,
+             records: Path | None = None) -> dict:
+    """`overlay eval`'s figures (see the module docstring). `records`: a folder caching the per-position
+    records (the benchmarks' refits; the CLI never passes one)."""
     opts = opts or EvalOptions()
     index = Index(index_path)
     model, tok = lm.load_lm(model_spec)
@@ -224,22 +289,58 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     stride = opts.stride or window // 2
     bos = tok.bos_token_id if lm.needs_bos(model_spec) else None
     pos = PosTable.load(index_path, opts.pos_min_share) if opts.pos_filter else None
-    rec = Record(seq, index.vocab_size)
-    acc = Accumulator(index, AccumulatorConfig(session=False))  # the session memory is read below, in step
-    stream = sessions.online(seq, index.vocab_size)
-    for p, lp, start in progress.track(lm_rows(model, bos, seq, window, stride), "scoring", total=rec.n):
-        acc.observe(seq[max(0, p - 1) : p + 1])
-        at, sd = next(stream)
-        assert at == p  # the LM's rows come in order, one per target
-        rec.fill(p, lp, start, acc, sd, opts.n_candidates, opts.mu, pos)
-    rec.lm_lp = np.log(rec.p_lm)  # as `mixed` computes it, so a mixer that is off gains exactly 0
+    key = {"index": index.meta.get("id"), "model": model_spec, "heldout": heldout, "max_tokens": opts.max_tokens,
+           "window": window, "stride": stride, "n_candidates": opts.n_candidates, "mu": opts.mu,
+           "pos": opts.pos_min_share if pos is not None else None}
+
+    def one_pass() -> Record:
+        rec = Record(seq, index.vocab_size)
+        acc = Accumulator(index, AccumulatorConfig(session=False))  # the session memory is read below, in step
+        stream = sessions.online(seq, index.vocab_size)
+        for p, lp, start in progress.track(lm_rows(model, bos, seq, window, stride), "scoring", total=rec.n):
+            acc.observe(seq[max(0, p - 1) : p + 1])
+            at, sd = next(stream)
+            assert at == p  # the LM's rows come in order, one per target
+            rec.fill(p, lp, start, acc, sd, opts.n_candidates, opts.mu, pos)
+        rec.lm_lp = np.log(rec.p_lm)  # as `mixed` computes it, so a mixer that is off gains exactly 0
+        return rec
+
+    from glassbox.overlay import accumulator, generate, ngram
+    from glassbox.overlay import index as index_mod
+    from glassbox.overlay import pos as pos_mod
+
+    mods = (accumulator, gates, generate, ngram, index_mod, pos_mod, sessions, corpora)
+    rec = _cached(records, key, (*mods, Record, lm_rows, lm_windows, heldout_tokens), one_pass)
+    prior = None
+    if opts.session and opts.prior_tokens > 0:
+        specs, segs = prior_text(index, tok, opts.prior_tokens, opts.max_tokens)
+        if sum(map(len, segs)) > 64:
+            pkey = key | {"heldout": None, "prior": specs, "prior_tokens": opts.prior_tokens}
+            prior = (specs, *_cached(records, pkey, (*mods, lm_rows, lm_windows, heldout_tokens, prior_text,
+                                                     session_record),
+                                     lambda: session_record(model, bos, segs, index.vocab_size, window, stride)))
+    return summarize(rec, index, index_path, heldout, opts, window, stride, ctx, pos, prior,
+                     timing=(model, bos, seq) if opts.timing else None)
+
+
+def summarize(rec: Record, index: Index, index_path: str | Path, heldout: str, opts: EvalOptions, window: int,
+              stride: int, ctx: int, pos: PosTable | None, prior: tuple | None, timing: tuple | None = None) -> dict:
+    """The mixer's fit on the dev positions and every figure on the test positions, from the one record."""
+    import torch
+
     n_dev = max(1, int(rec.n * opts.dev_fraction))
     dev, test = slice(0, n_dev), slice(n_dev, rec.n)
     names = gates.names(index)
     vec_t = [gates.vector(f, names) for f in rec.phi_t]
     vec_s = [gates.vector(f, sessions.SESSION_FEATURES) for f in rec.phi_s]
+    prior_part, prior_rep = None, {"reason": "no session prior (--prior-tokens 0, --no-session or no text)"}
+    if prior is not None:  # the session part fitted by the same fitter on the index's own text (`prior_text`)
+        specs, pp_lm, pp_s, pphi_s = prior
+        pf = fit(pp_lm, np.zeros_like(pp_lm), pp_s, [None] * len(pp_lm), pphi_s)["session"]
+        prior_part = pf.session if pf.shipped else None
+        prior_rep = {"text": specs, "tokens": len(pp_lm), "shipped": pf.shipped, "mixer": pf.to_json()}
     fits = fit(rec.p_lm[dev], rec.p_t[dev], rec.p_s[dev], vec_t[:n_dev], vec_s[:n_dev], session=opts.session,
-               table_features=names)
+               table_features=names, prior=prior_part)
     gate = fits["overlay"]
     ov_lp, ov_hit, weights = mixed(rec, gate)
     st_lp, st_hit, _ = mixed(rec, fits["static"])
@@ -258,7 +359,8 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         out = {"ppl": float(math.exp(-lp[test].mean()))}
         return ({"top1": float(hit[test].mean())} | out) if hit is not None else out
 
-    if opts.timing:
+    if timing is not None:
+        model, bos, seq = timing
         latency = latency_ratio(index, model, bos, seq, opts.gen_tokens, opts.latency_runs, opts.n_candidates, gate)
         lookup = lookup_scaling(index, seq, opts.scale_base, opts.lookup_steps, opts.lookup_rounds, opts.n_candidates)
     else:
@@ -288,7 +390,7 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
                    "gate_share_of_oracle_gain": (float(gain.mean() / or_gain.mean()) if or_gain.mean() > 0
                                                  else None), "per_token": per_token(or_gain)},
         "threads": torch.get_num_threads(), "lm_window": window, "lm_stride": stride, "lm_context": lm_context,
-        "gate": gate.to_json(),
+        "gate": gate.to_json(), "session_prior": prior_rep,
         "lam_test": {"mean": float(lams[test].mean()), "share_nonzero": float((lams[test] > 1e-6).mean()),
                      "p90": float(np.percentile(lams[test], 90))},
         "weights_test": {k: float(weights[test, i].mean()) for i, k in enumerate(("lm", "table", "session"))},
@@ -355,6 +457,17 @@ def _gate_line(g: dict) -> str:
             + (f" (95% [{ci[0]:+.4f}, {ci[1]:+.4f}])" if ci else ""))
 
 
+def _prior_line(prior: dict) -> str:
+    if "mixer" not in prior:
+        return "  session prior: " + prior["reason"]
+    m, r = prior["mixer"], prior["mixer"].get("report", {})
+    ci = r.get("oof_gain_ci95") or [math.nan, math.nan]
+    return (f"  session prior: fitted on {prior['tokens']} tokens of {', '.join(prior['text'])}: "
+            + (f"{m['kind']} proven there" if prior["shipped"] else "nothing proven there (no prior)")
+            + f" (its out-of-fold gain there {r.get('oof_gain_nats_per_token', 0.0):+.4f} nats/token, 95% "
+            f"[{ci[0]:+.4f}, {ci[1]:+.4f}])")
+
+
 def _gain_by_distance(match: np.ndarray, prev: np.ndarray, start: np.ndarray, lps: dict[str, np.ndarray],
                       base: np.ndarray) -> dict:
     """Test gain over the LM (nats/token) by where the session's longest match last occurred: inside the LM's
@@ -407,7 +520,8 @@ def render(res: dict) -> str:
         + _gate_line(x["static_only"]["gate"]),
         *([f"{'  session memory only (gated)':34} {x['session_only']['top1']:8.4f} {x['session_only']['ppl']:10.2f}   "
            + _gate_line(x["session_only"]["gate"]),
-           f"{'  session table P_S alone':34} {x['session_table']['top1']:8.4f} {x['session_table']['ppl']:10.2f}"]
+           f"{'  session table P_S alone':34} {x['session_table']['top1']:8.4f} {x['session_table']['ppl']:10.2f}",
+           _prior_line(x["session_prior"])]
           if x.get("session") else ["  (session memory off: --no-session)"]),
         f"{'  P_T with one λ (' + str(x['fixed_lam']['lam']) + ', dev-tuned)':34} {'':8} {x['fixed_lam']['ppl']:10.2f}",
         f"{'  previous mixture (votes, λ=' + str(x['previous_mixture']['lam']) + ')':34} "

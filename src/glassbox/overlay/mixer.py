@@ -25,6 +25,16 @@ gate is a candidate only with ≥ `min_gate_positions` (1,000) dev positions whe
 something: on less it fits the regime of the dev text. Otherwise the static decision stands, which may be
 nothing: the overlay is the LM.
 
+The session prior (`prior`): the session memory's value is a property of the LM and of text that repeats
+itself, not of the index, so its part can be fitted and proven on text that is not the evaluated one (eval:
+the index's own documents, overlay/evaluate.py `prior_text`, by this same `fit`), where there is more of it
+than a dev half holds. Frozen, it is one more parameter-free candidate ("session-prior", "both-prior": beside
+the static decision's table part). Its dev gain is out of sample without a cross-fit, and the dev half only
+has to show that it carries over: if no candidate is proven on dev, the prior ships when its dev gain over
+the static decision is at least `min_gain` (a prior proven elsewhere plus a positive dev gain: two
+independent pieces of evidence, where the dev half alone is too short to prove the few tokens the session
+wins on).
+
 `oracle`: the best constant weights chosen in hindsight on the scored positions themselves (same parts, same
 masks): the ceiling of what these tables can add to this LM with fixed weights.
 """
@@ -173,6 +183,8 @@ def _probs(theta: np.ndarray, data: dict, spec: tuple[str | None, str | None]
             continue
         if part.startswith("fixed:"):
             z = np.full(n, _logit(float(part[6:])))
+        elif part == "prior":  # a part fitted elsewhere, frozen: its logit per position was computed once
+            z = data["z" + key + "_prior"]
         else:
             x = data["x" + key] if part == "gate" else np.zeros_like(data["x" + key])
             d = x.shape[1]
@@ -251,12 +263,14 @@ def block_ci(gain: np.ndarray, block: int = 64, boot: int = 2000, seed: int = 0)
 
 
 def _mixer(theta: np.ndarray, spec: tuple[str | None, str | None], kind: str, report: dict,
-           table_features: tuple[str, ...] = TABLE_FEATURES) -> Mixer:
+           table_features: tuple[str, ...] = TABLE_FEATURES, prior: Part | None = None) -> Mixer:
     parts, i = [], 0
     for part, names in zip(spec, (table_features, SESSION_FEATURES), strict=True):
         d = len(names)
         if part is None:
             parts.append(None)
+        elif part == "prior":
+            parts.append(Part(w=list(prior.w), b=prior.b, features=prior.features))
         elif part.startswith("fixed:"):
             parts.append(Part(w=[0.0] * d, b=_logit(float(part[6:])), features=names))
         else:
@@ -269,16 +283,20 @@ def _mixer(theta: np.ndarray, spec: tuple[str | None, str | None], kind: str, re
 def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarray | None],
         phi_s: list[np.ndarray | None], session: bool = True, folds: int = 5, ridge: float = 0.001,
         block: int = 64, boot: int = 2000, seed: int = 0, min_gain: float = 5e-4,
-        min_gate_positions: int = 1000, table_features: tuple[str, ...] = TABLE_FEATURES) -> dict[str, Mixer]:
+        min_gate_positions: int = 1000, table_features: tuple[str, ...] = TABLE_FEATURES,
+        prior: Part | None = None) -> dict[str, Mixer]:
     """Fit and check the candidates on dev positions (true-token probability under each model and the
     features per position, None where a part knows nothing). Returns {"overlay": the shipped mixer,
     "static": the static-only decision (today's gate), "session": the session-only decision}; each one is
-    the LM (shipped False) unless its out-of-fold gain is above 0 at 95%."""
+    the LM (shipped False) unless its out-of-fold gain is above 0 at 95%, or (`prior`: a session part
+    fitted and proven on other text) the prior's dev gain is at least `min_gain` (see the module docstring)."""
     n = len(p_lm)
     xt, mt = _stack(phi_t, len(table_features))
     xs, ms = _stack(phi_s, len(SESSION_FEATURES))
     data = {"p_lm": np.asarray(p_lm, np.float64), "pt": np.asarray(p_t, np.float64),
             "ps": np.asarray(p_s, np.float64), "xt": xt, "mt": mt, "xs": xs, "ms": ms}
+    if prior is not None:
+        data["zs_prior"] = prior.b + xs @ np.asarray(prior.w, np.float64)
     specs: dict[str, tuple[str | None, str | None]] = {}
     gains: dict[str, np.ndarray] = {}
     stats: dict[str, dict] = {}
@@ -301,8 +319,10 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
 
     def ship(best: str, rep: dict, label: str) -> Mixer:
         theta = _fit(data, specs[best], ridge * n)
-        return _mixer(theta, specs[best], best, rep | {"reason": f"{label}: {best}: out-of-fold gain above 0 at 95%"},
-                      table_features)
+        why = (f"{label}: {best}: the session prior's dev gain over the static decision is at least {min_gain}"
+               if specs[best][1] == "prior" and rep.get("prior_checked") else
+               f"{label}: {best}: out-of-fold gain above 0 at 95%")
+        return _mixer(theta, specs[best], best, rep | {"reason": why}, table_features, prior)
 
     # the static decision, as today's gate: the best static candidate by out-of-fold gain, if proven
     pool = [k for k in stats if specs[k][1] is None]
@@ -329,6 +349,10 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
         run(f"session-fixed-{lam}", (None, f"fixed:{lam}"))
         if table_spec is not None:
             run(f"both-fixed-{lam}", (table_spec, f"fixed:{lam}"))
+    if prior is not None:  # frozen, so its dev gain is out of sample without a cross-fit
+        run("session-prior", (None, "prior"))
+        if table_spec is not None:
+            run("both-prior", (table_spec, "prior"))
 
     def decide(pool: list[str], against: np.ndarray, label: str) -> Mixer:
         """Of the candidates whose gain over `against` has its lower 95% bound at min_gain nats/token or more,
@@ -340,15 +364,19 @@ def fit(p_lm: np.ndarray, p_t: np.ndarray, p_s: np.ndarray, phi_t: list[np.ndarr
         for k in pool:
             stats[k]["over_static_ci95"] = list(bounds[k][:2])
         proven = [k for k in pool if bounds[k][0] >= min_gain]
-        best = max(proven or pool, key=lambda k: stats[k]["oof_gain_nats_per_token"] if proven else bounds[k][0])
+        # the prior was proven on its own text: here the dev half only checks that it carries over
+        checked = [k for k in pool if specs[k][1] == "prior" and (gains[k] - against).mean() >= min_gain]
+        best = max(proven or checked or pool,
+                   key=lambda k: stats[k]["oof_gain_nats_per_token"] if proven or checked else bounds[k][0])
         lo, hi, _ = bounds[best]
         over = float((gains[best] - against).mean())
         rep = base | {"kind": best, **stats[best], "oof_gain_over_static": over,
-                      "oof_gain_over_static_ci95": [lo, hi]}
-        if lo >= min_gain:
+                      "oof_gain_over_static_ci95": [lo, hi], "prior_checked": bool(not proven and checked)}
+        if lo >= min_gain or (not proven and checked):
             return ship(best, rep, label)
         return Mixer(kind="lm", report=rep | {"reason": f"{label}: no session candidate's gain over the static "
-                                              f"decision has its 95% lower bound at {min_gain} nats/token or more"})
+                                              f"decision has its 95% lower bound at {min_gain} nats/token or more"
+                                              + (" and the prior's dev gain is below it" if prior else "")})
 
     sess = decide([k for k in stats if specs[k][0] is None and specs[k][1] is not None], np.zeros(n),
                   "session only")
