@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,18 @@ def test_cli_under_address_space_limit(kind, edits, tmp_path):
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
     assert not MARKER.exists()
+
+
+def test_zip_entry_claiming_more_than_the_file_is_refused_cheaply(tmp_path):
+    """Found by the fuzzer: one flipped bit made `byteorder` claim 32 MB in a 2 kB zip, and zipfile allocated it."""
+    data = bytearray(SEEDS["pickle"].read_bytes())
+    with zipfile.ZipFile(SEEDS["pickle"]) as z:
+        name = next(n for n in z.namelist() if n.endswith("byteorder"))
+    at = data.rindex(name.encode()) - 46 + 20  # the central directory entry's compressed-size field
+    data[at + 3] ^= 0x02  # +32 MiB
+    bad = tmp_path / "big-claim.pt"
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        assert z.getinfo(name).compress_size > 32 << 20  # the mutation is the one the fuzzer found
+    check(bad, bytes(data), allow_pickle=True)  # within the allocation bound, one-line error if any
+    with pytest.raises(BadInput, match="claims"):
+        exercise(bad, allow_pickle=True)

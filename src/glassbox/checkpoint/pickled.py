@@ -155,6 +155,13 @@ def _read_zip(f, path: Path):
 
 
 def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    # zipfile allocates the size the directory claims before it reads: a claim past the file's end would make a
+    # 2 kB file cost whatever the corrupted field says, so the claim is checked against the bytes that exist.
+    z.fp.seek(0, 2)
+    room = z.fp.tell() - info.header_offset
+    if info.compress_size > room or info.file_size > max(room, MAX_PICKLE_BYTES):
+        raise BadInput(f"{info.filename} claims {info.compress_size} bytes but the file ends {room} bytes after "
+                       "its header", path)
     try:
         return z.read(info)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError,
