@@ -19,9 +19,6 @@ Targets, printed as ratios: overlay / LM <= 1.000 on every pair; where the oracl
 with `--lm-window 8192` = one plain forward over the whole text (no cache), and beside them the 512-token
 windows that were eval's default before.
 
-The per-position records (and the session prior's) are cached under ROOT/records (`--records`), keyed by the
-code they depend on: a change to the mixer's rule refits every pair in seconds.
-
     .venv/bin/python benchmarks/overlay_pairs.py [--max-tokens 4096] [--kinds ...] [--out pairs.json] [--table pairs.md]
 """
 
@@ -147,8 +144,6 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="*", default=list(PAIRS)[:3], help=f"Which groups: {', '.join(PAIRS)} "
                     "(default: the first three).")
     ap.add_argument("--lm-check", action="store_true", help="Also the LM-context check on the first pair.")
-    ap.add_argument("--records", type=Path, help="Cache the per-position records here (default ROOT/records): "
-                    "a second run with the same code refits the mixer without the LM pass.")
     ap.add_argument("--pairs", nargs="*", help="Only these INDEX=HELDOUT pairs (of the groups chosen).")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--table", type=Path, help="Write the gate-vs-oracle table (markdown) here.")
@@ -175,7 +170,7 @@ def main() -> None:
                       f"--lm-window 8192 {chk['window_8192']:.4f} (ratio {chk['window_8192'] / chk['full_context']:.6f}), "
                       f"one plain forward {chk['plain_forward']:.4f}; 512-token windows {chk['window_512']:.4f}")
             t0 = time.perf_counter()
-            res = evaluate.evaluate(path, MODEL, held, opts, records=args.records or args.root / "records")
+            res = evaluate.evaluate(path, MODEL, held, opts)
             r = row(kind, spec, held, res, time.perf_counter() - t0)
             results["rows"].append(r)
             print(f"\n=== {kind}: index {spec}, held-out {held} ({r['seconds']:.0f} s) ===")

@@ -250,34 +250,8 @@ def session_record(model: Any, bos: int | None, segments: list[list[int]], vocab
     return np.array(p_lm), np.array(p_s), phi_s
 
 
-def _cached(folder: Path | None, key: dict, code: tuple, make: Any) -> Any:
-    """make(), or its pickled result from an earlier run with the same key (the benchmark's record cache:
-    refitting the mixer needs no second pass); the key includes the source of `code` (functions and
-    modules the result depends on)."""
-    import hashlib
-    import inspect
-    import pickle
-
-    if folder is None:
-        return make()
-    from glassbox import fileio
-
-    src = "".join(inspect.getsource(c) for c in code)
-    digest = hashlib.sha256((repr(sorted(key.items())) + src).encode()).hexdigest()[:20]
-    path = Path(folder) / f"{digest}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())
-    out = make()
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with fileio.atomic_write(path) as f:
-        pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return out
-
-
-def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOptions | None = None,
-             records: Path | None = None) -> dict:
-    """`overlay eval`'s figures (see the module docstring). `records`: a folder caching the per-position
-    records (the benchmarks' refits; the CLI never passes one)."""
+def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOptions | None = None) -> dict:
+    """`overlay eval`'s figures (see the module docstring)."""
     opts = opts or EvalOptions()
     index = Index(index_path)
     model, tok = lm.load_lm(model_spec)
@@ -289,9 +263,6 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
     stride = opts.stride or window // 2
     bos = tok.bos_token_id if lm.needs_bos(model_spec) else None
     pos = PosTable.load(index_path, opts.pos_min_share) if opts.pos_filter else None
-    key = {"index": index.meta.get("id"), "model": model_spec, "heldout": heldout, "max_tokens": opts.max_tokens,
-           "window": window, "stride": stride, "n_candidates": opts.n_candidates, "mu": opts.mu,
-           "pos": opts.pos_min_share if pos is not None else None}
 
     def one_pass() -> Record:
         rec = Record(seq, index.vocab_size)
@@ -305,20 +276,12 @@ def evaluate(index_path: str | Path, model_spec: str, heldout: str, opts: EvalOp
         rec.lm_lp = np.log(rec.p_lm)  # as `mixed` computes it, so a mixer that is off gains exactly 0
         return rec
 
-    from glassbox.overlay import accumulator, generate, ngram
-    from glassbox.overlay import index as index_mod
-    from glassbox.overlay import pos as pos_mod
-
-    mods = (accumulator, gates, generate, ngram, index_mod, pos_mod, sessions, corpora)
-    rec = _cached(records, key, (*mods, Record, lm_rows, lm_windows, heldout_tokens), one_pass)
+    rec = one_pass()
     prior = None
     if opts.session and opts.prior_tokens > 0:
         specs, segs = prior_text(index, tok, opts.prior_tokens, opts.max_tokens)
         if sum(map(len, segs)) > 64:
-            pkey = key | {"heldout": None, "prior": specs, "prior_tokens": opts.prior_tokens}
-            prior = (specs, *_cached(records, pkey, (*mods, lm_rows, lm_windows, heldout_tokens, prior_text,
-                                                     session_record),
-                                     lambda: session_record(model, bos, segs, index.vocab_size, window, stride)))
+            prior = (specs, *session_record(model, bos, segs, index.vocab_size, window, stride))
     return summarize(rec, index, index_path, heldout, opts, window, stride, ctx, pos, prior,
                      timing=(model, bos, seq) if opts.timing else None)
 
